@@ -1,0 +1,97 @@
+//! The one bincode configuration, and the only code that calls bincode.
+//!
+//! Little-endian fixed-width integers (simple to implement in any language),
+//! enum variants as `u32`, lengths as `u64`. Decoding is size-limited and
+//! rejects trailing bytes.
+
+use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+use crate::frame::{self, MAX_FRAME_LEN};
+use crate::message::{SupervisorMessage, WorkerMessage};
+
+type Config = Configuration<LittleEndian, Fixint, Limit<{ MAX_FRAME_LEN as usize }>>;
+
+const CONFIG: Config = bincode::config::standard()
+    .with_little_endian()
+    .with_fixed_int_encoding()
+    .with_limit::<{ MAX_FRAME_LEN as usize }>();
+
+/// Appends `message` to `out` as one whole frame (length prefix included).
+/// On error `out` is left as it was.
+pub fn encode_frame<M: Serialize>(message: &M, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    let before = out.len();
+    let header_at = frame::begin_frame(out);
+    let result = bincode::serde::encode_into_std_write(message, out, CONFIG)
+        .map_err(|e| ProtocolError::Encode(e.to_string()))
+        .and_then(|_| frame::finish_frame(out, header_at, MAX_FRAME_LEN));
+    if result.is_err() {
+        out.truncate(before);
+    }
+    result
+}
+
+/// Decodes one frame payload sent by the supervisor.
+pub fn decode_supervisor_message(payload: &[u8]) -> Result<SupervisorMessage, ProtocolError> {
+    decode(payload)
+}
+
+/// Decodes one frame payload sent by a worker, borrowing from `payload`.
+pub fn decode_worker_message(payload: &[u8]) -> Result<WorkerMessage<'_>, ProtocolError> {
+    decode(payload)
+}
+
+fn decode<'de, T: Deserialize<'de>>(payload: &'de [u8]) -> Result<T, ProtocolError> {
+    let (message, used) = bincode::serde::borrow_decode_from_slice(payload, CONFIG)
+        .map_err(|e| ProtocolError::Decode(e.to_string()))?;
+    match payload.len() - used {
+        0 => Ok(message),
+        extra => Err(ProtocolError::TrailingBytes(extra)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::*;
+
+    #[test]
+    fn assign_is_fixed_width_little_endian() {
+        let mut out = Vec::new();
+        let msg = SupervisorMessage::Assign(Assign {
+            index: 1,
+            start: 2,
+            end: 3,
+            attempt: 4,
+        });
+        encode_frame(&msg, &mut out).unwrap();
+        let mut expected = vec![32, 0, 0, 0, 1, 0, 0, 0];
+        for v in [1u64, 2, 3] {
+            expected.extend_from_slice(&v.to_le_bytes());
+        }
+        expected.extend_from_slice(&4u32.to_le_bytes());
+        assert_eq!(out, expected);
+        assert_eq!(decode_supervisor_message(&out[4..]).unwrap(), msg);
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut out = Vec::new();
+        encode_frame(&SupervisorMessage::Stop, &mut out).unwrap();
+        out.push(0);
+        assert!(matches!(
+            decode_supervisor_message(&out[4..]),
+            Err(ProtocolError::TrailingBytes(1))
+        ));
+    }
+
+    #[test]
+    fn a_huge_declared_length_inside_a_message_is_refused() {
+        // Done { index: 0, output: <length u64::MAX> }
+        let mut payload = vec![1, 0, 0, 0];
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_worker_message(&payload).is_err());
+    }
+}
