@@ -1,0 +1,11 @@
+//! The supervisor as a library: configuration, the dispatcher state machine,
+//! and the runtime that connects it to processes, sockets and files.
+
+pub mod chunks;
+pub mod cli;
+pub mod config;
+pub mod dispatcher;
+pub mod output;
+pub mod process;
+pub mod reorder;
+pub mod run;
