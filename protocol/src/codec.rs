@@ -4,7 +4,7 @@
 //! enum variants as `u32`, lengths as `u64`. Decoding is size-limited and
 //! rejects trailing bytes.
 
-use bincode::config::{Configuration, Fixint, LittleEndian, Limit};
+use bincode::config::{Configuration, Fixint, Limit, LittleEndian};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;

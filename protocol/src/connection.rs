@@ -44,63 +44,55 @@ impl FrameBuffer {
         Ok(&self.buf[start..self.consumed])
     }
 
-    /// True if bytes of an unfinished frame are waiting.
+    /// True if bytes of an unfinished frame are waiting behind the whole ones.
     pub fn has_partial_frame(&self) -> bool {
-        self.consumed < self.buf.len()
+        let mut at = self.consumed;
+        while let Ok(Some((_, total))) = split_frame(&self.buf[at..], MAX_FRAME_LEN) {
+            at += total;
+        }
+        at < self.buf.len()
     }
 
-    /// Makes room for one more read and returns the free space to read into.
+    /// Drops the frames already handed out and makes room for one more read.
     /// Memory grows only with bytes actually received, never with a length
     /// a peer merely announced.
-    fn spare(&mut self) -> &mut [u8] {
+    fn make_room(&mut self) {
         if self.consumed > 0 {
             self.buf.drain(..self.consumed);
             self.consumed = 0;
         }
-        let filled = self.buf.len();
-        self.buf.resize(filled + READ_SIZE, 0);
-        &mut self.buf[filled..]
-    }
-
-    fn commit(&mut self, read: usize) {
-        let filled = self.buf.len() - READ_SIZE + read;
-        self.buf.truncate(filled);
+        self.buf.reserve(READ_SIZE);
     }
 
     /// One blocking read. `Ok(false)` on a clean end of stream; an error if
     /// the stream ended inside a frame.
     pub fn fill_from<R: Read>(&mut self, reader: &mut R) -> Result<bool, ProtocolError> {
-        let spare = self.spare();
+        self.make_room();
+        let filled = self.buf.len();
+        self.buf.resize(filled + READ_SIZE, 0);
         let read = loop {
-            match reader.read(spare) {
-                Ok(n) => break n,
+            match reader.read(&mut self.buf[filled..]) {
+                Ok(n) => break Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.commit(0);
-                    return Err(e.into());
-                }
+                Err(e) => break Err(e),
             }
         };
-        self.commit(read);
+        self.buf.truncate(filled + *read.as_ref().unwrap_or(&0));
+        let read = read?;
         self.end_check(read)
     }
 
     /// One asynchronous read; the same contract as [`FrameBuffer::fill_from`].
+    /// Cancel-safe: dropping the future loses no bytes, so it can sit in a
+    /// `select!`.
     #[cfg(feature = "tokio")]
     pub async fn fill_from_async<R>(&mut self, reader: &mut R) -> Result<bool, ProtocolError>
     where
         R: tokio::io::AsyncRead + Unpin,
     {
         use tokio::io::AsyncReadExt;
-        let spare = self.spare();
-        let read = match reader.read(spare).await {
-            Ok(n) => n,
-            Err(e) => {
-                self.commit(0);
-                return Err(e.into());
-            }
-        };
-        self.commit(read);
+        self.make_room();
+        let read = reader.read_buf(&mut self.buf).await?;
         self.end_check(read)
     }
 
@@ -119,7 +111,7 @@ impl FrameBuffer {
 /// [`FrameBuffer::complete_frames`].
 pub fn frames(mut batch: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
-        let (payload, total) = split_frame(batch, u32::MAX).ok().flatten()?;
+        let (payload, total) = split_frame(batch, MAX_FRAME_LEN).ok().flatten()?;
         let frame = &batch[payload];
         batch = &batch[total..];
         Some(frame)

@@ -46,13 +46,14 @@ pub fn begin_frame(out: &mut Vec<u8>) -> usize {
 /// Writes the payload length into the header appended by [`begin_frame`].
 pub fn finish_frame(out: &mut [u8], header_at: usize, max: u32) -> Result<(), ProtocolError> {
     let len = out.len() - header_at - HEADER_LEN;
-    let len32 = u32::try_from(len)
-        .ok()
-        .filter(|&l| l <= max)
-        .ok_or(ProtocolError::FrameTooLarge {
-            len: len as u64,
-            max,
-        })?;
+    let len32 =
+        u32::try_from(len)
+            .ok()
+            .filter(|&l| l <= max)
+            .ok_or(ProtocolError::FrameTooLarge {
+                len: len as u64,
+                max,
+            })?;
     out[header_at..header_at + HEADER_LEN].copy_from_slice(&len32.to_le_bytes());
     Ok(())
 }
@@ -73,7 +74,10 @@ mod tests {
     #[test]
     fn rejects_an_oversized_header_before_the_body_arrives() {
         let err = split_frame(&[17, 0, 0, 0], 16).unwrap_err();
-        assert!(matches!(err, ProtocolError::FrameTooLarge { len: 17, max: 16 }));
+        assert!(matches!(
+            err,
+            ProtocolError::FrameTooLarge { len: 17, max: 16 }
+        ));
     }
 
     #[test]

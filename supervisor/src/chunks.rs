@@ -1,1 +1,128 @@
-//! chunks
+//! The chunks of a job, produced lazily one index after the other: a job of
+//! ten million chunks never holds ten million of anything.
+
+/// One chunk: its index and the half-open range `[start, end)` it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSpec {
+    pub index: u64,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Where chunks come from, in index order.
+pub trait ChunkSource {
+    /// The next chunk, or `None` when the job has no more.
+    fn next_chunk(&mut self) -> Option<ChunkSpec>;
+    /// How many chunks the whole job has, when that is known up front.
+    fn total(&self) -> Option<u64>;
+}
+
+/// An integer range cut into chunks of `chunk` items: chunk k covers
+/// `[start + k·chunk, min(start + (k+1)·chunk, end))`.
+#[derive(Debug, Clone)]
+pub struct RangeChunks {
+    start: u64,
+    end: u64,
+    chunk: u64,
+    next_index: u64,
+}
+
+impl RangeChunks {
+    /// `chunk` must be at least 1; an empty range yields no chunks.
+    pub fn new(start: u64, end: u64, chunk: u64) -> Self {
+        assert!(chunk > 0, "chunk size must be positive");
+        Self {
+            start,
+            end,
+            chunk,
+            next_index: 0,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.end.saturating_sub(self.start).div_ceil(self.chunk)
+    }
+}
+
+impl ChunkSource for RangeChunks {
+    fn next_chunk(&mut self) -> Option<ChunkSpec> {
+        if self.next_index >= self.count() {
+            return None;
+        }
+        let index = self.next_index;
+        self.next_index += 1;
+        let start = self.start + index * self.chunk;
+        Some(ChunkSpec {
+            index,
+            start,
+            end: start.saturating_add(self.chunk).min(self.end),
+        })
+    }
+
+    fn total(&self) -> Option<u64> {
+        Some(self.count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_last_chunk_is_cut_at_the_end() {
+        let chunks: Vec<_> = std::iter::from_fn({
+            let mut source = RangeChunks::new(10, 35, 10);
+            move || source.next_chunk()
+        })
+        .collect();
+        assert_eq!(
+            chunks,
+            [
+                ChunkSpec {
+                    index: 0,
+                    start: 10,
+                    end: 20
+                },
+                ChunkSpec {
+                    index: 1,
+                    start: 20,
+                    end: 30
+                },
+                ChunkSpec {
+                    index: 2,
+                    start: 30,
+                    end: 35
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn reaches_the_top_of_u64_without_overflow() {
+        let mut source = RangeChunks::new(u64::MAX - 5, u64::MAX, 4);
+        assert_eq!(source.total(), Some(2));
+        source.next_chunk();
+        assert_eq!(source.next_chunk().unwrap().end, u64::MAX);
+        assert_eq!(source.next_chunk(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_tile_the_range(start in 0u64..1_000_000, len in 0u64..10_000, chunk in 1u64..500) {
+            let mut source = RangeChunks::new(start, start + len, chunk);
+            let total = source.total().unwrap();
+            let mut expected_start = start;
+            let mut seen = 0;
+            while let Some(c) = source.next_chunk() {
+                prop_assert_eq!(c.index, seen);
+                prop_assert_eq!(c.start, expected_start);
+                prop_assert!(c.end > c.start && c.end - c.start <= chunk);
+                expected_start = c.end;
+                seen += 1;
+            }
+            prop_assert_eq!(expected_start, start + len);
+            prop_assert_eq!(seen, total);
+        }
+    }
+}

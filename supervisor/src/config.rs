@@ -1,1 +1,15 @@
-//! config
+//! The job file: TOML read into raw structs, then validated into a [`Job`],
+//! with every error pointing at a file, line, column and key.
+
+mod error;
+mod job;
+mod paths;
+mod raw;
+mod validate;
+
+pub use error::ConfigError;
+pub use job::{
+    Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source, SupervisorSpec,
+    WorkerSpec,
+};
+pub use validate::load;

@@ -1,1 +1,801 @@
-//! dispatcher
+//! The dispatcher: the single owner of a run's state.
+//!
+//! It is fed [`Event`]s (a worker spoke, disconnected or exited, a timer fired)
+//! and answers through the [`Effects`] it is handed: spawn, send, kill, write.
+//! It does no I/O and reads no clock (`now` comes with every call), so it is
+//! tested without processes. It never formats output either: what happened
+//! goes out as [`RunEvent`]s for whoever reports on the run.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use protocol::message::{Assign, Welcome};
+use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
+
+use crate::chunks::{ChunkSource, ChunkSpec};
+use crate::reorder::{Reorder, ResultMeta};
+
+/// Numbers each worker process the run starts, so that news from a replaced
+/// worker is never mistaken for news from its successor in the same slot.
+pub type Generation = u64;
+
+/// The knobs of a run, already validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workers: usize,
+    /// Attempts after the first before a chunk fails for good.
+    pub retries: u32,
+    /// Per attempt, measured from when the worker can start on the chunk.
+    pub timeout: Option<Duration>,
+    /// Time a new worker gets to say hello.
+    pub start_timeout: Duration,
+    /// More unexpected exits than `restart_max` within `restart_within` abort the run.
+    pub restart_max: u32,
+    pub restart_within: Duration,
+    /// `order = "index"`: results are written in index order.
+    pub ordered: bool,
+    /// The job's params as JSON, handed to every worker in its welcome.
+    pub params_json: String,
+    /// Chunks outstanding on one worker at most.
+    pub max_in_flight: usize,
+    /// How much queued work to keep at a worker beyond the chunk it runs:
+    /// enough to hide a round trip, little enough to balance the tail.
+    pub queue_target: Duration,
+    /// After `Stop`, time a worker gets to exit by itself.
+    pub stop_grace: Duration,
+    /// Between the polite and the hard kill.
+    pub kill_grace: Duration,
+    /// Results that may wait for a lower index, in chunks and in bytes.
+    pub reorder_capacity: usize,
+    pub reorder_max_bytes: usize,
+}
+
+impl Settings {
+    pub fn new(workers: usize) -> Self {
+        Self {
+            workers,
+            retries: 2,
+            timeout: None,
+            start_timeout: Duration::from_secs(30),
+            restart_max: 10,
+            restart_within: Duration::from_secs(60),
+            ordered: true,
+            params_json: "{}".to_owned(),
+            max_in_flight: 64,
+            queue_target: Duration::from_millis(5),
+            stop_grace: Duration::from_secs(10),
+            kill_grace: Duration::from_secs(2),
+            reorder_capacity: (workers * 64 * 4).max(4096),
+            reorder_max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// What the dispatcher is told.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Spawned {
+        slot: usize,
+        generation: Generation,
+        pid: u32,
+    },
+    SpawnFailed {
+        slot: usize,
+        generation: Generation,
+        error: String,
+    },
+    Message {
+        slot: usize,
+        generation: Generation,
+        message: WorkerMessage<'a>,
+    },
+    /// The worker's bytes were not a valid frame or message.
+    ProtocolError {
+        slot: usize,
+        generation: Generation,
+        error: String,
+    },
+    /// The worker's end of the socket closed.
+    Disconnected { slot: usize, generation: Generation },
+    /// The worker process was reaped; `status` says how it ended. Every frame
+    /// it sent has been delivered before this.
+    Exited {
+        slot: usize,
+        generation: Generation,
+        status: String,
+    },
+    /// A deadline from [`Dispatcher::next_deadline`] may have passed.
+    Tick,
+}
+
+/// One failed attempt of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub worker: u32,
+    pub error: String,
+}
+
+/// A chunk that ran out of attempts.
+#[derive(Debug)]
+pub struct ChunkFailure<'a> {
+    pub chunk: ChunkSpec,
+    pub errors: &'a [AttemptError],
+}
+
+/// What happened, for logs, progress and reports.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    WorkerStarted {
+        slot: usize,
+        pid: u32,
+    },
+    WorkerReady {
+        slot: usize,
+    },
+    WorkerExited {
+        slot: usize,
+        pid: Option<u32>,
+        status: &'a str,
+        /// Why the supervisor stopped it, if it did.
+        cause: Option<&'a str>,
+        /// Part of an orderly stop rather than a crash.
+        expected: bool,
+    },
+    ChunkRetried {
+        chunk: ChunkSpec,
+        failed_attempt: u32,
+        worker: u32,
+        error: &'a str,
+    },
+    Aborting {
+        reason: &'a str,
+    },
+}
+
+/// What the dispatcher asks of the world.
+pub trait Effects {
+    /// Start a worker process for `slot`; report back with `Spawned` or
+    /// `SpawnFailed`, and later `Exited`.
+    fn spawn(&mut self, slot: usize, generation: Generation);
+    fn send(&mut self, slot: usize, generation: Generation, message: &SupervisorMessage);
+    /// Stop the worker's process group: TERM, `grace`, KILL; `Exited` follows.
+    fn kill(&mut self, slot: usize, generation: Generation, grace: Duration);
+    /// A finished chunk, in output order.
+    fn write_result(&mut self, meta: &ResultMeta, output: &[u8]) -> Result<(), String>;
+    fn write_failure(&mut self, failure: &ChunkFailure<'_>) -> Result<(), String>;
+    fn observe(&mut self, event: &RunEvent<'_>);
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every chunk was written or failed for good.
+    Finished {
+        failed: u64,
+    },
+    Aborted {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub total: Option<u64>,
+    pub done: u64,
+    pub failed: u64,
+    pub retried: u64,
+    /// Workers that exited unexpectedly and were replaced or would have been.
+    pub crashes: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Work {
+    chunk: ChunkSpec,
+    attempt: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SlotPhase {
+    Starting { deadline: Instant },
+    Ready,
+    Stopping { deadline: Instant },
+    Killing,
+    Gone,
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: Generation,
+    phase: SlotPhase,
+    pid: Option<u32>,
+    /// In the order sent; the worker works on the front one.
+    in_flight: VecDeque<Work>,
+    /// Since when the front chunk has been the one the worker works on.
+    head_since: Instant,
+    /// Why the supervisor is killing it; the first reason wins.
+    cause: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum RunPhase {
+    Running,
+    Finishing,
+    Aborting(String),
+}
+
+pub struct Dispatcher {
+    settings: Settings,
+    source: Box<dyn ChunkSource>,
+    /// A fresh chunk taken from the source that the reorder window did not yet admit.
+    peeked: Option<ChunkSpec>,
+    source_done: bool,
+    /// Chunks waiting for another attempt, lowest index first so that ordered
+    /// output is held up as little as possible.
+    retries: BTreeMap<u64, Work>,
+    /// Errors of chunks that have failed at least once and are not settled.
+    errors: HashMap<u64, Vec<AttemptError>>,
+    slots: Vec<Slot>,
+    next_generation: Generation,
+    reorder: Option<Reorder>,
+    crashes: VecDeque<Instant>,
+    /// Moving average of chunk durations; sizes the pipeline to each worker.
+    average_seconds: Option<f64>,
+    in_flight: usize,
+    counts: Counts,
+    phase: RunPhase,
+}
+
+impl Dispatcher {
+    pub fn new(settings: Settings, source: Box<dyn ChunkSource>, now: Instant) -> Self {
+        let reorder = settings
+            .ordered
+            .then(|| Reorder::new(settings.reorder_capacity, settings.reorder_max_bytes));
+        let slots = (0..settings.workers)
+            .map(|_| Slot {
+                generation: 0,
+                phase: SlotPhase::Gone,
+                pid: None,
+                in_flight: VecDeque::with_capacity(settings.max_in_flight),
+                head_since: now,
+                cause: None,
+            })
+            .collect();
+        let counts = Counts {
+            total: source.total(),
+            ..Counts::default()
+        };
+        Self {
+            settings,
+            source,
+            peeked: None,
+            source_done: false,
+            retries: BTreeMap::new(),
+            errors: HashMap::new(),
+            slots,
+            next_generation: 1,
+            reorder,
+            crashes: VecDeque::new(),
+            average_seconds: None,
+            in_flight: 0,
+            counts,
+            phase: RunPhase::Running,
+        }
+    }
+
+    /// Starts every worker slot.
+    pub fn start(&mut self, now: Instant, fx: &mut impl Effects) {
+        for slot in 0..self.slots.len() {
+            self.spawn(slot, now, fx);
+        }
+        self.settle(now, fx);
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Chunks sent to workers and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Once every worker is gone after the run finished or aborted.
+    pub fn outcome(&self) -> Option<Outcome> {
+        if self.slots.iter().any(|slot| slot.phase != SlotPhase::Gone) {
+            return None;
+        }
+        match &self.phase {
+            RunPhase::Running => None,
+            RunPhase::Finishing => Some(Outcome::Finished {
+                failed: self.counts.failed,
+            }),
+            RunPhase::Aborting(reason) => Some(Outcome::Aborted {
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// The earliest moment a `Tick` has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter_map(|slot| match slot.phase {
+                SlotPhase::Starting { deadline } | SlotPhase::Stopping { deadline } => {
+                    Some(deadline)
+                }
+                SlotPhase::Ready if !slot.in_flight.is_empty() => {
+                    self.settings.timeout.map(|t| slot.head_since + t)
+                }
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Ends the run early: every worker is killed, chunks in flight are abandoned.
+    pub fn abort(&mut self, reason: String, now: Instant, fx: &mut impl Effects) {
+        if matches!(self.phase, RunPhase::Aborting(_)) {
+            return;
+        }
+        fx.observe(&RunEvent::Aborting { reason: &reason });
+        self.phase = RunPhase::Aborting(reason);
+        for slot in 0..self.slots.len() {
+            self.kill(slot, "the run is aborting", fx);
+        }
+        self.settle(now, fx);
+    }
+
+    pub fn handle(&mut self, event: Event<'_>, now: Instant, fx: &mut impl Effects) {
+        match event {
+            Event::Spawned {
+                slot,
+                generation,
+                pid,
+            } => {
+                if self.is_current(slot, generation) {
+                    self.slots[slot].pid = Some(pid);
+                    fx.observe(&RunEvent::WorkerStarted { slot, pid });
+                }
+            }
+            Event::SpawnFailed {
+                slot,
+                generation,
+                error,
+            } => {
+                if self.is_current(slot, generation) {
+                    self.exited(slot, &format!("could not be started: {error}"), now, fx);
+                }
+            }
+            Event::Message {
+                slot,
+                generation,
+                message,
+            } => {
+                if self.is_current(slot, generation) {
+                    self.message(slot, message, now, fx);
+                }
+            }
+            Event::ProtocolError {
+                slot,
+                generation,
+                error,
+            } => {
+                if self.is_current(slot, generation) {
+                    self.kill(slot, &format!("broke the protocol: {error}"), fx);
+                }
+            }
+            Event::Disconnected { slot, generation } => {
+                if self.is_current(slot, generation)
+                    && !matches!(self.slots[slot].phase, SlotPhase::Stopping { .. })
+                {
+                    self.kill(slot, "closed its connection", fx);
+                }
+            }
+            Event::Exited {
+                slot,
+                generation,
+                status,
+            } => {
+                if self.is_current(slot, generation) {
+                    self.exited(slot, &status, now, fx);
+                }
+            }
+            Event::Tick => self.tick(now, fx),
+        }
+        self.settle(now, fx);
+    }
+
+    fn is_current(&self, slot: usize, generation: Generation) -> bool {
+        self.slots
+            .get(slot)
+            .is_some_and(|s| s.generation == generation && s.phase != SlotPhase::Gone)
+    }
+
+    fn spawn(&mut self, slot: usize, now: Instant, fx: &mut impl Effects) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let s = &mut self.slots[slot];
+        s.generation = generation;
+        s.phase = SlotPhase::Starting {
+            deadline: now + self.settings.start_timeout,
+        };
+        s.pid = None;
+        s.cause = None;
+        debug_assert!(s.in_flight.is_empty());
+        fx.spawn(slot, generation);
+    }
+
+    fn message(
+        &mut self,
+        slot: usize,
+        message: WorkerMessage<'_>,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) {
+        let phase = self.slots[slot].phase;
+        if phase == SlotPhase::Killing {
+            // Nothing it says counts any more; its chunks settle when it exits.
+            return;
+        }
+        match message {
+            WorkerMessage::Hello(hello) => {
+                if !matches!(phase, SlotPhase::Starting { .. }) {
+                    return self.kill(slot, "broke the protocol: said hello twice", fx);
+                }
+                if hello.protocol_version != PROTOCOL_VERSION {
+                    let reason = format!(
+                        "worker {slot} speaks protocol version {}, but this supervisor speaks version {PROTOCOL_VERSION}",
+                        hello.protocol_version
+                    );
+                    return self.abort(reason, now, fx);
+                }
+                let s = &mut self.slots[slot];
+                s.phase = SlotPhase::Ready;
+                let welcome = SupervisorMessage::Welcome(Welcome {
+                    protocol_version: PROTOCOL_VERSION,
+                    worker_id: slot as u32,
+                    params: self.settings.params_json.clone(),
+                });
+                fx.send(slot, s.generation, &welcome);
+                fx.observe(&RunEvent::WorkerReady { slot });
+                if self.phase == RunPhase::Finishing {
+                    self.stop(slot, now, fx);
+                }
+            }
+            WorkerMessage::Done(done) => {
+                if let Some((work, seconds)) = self.answered(slot, done.index, now, fx) {
+                    self.completed(slot, work, seconds, done.output, now, fx);
+                }
+            }
+            WorkerMessage::Failed(failed) => {
+                if let Some((work, _)) = self.answered(slot, failed.index, now, fx) {
+                    self.attempt_failed(slot, work, failed.error.to_owned(), now, fx);
+                }
+            }
+            WorkerMessage::Cancelled(cancelled) => {
+                // Only the supervisor cancels, so this attempt costs the chunk nothing.
+                if let Some((work, _)) = self.answered(slot, cancelled.index, now, fx) {
+                    self.retries.insert(work.chunk.index, work);
+                }
+            }
+        }
+    }
+
+    /// Takes an answered chunk off the worker's queue, with how long it took.
+    fn answered(
+        &mut self,
+        slot: usize,
+        index: u64,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) -> Option<(Work, f64)> {
+        let position = self.slots[slot]
+            .in_flight
+            .iter()
+            .position(|w| w.chunk.index == index);
+        let Some(position) = position else {
+            let reason =
+                format!("broke the protocol: answered chunk {index}, which it was not given");
+            self.kill(slot, &reason, fx);
+            return None;
+        };
+        let s = &mut self.slots[slot];
+        let work = s.in_flight.remove(position)?;
+        let seconds = now.saturating_duration_since(s.head_since).as_secs_f64();
+        if position == 0 {
+            s.head_since = now;
+        }
+        self.in_flight -= 1;
+        Some((work, seconds))
+    }
+
+    fn completed(
+        &mut self,
+        slot: usize,
+        work: Work,
+        seconds: f64,
+        output: &[u8],
+        now: Instant,
+        fx: &mut impl Effects,
+    ) {
+        self.average_seconds = Some(match self.average_seconds {
+            None => seconds,
+            Some(average) => average + (seconds - average) * 0.1,
+        });
+        if !self.errors.is_empty() {
+            self.errors.remove(&work.chunk.index);
+        }
+        self.counts.done += 1;
+        let meta = ResultMeta {
+            index: work.chunk.index,
+            start: work.chunk.start,
+            end: work.chunk.end,
+            attempt: work.attempt,
+            worker: slot as u32,
+            seconds,
+        };
+        let written = match &mut self.reorder {
+            Some(reorder) => reorder.done(meta, output, |m, o| fx.write_result(m, o)),
+            None => fx.write_result(&meta, output),
+        };
+        if let Err(error) = written {
+            self.abort(format!("cannot write the output: {error}"), now, fx);
+        }
+    }
+
+    fn attempt_failed(
+        &mut self,
+        slot: usize,
+        work: Work,
+        error: String,
+        now: Instant,
+        fx: &mut impl Effects,
+    ) {
+        let index = work.chunk.index;
+        let worker = slot as u32;
+        if work.attempt <= self.settings.retries {
+            fx.observe(&RunEvent::ChunkRetried {
+                chunk: work.chunk,
+                failed_attempt: work.attempt,
+                worker,
+                error: &error,
+            });
+            self.errors.entry(index).or_default().push(AttemptError {
+                attempt: work.attempt,
+                worker,
+                error,
+            });
+            self.counts.retried += 1;
+            self.retries.insert(
+                index,
+                Work {
+                    chunk: work.chunk,
+                    attempt: work.attempt + 1,
+                },
+            );
+            return;
+        }
+        let mut errors = self.errors.remove(&index).unwrap_or_default();
+        errors.push(AttemptError {
+            attempt: work.attempt,
+            worker,
+            error,
+        });
+        self.counts.failed += 1;
+        let written = fx
+            .write_failure(&ChunkFailure {
+                chunk: work.chunk,
+                errors: &errors,
+            })
+            .and_then(|()| match &mut self.reorder {
+                Some(reorder) => reorder.skip(index, |m, o| fx.write_result(m, o)),
+                None => Ok(()),
+            });
+        if let Err(error) = written {
+            self.abort(format!("cannot write the output: {error}"), now, fx);
+        }
+    }
+
+    /// Asks the world to end a worker; its `Exited` settles its chunks.
+    fn kill(&mut self, slot: usize, cause: &str, fx: &mut impl Effects) {
+        let s = &mut self.slots[slot];
+        match s.phase {
+            SlotPhase::Starting { .. } | SlotPhase::Ready | SlotPhase::Stopping { .. } => {
+                s.cause.get_or_insert_with(|| cause.to_owned());
+                s.phase = SlotPhase::Killing;
+                fx.kill(slot, s.generation, self.settings.kill_grace);
+            }
+            SlotPhase::Killing | SlotPhase::Gone => {}
+        }
+    }
+
+    fn stop(&mut self, slot: usize, now: Instant, fx: &mut impl Effects) {
+        let s = &mut self.slots[slot];
+        s.phase = SlotPhase::Stopping {
+            deadline: now + self.settings.stop_grace,
+        };
+        fx.send(slot, s.generation, &SupervisorMessage::Stop);
+    }
+
+    fn exited(&mut self, slot: usize, status: &str, now: Instant, fx: &mut impl Effects) {
+        let s = &mut self.slots[slot];
+        let expected =
+            matches!(s.phase, SlotPhase::Stopping { .. }) || self.phase != RunPhase::Running;
+        s.phase = SlotPhase::Gone;
+        let cause = s.cause.take();
+        let pid = s.pid.take();
+        let head = s.in_flight.pop_front();
+        // Chunks queued behind the one it worked on were never started.
+        self.in_flight -= s.in_flight.len() + usize::from(head.is_some());
+        for work in s.in_flight.drain(..) {
+            self.retries.insert(work.chunk.index, work);
+        }
+        fx.observe(&RunEvent::WorkerExited {
+            slot,
+            pid,
+            status,
+            cause: cause.as_deref(),
+            expected,
+        });
+        if self.phase != RunPhase::Running {
+            return;
+        }
+        let description = match &cause {
+            Some(cause) => format!("worker {slot} {cause} ({status})"),
+            None => format!("worker {slot} exited unexpectedly ({status})"),
+        };
+        if let Some(work) = head {
+            self.attempt_failed(slot, work, description.clone(), now, fx);
+        }
+        if expected || self.phase != RunPhase::Running {
+            return;
+        }
+        self.counts.crashes += 1;
+        self.crashes.push_back(now);
+        while self
+            .crashes
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) > self.settings.restart_within)
+        {
+            self.crashes.pop_front();
+        }
+        if self.crashes.len() > self.settings.restart_max as usize {
+            let reason = format!(
+                "workers crashed {} times within {} (the limit is {}); the last: {description}",
+                self.crashes.len(),
+                humanize(self.settings.restart_within),
+                self.settings.restart_max,
+            );
+            return self.abort(reason, now, fx);
+        }
+        self.spawn(slot, now, fx);
+    }
+
+    fn tick(&mut self, now: Instant, fx: &mut impl Effects) {
+        for slot in 0..self.slots.len() {
+            let s = &self.slots[slot];
+            let cause = match s.phase {
+                SlotPhase::Starting { deadline } if deadline <= now => format!(
+                    "did not say hello within {}",
+                    humanize(self.settings.start_timeout)
+                ),
+                SlotPhase::Stopping { deadline } if deadline <= now => format!(
+                    "did not exit within {} of being stopped",
+                    humanize(self.settings.stop_grace)
+                ),
+                SlotPhase::Ready => match (s.in_flight.front(), self.settings.timeout) {
+                    (Some(work), Some(timeout)) if s.head_since + timeout <= now => format!(
+                        "timed out after {} on chunk {}",
+                        humanize(timeout),
+                        work.chunk.index
+                    ),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            self.kill(slot, &cause, fx);
+        }
+    }
+
+    /// After every event: hand out work, and notice when the run is over.
+    fn settle(&mut self, now: Instant, fx: &mut impl Effects) {
+        if self.phase != RunPhase::Running {
+            return;
+        }
+        self.dispatch(now, fx);
+        if self.phase != RunPhase::Running || self.in_flight > 0 || !self.retries.is_empty() {
+            return;
+        }
+        if self.peeked.is_none() && !self.source_done {
+            self.peeked = self.source.next_chunk();
+            self.source_done = self.peeked.is_none();
+        }
+        if self.peeked.is_some() {
+            return;
+        }
+        self.phase = RunPhase::Finishing;
+        for slot in 0..self.slots.len() {
+            match self.slots[slot].phase {
+                SlotPhase::Ready => self.stop(slot, now, fx),
+                SlotPhase::Starting { .. } => self.kill(slot, "was not needed any more", fx),
+                _ => {}
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, fx: &mut impl Effects) {
+        let window = self.window();
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].phase != SlotPhase::Ready {
+                continue;
+            }
+            while self.slots[slot].in_flight.len() < window {
+                let Some(work) = self.next_work() else {
+                    return;
+                };
+                let s = &mut self.slots[slot];
+                if s.in_flight.is_empty() {
+                    s.head_since = now;
+                }
+                s.in_flight.push_back(work);
+                self.in_flight += 1;
+                let assign = SupervisorMessage::Assign(Assign {
+                    index: work.chunk.index,
+                    start: work.chunk.start,
+                    end: work.chunk.end,
+                    attempt: work.attempt,
+                });
+                fx.send(slot, s.generation, &assign);
+            }
+        }
+    }
+
+    fn next_work(&mut self) -> Option<Work> {
+        if let Some((_, work)) = self.retries.pop_first() {
+            return Some(work);
+        }
+        let chunk = match self.peeked.take() {
+            Some(chunk) => chunk,
+            None if self.source_done => return None,
+            None => match self.source.next_chunk() {
+                Some(chunk) => chunk,
+                None => {
+                    self.source_done = true;
+                    return None;
+                }
+            },
+        };
+        if let Some(reorder) = &self.reorder
+            && !reorder.admits(chunk.index)
+        {
+            self.peeked = Some(chunk);
+            return None;
+        }
+        Some(Work { chunk, attempt: 1 })
+    }
+
+    /// Chunks to keep outstanding per worker: one running, plus as many as
+    /// cover `queue_target` at the average chunk duration.
+    fn window(&self) -> usize {
+        let Some(average) = self.average_seconds else {
+            return 1;
+        };
+        let queued = if average > 0.0 {
+            (self.settings.queue_target.as_secs_f64() / average) as usize
+        } else {
+            usize::MAX
+        };
+        queued
+            .saturating_add(1)
+            .min(self.settings.max_in_flight)
+            .max(1)
+    }
+}
+
+fn humanize(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}
+
+#[cfg(test)]
+#[path = "dispatcher_tests.rs"]
+mod tests;

@@ -6,6 +6,8 @@ pub mod cli;
 pub mod config;
 pub mod dispatcher;
 pub mod output;
+pub mod plan;
 pub mod process;
 pub mod reorder;
 pub mod run;
+pub mod slot;

@@ -1,1 +1,185 @@
-//! output
+//! Writing results: the jsonl output file, one record per chunk, and the
+//! failed file, one record per chunk that ran out of attempts.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::Serialize;
+use serde::de::IgnoredAny;
+
+use crate::config::OutputPath;
+use crate::dispatcher::{AttemptError, ChunkFailure};
+use crate::reorder::ResultMeta;
+
+const BUFFER: usize = 1 << 20;
+
+enum Sink {
+    File(File),
+    Stdout(io::Stdout),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::File(file) => file.write(buf),
+            Sink::Stdout(stdout) => stdout.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::File(file) => file.flush(),
+            Sink::Stdout(stdout) => stdout.flush(),
+        }
+    }
+}
+
+/// The output file in `jsonl` format.
+pub struct ResultWriter {
+    out: BufWriter<Sink>,
+}
+
+impl ResultWriter {
+    /// Creates (or truncates) the output.
+    pub fn create(path: &OutputPath) -> io::Result<Self> {
+        let sink = match path {
+            OutputPath::Stdout => Sink::Stdout(io::stdout()),
+            OutputPath::File(path) => Sink::File(File::create(path)?),
+        };
+        Ok(Self {
+            out: BufWriter::with_capacity(BUFFER, sink),
+        })
+    }
+
+    /// Appends one record:
+    /// `{"index":…,"start":…,"end":…,"attempt":…,"worker":…,"seconds":…,"output":…}`.
+    pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<()> {
+        let out = &mut self.out;
+        let mut numbers = itoa::Buffer::new();
+        for (key, value) in [
+            (&br#"{"index":"#[..], meta.index),
+            (br#","start":"#, meta.start),
+            (br#","end":"#, meta.end),
+            (br#","attempt":"#, u64::from(meta.attempt)),
+            (br#","worker":"#, u64::from(meta.worker)),
+        ] {
+            out.write_all(key)?;
+            out.write_all(numbers.format(value).as_bytes())?;
+        }
+        write!(out, r#","seconds":{:.6}"#, meta.seconds)?;
+        write_output_value(out, output)?;
+        out.write_all(b"}\n")
+    }
+
+    /// Flushes everything and makes it durable.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.out.flush()?;
+        match self.out.get_ref() {
+            Sink::File(file) => file.sync_all(),
+            Sink::Stdout(_) => Ok(()),
+        }
+    }
+}
+
+/// The worker's bytes as JSON: as they are when they are one JSON value, else
+/// as a string when they are UTF-8, else base64 under `output_base64`.
+fn write_output_value(out: &mut impl Write, output: &[u8]) -> io::Result<()> {
+    let trimmed = output.trim_ascii();
+    if !trimmed.is_empty() && serde_json::from_slice::<IgnoredAny>(trimmed).is_ok() {
+        out.write_all(br#","output":"#)?;
+        // Whitespace inside a JSON value may hold a line break, which jsonl
+        // cannot: such values are written again on one line.
+        if trimmed.iter().any(|&b| b == b'\n' || b == b'\r') {
+            let value: serde_json::Value = serde_json::from_slice(trimmed)?;
+            serde_json::to_writer(&mut *out, &value)?;
+        } else {
+            out.write_all(trimmed)?;
+        }
+    } else if let Ok(text) = std::str::from_utf8(output) {
+        out.write_all(br#","output":"#)?;
+        serde_json::to_writer(&mut *out, text)?;
+    } else {
+        out.write_all(br#","output_base64":""#)?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(output);
+        out.write_all(encoded.as_bytes())?;
+        out.write_all(b"\"")?;
+    }
+    Ok(())
+}
+
+/// The failed file: created on the first failure, each record flushed as it
+/// is written so that a crash of the supervisor loses none.
+pub struct FailureWriter {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+#[derive(Serialize)]
+struct FailureRecord<'a> {
+    index: u64,
+    start: u64,
+    end: u64,
+    attempts: &'a [AttemptError],
+}
+
+impl FailureWriter {
+    /// A writer for `path`; an old failed file there is removed.
+    pub fn new(path: PathBuf) -> io::Result<Self> {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(Self { path, file: None })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn write(&mut self, failure: &ChunkFailure<'_>) -> io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(File::create(&self.path)?),
+        };
+        let mut line = serde_json::to_vec(&FailureRecord {
+            index: failure.chunk.index,
+            start: failure.chunk.start,
+            end: failure.chunk.end,
+            attempts: failure.errors,
+        })?;
+        line.push(b'\n');
+        file.write_all(&line)
+    }
+
+    /// Makes the failed file durable, if there is one.
+    pub fn finish(self) -> io::Result<()> {
+        self.file.map_or(Ok(()), |file| file.sync_all())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(output: &[u8]) -> String {
+        let mut out = Vec::new();
+        write_output_value(&mut out, output).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_is_kept_as_json_on_one_line() {
+        assert_eq!(value(b"49259937824"), r#","output":49259937824"#);
+        assert_eq!(value(b" 42\n"), r#","output":42"#);
+        assert_eq!(value(b"{\n \"a\": [1,\n 2]\n}"), r#","output":{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn text_becomes_a_string_and_bytes_become_base64() {
+        assert_eq!(value(b"hello\nworld"), r#","output":"hello\nworld""#);
+        assert_eq!(value(b""), r#","output":"""#);
+        assert_eq!(value(&[0xff, 0x00]), r#","output_base64":"/wA=""#);
+    }
+}

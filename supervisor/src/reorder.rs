@@ -1,1 +1,237 @@
-//! reorder
+//! The bounded reorder buffer behind `order = "index"`: results that finish
+//! early wait here until every lower index has been written or has failed.
+//!
+//! It is a ring of slots indexed by `index - next`, each keeping its output
+//! buffer between uses, so a steady run allocates nothing per chunk. The
+//! dispatcher asks [`Reorder::admits`] before dispatching a fresh chunk: when
+//! the ring or its byte budget is full it dispatches nothing further ahead,
+//! which bounds memory whatever one slow chunk does.
+
+/// The facts about a finished chunk that travel with its output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResultMeta {
+    pub index: u64,
+    pub start: u64,
+    pub end: u64,
+    pub attempt: u32,
+    pub worker: u32,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default)]
+enum SlotState {
+    #[default]
+    Empty,
+    Done(ResultMeta),
+    /// Failed for good: there is nothing to write, only a gap to pass.
+    Skipped,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    state: SlotState,
+    output: Vec<u8>,
+}
+
+/// Slot buffers that grew past this are given back after use.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub struct Reorder {
+    /// The lowest index not yet written.
+    next: u64,
+    slots: Vec<Slot>,
+    buffered_bytes: usize,
+    max_bytes: usize,
+}
+
+impl Reorder {
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+        assert!(capacity > 0);
+        Self {
+            next: 0,
+            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            buffered_bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// The lowest index not yet written.
+    pub fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether a chunk with this index may be dispatched now: within the ring
+    /// and, unless it is the very next one, within the byte budget.
+    pub fn admits(&self, index: u64) -> bool {
+        index == self.next
+            || (index < self.next + self.slots.len() as u64 && self.buffered_bytes < self.max_bytes)
+    }
+
+    fn slot(&mut self, index: u64) -> &mut Slot {
+        debug_assert!(index >= self.next && index < self.next + self.slots.len() as u64);
+        let len = self.slots.len() as u64;
+        &mut self.slots[(index % len) as usize]
+    }
+
+    /// Takes a finished chunk and writes out, through `write`, every result
+    /// that is now in order. The output is copied only if it must wait.
+    pub fn done<E>(
+        &mut self,
+        meta: ResultMeta,
+        output: &[u8],
+        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if meta.index == self.next {
+            write(&meta, output)?;
+            self.next += 1;
+            return self.drain(write);
+        }
+        self.buffered_bytes += output.len();
+        let slot = self.slot(meta.index);
+        slot.state = SlotState::Done(meta);
+        slot.output.clear();
+        slot.output.extend_from_slice(output);
+        Ok(())
+    }
+
+    /// Marks a chunk as failed for good, so later results can pass it.
+    pub fn skip<E>(
+        &mut self,
+        index: u64,
+        write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.slot(index).state = SlotState::Skipped;
+        self.drain(write)
+    }
+
+    fn drain<E>(
+        &mut self,
+        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        loop {
+            let next = self.next;
+            let slot = self.slot(next);
+            match std::mem::take(&mut slot.state) {
+                SlotState::Empty => return Ok(()),
+                SlotState::Skipped => {}
+                SlotState::Done(meta) => {
+                    let result = write(&meta, &slot.output);
+                    let len = slot.output.len();
+                    slot.output.clear();
+                    if slot.output.capacity() > KEEP_CAPACITY {
+                        slot.output = Vec::new();
+                    }
+                    self.buffered_bytes -= len;
+                    result?;
+                }
+            }
+            self.next += 1;
+        }
+    }
+
+    /// Results waiting for a lower index.
+    pub fn is_empty(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|slot| matches!(slot.state, SlotState::Empty))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::convert::Infallible;
+
+    fn meta(index: u64) -> ResultMeta {
+        ResultMeta {
+            index,
+            start: index * 10,
+            end: index * 10 + 10,
+            attempt: 1,
+            worker: 0,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn holds_early_results_until_the_gap_closes() {
+        let mut reorder = Reorder::new(4, 1 << 20);
+        let written = std::cell::RefCell::new(Vec::new());
+        let write = |m: &ResultMeta, out: &[u8]| {
+            written.borrow_mut().push((m.index, out.to_vec()));
+            Ok::<_, Infallible>(())
+        };
+        reorder.done(meta(2), b"two", write).unwrap();
+        reorder.done(meta(1), b"one", write).unwrap();
+        assert!(written.borrow().is_empty());
+        reorder.done(meta(0), b"zero", write).unwrap();
+        let written = written.into_inner();
+        assert_eq!(
+            written,
+            [
+                (0, b"zero".to_vec()),
+                (1, b"one".to_vec()),
+                (2, b"two".to_vec())
+            ]
+        );
+        assert_eq!(reorder.next_index(), 3);
+        assert!(reorder.is_empty());
+    }
+
+    #[test]
+    fn a_skipped_chunk_lets_the_rest_through() {
+        let mut reorder = Reorder::new(4, 1 << 20);
+        let mut written = Vec::new();
+        let mut write = |m: &ResultMeta, _: &[u8]| {
+            written.push(m.index);
+            Ok::<_, Infallible>(())
+        };
+        reorder.done(meta(1), b"", &mut write).unwrap();
+        reorder.skip(0, &mut write).unwrap();
+        assert_eq!(written, [1]);
+        assert_eq!(reorder.next_index(), 2);
+    }
+
+    #[test]
+    fn admits_nothing_past_the_ring_or_the_byte_budget() {
+        let mut reorder = Reorder::new(4, 8);
+        assert!(reorder.admits(3));
+        assert!(!reorder.admits(4));
+        reorder
+            .done(meta(1), b"123456789", |_, _| Ok::<_, Infallible>(()))
+            .unwrap();
+        assert!(!reorder.admits(2), "over the byte budget");
+        assert!(reorder.admits(0), "the next index is always admitted");
+    }
+
+    proptest! {
+        #[test]
+        fn writes_every_index_once_in_order(
+            order in Just((0u64..64).collect::<Vec<_>>()).prop_shuffle(),
+            skipped in proptest::collection::hash_set(0u64..64, 0..8),
+        ) {
+            // Feed results in a random order but never further ahead than the
+            // ring admits, as the dispatcher does.
+            let mut reorder = Reorder::new(64, usize::MAX);
+            let mut written = Vec::new();
+            for index in order {
+                prop_assert!(reorder.admits(index));
+                let mut write = |m: &ResultMeta, out: &[u8]| {
+                    assert_eq!(out, m.index.to_string().as_bytes());
+                    written.push(m.index);
+                    Ok::<_, Infallible>(())
+                };
+                if skipped.contains(&index) {
+                    reorder.skip(index, &mut write).unwrap();
+                } else {
+                    reorder.done(meta(index), index.to_string().as_bytes(), &mut write).unwrap();
+                }
+            }
+            let expected: Vec<u64> = (0..64).filter(|i| !skipped.contains(i)).collect();
+            prop_assert_eq!(written, expected);
+            prop_assert!(reorder.is_empty());
+        }
+    }
+}

@@ -1,1 +1,40 @@
-//! Worker SDK.
+//! Worker SDK: turn a Rust function into a worker process for the supervisor.
+//!
+//! The supervisor starts the worker with its end of a private Unix socket
+//! (named by [`protocol::WORKER_FD_ENV`]); [`serve`] takes it over, shakes
+//! hands, and calls the handler once per assigned chunk until the supervisor
+//! says stop. Cancellation arrives while a handler runs and is visible through
+//! [`Context::is_cancelled`].
+//!
+//! ```no_run
+//! use std::io::Write;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Params {
+//!     scale: u64,
+//! }
+//!
+//! fn main() -> Result<(), worker::WorkerError> {
+//!     worker::serve(|ctx, chunk, out| {
+//!         let params: Params = ctx.params().map_err(|e| e.to_string())?;
+//!         let sum: u64 = (chunk.start..chunk.end).map(|i| i * params.scale).sum();
+//!         write!(out, "{sum}").map_err(|e| e.to_string())
+//!     })
+//! }
+//! ```
+//!
+//! The `squares-worker` binary in this package is the reference worker; its
+//! [`faults`] switches make it crash, hang or misbehave on chosen chunks.
+
+mod answers;
+mod context;
+mod error;
+pub mod faults;
+mod inbox;
+mod reader;
+mod serve;
+mod socket;
+
+pub use context::{Chunk, Context};
+pub use error::WorkerError;
+pub use serve::serve;

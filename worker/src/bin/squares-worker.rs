@@ -1,2 +1,234 @@
-//! The reference worker.
-fn main() {}
+//! The reference worker for the `squares` job: a chunk's output is the sum of
+//! `(i * i) % modulus` over its range, in decimal. Fault switches make it
+//! misbehave on purpose for tests.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use worker::faults::{self, Fault, Injected};
+use worker::{Chunk, Context, WorkerError};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Sums (i * i) % modulus over each chunk the supervisor assigns"
+)]
+struct Args {
+    /// Misbehave on a chunk: KIND is crash, exit, hang, fail, garbage or
+    /// oversized; it fires on chunk INDEX while the attempt is below BELOW
+    /// (on every attempt without it). Repeatable.
+    #[arg(long = "fault", value_name = "KIND:INDEX[:BELOW]")]
+    faults: Vec<Fault>,
+    /// Exit with status 1 before saying hello.
+    #[arg(long)]
+    exit_at_start: bool,
+    /// Sleep forever before saying hello.
+    #[arg(long)]
+    hang_at_start: bool,
+    /// Sleep this long before each chunk, giving up early when it is cancelled.
+    #[arg(long, value_name = "MS")]
+    slow_ms: Option<u64>,
+    /// Print this many lines to stderr at the start of each chunk.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    stderr_lines: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct Params {
+    #[serde(default = "default_modulus")]
+    modulus: u64,
+}
+
+const DEFAULT_MODULUS: u64 = 10_007;
+
+fn default_modulus() -> u64 {
+    DEFAULT_MODULUS
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SquaresError {
+    #[error(transparent)]
+    Params(WorkerError),
+    #[error("params: modulus must be positive")]
+    ZeroModulus,
+    #[error(transparent)]
+    Injected(#[from] Injected),
+    #[error("cannot write output: {0}")]
+    Output(#[from] io::Error),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.exit_at_start {
+        return ExitCode::from(1);
+    }
+    if args.hang_at_start {
+        faults::hang();
+    }
+    let mut modulus = None;
+    let result = worker::serve(|ctx, chunk, out| {
+        let modulus = match modulus {
+            Some(m) => m,
+            None => *modulus.insert(read_modulus(ctx)?),
+        };
+        squares(&args, modulus, ctx, chunk, out)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("squares-worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_modulus(ctx: &Context) -> Result<u64, SquaresError> {
+    let params: Params = ctx.params().map_err(SquaresError::Params)?;
+    match params.modulus {
+        0 => Err(SquaresError::ZeroModulus),
+        m => Ok(m),
+    }
+}
+
+fn squares(
+    args: &Args,
+    modulus: u64,
+    ctx: &Context,
+    chunk: &Chunk,
+    out: &mut Vec<u8>,
+) -> Result<(), SquaresError> {
+    if args.stderr_lines > 0 {
+        let mut stderr = io::stderr().lock();
+        for line in 1..=args.stderr_lines {
+            writeln!(
+                stderr,
+                "chunk {} attempt {} line {line}",
+                chunk.index, chunk.attempt
+            )?;
+        }
+    }
+    faults::inject_all(&args.faults, ctx, chunk)?;
+    if let Some(ms) = args.slow_ms {
+        if faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms)) {
+            return Ok(());
+        }
+    }
+    if let Some(sum) = sum_of_squares(chunk.start, chunk.end, modulus, || ctx.is_cancelled()) {
+        write!(out, "{sum}")?;
+    }
+    Ok(())
+}
+
+/// Items between two looks at the cancel flag.
+const POLL_EVERY: u64 = 1 << 20;
+
+/// The sum over `[start, end)` of `(i * i) % modulus`, or `None` if
+/// `cancelled` turned true on the way.
+fn sum_of_squares(
+    start: u64,
+    end: u64,
+    modulus: u64,
+    cancelled: impl Fn() -> bool,
+) -> Option<u128> {
+    let mut total = 0u128;
+    let mut from = start;
+    while from < end {
+        if cancelled() {
+            return None;
+        }
+        let to = end.min(from.saturating_add(POLL_EVERY));
+        total += block(from, to, modulus);
+        from = to;
+    }
+    Some(total)
+}
+
+fn block(from: u64, to: u64, modulus: u64) -> u128 {
+    // A constant modulus lets the compiler turn the divisions into multiplications.
+    if modulus == DEFAULT_MODULUS {
+        block_small(from, to, |x| x % DEFAULT_MODULUS)
+    } else if modulus <= 1 << 32 {
+        block_small(from, to, |x| x % modulus)
+    } else if to <= 1 << 32 {
+        (from..to).map(|i| u128::from(i * i % modulus)).sum()
+    } else {
+        (from..to)
+            .map(|i| u128::from(i) * u128::from(i) % u128::from(modulus))
+            .sum()
+    }
+}
+
+/// For a modulus up to 2^32, in `u64`: a remainder's square fits, and so does
+/// a block of `POLL_EVERY` terms below 2^32 each.
+#[inline(always)]
+fn block_small(from: u64, to: u64, rem: impl Fn(u64) -> u64) -> u128 {
+    let sum: u64 = if to <= 1 << 32 {
+        // i * i fits too: one division per item instead of two.
+        (from..to).map(|i| rem(i * i)).sum()
+    } else {
+        (from..to)
+            .map(|i| {
+                let r = rem(i);
+                rem(r * r)
+            })
+            .sum()
+    };
+    u128::from(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(start: u64, end: u64, modulus: u64) -> u128 {
+        sum_of_squares(start, end, modulus, || false).unwrap()
+    }
+
+    fn naive(start: u64, end: u64, modulus: u64) -> u128 {
+        (start..end)
+            .map(|i| u128::from(i) * u128::from(i) % u128::from(modulus))
+            .sum()
+    }
+
+    #[test]
+    fn the_known_total() {
+        assert_eq!(sum(0, 10_000_000, DEFAULT_MODULUS), 49_259_937_824);
+        let split: u128 = [0, 3_000_001, 7_777_777, 10_000_000]
+            .windows(2)
+            .map(|w| sum(w[0], w[1], DEFAULT_MODULUS))
+            .sum();
+        assert_eq!(split, 49_259_937_824);
+    }
+
+    #[test]
+    fn agrees_with_u128_arithmetic_on_every_path() {
+        let big = 1u64 << 40;
+        let edge = 1u64 << 32;
+        let moduli = [1, 2, 7, DEFAULT_MODULUS, 1 << 32, (1 << 32) + 15, u64::MAX];
+        let ranges = [(0, 5000), (edge - 2000, edge + 2000), (big, big + 3000)];
+        for m in moduli {
+            for (start, end) in ranges {
+                assert_eq!(
+                    sum(start, end, m),
+                    naive(start, end, m),
+                    "m={m} [{start}, {end})"
+                );
+            }
+        }
+        let top = u64::MAX;
+        assert_eq!(sum(top - 100, top, 12345), naive(top - 100, top, 12345));
+    }
+
+    #[test]
+    fn an_empty_range_sums_to_zero() {
+        assert_eq!(sum(5, 5, DEFAULT_MODULUS), 0);
+    }
+
+    #[test]
+    fn stops_when_cancelled() {
+        assert_eq!(sum_of_squares(0, 10 * POLL_EVERY, 7, || true), None);
+    }
+}

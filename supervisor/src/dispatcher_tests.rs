@@ -1,0 +1,516 @@
+//! The dispatcher driven by hand-made events: no processes, no clock.
+
+use super::*;
+use crate::chunks::RangeChunks;
+use protocol::message::{Cancelled, Done, Failed, Hello};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Call {
+    Spawn(usize, Generation),
+    Send(usize, Generation, SupervisorMessage),
+    Kill(usize, Generation),
+    Result(u64, u32, String),
+    Failure(u64, Vec<AttemptError>),
+}
+
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<Call>,
+    retried: usize,
+    fail_writes: bool,
+}
+
+impl Recorder {
+    fn take(&mut self) -> Vec<Call> {
+        std::mem::take(&mut self.calls)
+    }
+
+    fn results(&self) -> Vec<u64> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Result(index, ..) => Some(*index),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Effects for Recorder {
+    fn spawn(&mut self, slot: usize, generation: Generation) {
+        self.calls.push(Call::Spawn(slot, generation));
+    }
+    fn send(&mut self, slot: usize, generation: Generation, message: &SupervisorMessage) {
+        self.calls
+            .push(Call::Send(slot, generation, message.clone()));
+    }
+    fn kill(&mut self, slot: usize, generation: Generation, _grace: Duration) {
+        self.calls.push(Call::Kill(slot, generation));
+    }
+    fn write_result(&mut self, meta: &ResultMeta, output: &[u8]) -> Result<(), String> {
+        if self.fail_writes {
+            return Err("disk full".into());
+        }
+        let output = String::from_utf8(output.to_vec()).unwrap();
+        self.calls
+            .push(Call::Result(meta.index, meta.attempt, output));
+        Ok(())
+    }
+    fn write_failure(&mut self, failure: &ChunkFailure<'_>) -> Result<(), String> {
+        self.calls
+            .push(Call::Failure(failure.chunk.index, failure.errors.to_vec()));
+        Ok(())
+    }
+    fn observe(&mut self, event: &RunEvent<'_>) {
+        if matches!(event, RunEvent::ChunkRetried { .. }) {
+            self.retried += 1;
+        }
+    }
+}
+
+/// A dispatcher with a hand-driven clock and a recorder.
+struct Harness {
+    dispatcher: Dispatcher,
+    fx: Recorder,
+    now: Instant,
+    generations: Vec<Generation>,
+    /// (generation, index) pairs already answered.
+    answered: std::collections::HashSet<(Generation, u64)>,
+}
+
+impl Harness {
+    fn new(settings: Settings, chunks: u64) -> Self {
+        let now = Instant::now();
+        let source = Box::new(RangeChunks::new(0, chunks * 10, 10));
+        let workers = settings.workers;
+        let mut harness = Self {
+            dispatcher: Dispatcher::new(settings, source, now),
+            fx: Recorder::default(),
+            now,
+            generations: vec![0; workers],
+            answered: Default::default(),
+        };
+        harness.dispatcher.start(now, &mut harness.fx);
+        harness.track_spawns();
+        harness
+    }
+
+    fn track_spawns(&mut self) {
+        for call in &self.fx.calls {
+            if let Call::Spawn(slot, generation) = call {
+                self.generations[*slot] = *generation;
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event<'_>) {
+        self.dispatcher.handle(event, self.now, &mut self.fx);
+        self.track_spawns();
+    }
+
+    fn message(&mut self, slot: usize, message: WorkerMessage<'_>) {
+        let generation = self.generations[slot];
+        self.event(Event::Message {
+            slot,
+            generation,
+            message,
+        });
+    }
+
+    fn hello(&mut self, slot: usize) {
+        self.message(
+            slot,
+            WorkerMessage::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                pid: 100 + slot as u32,
+            }),
+        );
+    }
+
+    fn done(&mut self, slot: usize, index: u64) {
+        self.answered.insert((self.generations[slot], index));
+        let output = format!("out{index}");
+        self.message(
+            slot,
+            WorkerMessage::Done(Done {
+                index,
+                output: output.as_bytes(),
+            }),
+        );
+    }
+
+    fn exited(&mut self, slot: usize) {
+        let generation = self.generations[slot];
+        self.event(Event::Exited {
+            slot,
+            generation,
+            status: "signal 9".into(),
+        });
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.event(Event::Tick);
+    }
+
+    /// Chunks assigned to `slot` by the calls so far, oldest first.
+    fn assigned(&self, slot: usize) -> Vec<(u64, u32)> {
+        self.fx
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Send(s, _, SupervisorMessage::Assign(a)) if *s == slot => {
+                    Some((a.index, a.attempt))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Answers every chunk assigned to the worker in `slot` until the
+    /// dispatcher sends it no more.
+    fn serve_all(&mut self, slot: usize) {
+        self.serve_all_but(slot, None);
+    }
+
+    /// As [`Harness::serve_all`], leaving one chunk unanswered.
+    fn serve_all_but(&mut self, slot: usize, held: Option<u64>) {
+        loop {
+            let generation = self.generations[slot];
+            let open: Vec<u64> = self
+                .fx
+                .calls
+                .iter()
+                .filter_map(|c| match c {
+                    Call::Send(s, g, SupervisorMessage::Assign(a))
+                        if *s == slot && *g == generation =>
+                    {
+                        Some(a.index)
+                    }
+                    _ => None,
+                })
+                .filter(|index| !self.answered.contains(&(generation, *index)))
+                .filter(|index| Some(*index) != held)
+                .collect();
+            if open.is_empty() {
+                return;
+            }
+            for index in open {
+                self.done(slot, index);
+            }
+        }
+    }
+
+    fn stopped(&self) -> Vec<usize> {
+        self.fx
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Send(s, _, SupervisorMessage::Stop) => Some(*s),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn settings(workers: usize) -> Settings {
+    Settings {
+        timeout: Some(Duration::from_secs(5)),
+        ..Settings::new(workers)
+    }
+}
+
+#[test]
+fn a_clean_run_welcomes_dispatches_writes_in_order_and_stops() {
+    let mut h = Harness::new(settings(2), 20);
+    assert_eq!(h.fx.take(), [Call::Spawn(0, 1), Call::Spawn(1, 2)]);
+    h.hello(0);
+    h.hello(1);
+    let calls = h.fx.take();
+    assert!(
+        matches!(&calls[0], Call::Send(0, 1, SupervisorMessage::Welcome(w)) if w.worker_id == 0)
+    );
+    h.fx.calls = calls;
+    // Before any chunk has been timed, one chunk per worker.
+    assert_eq!(h.assigned(0), [(0, 1)]);
+    assert_eq!(h.assigned(1), [(1, 1)]);
+    // Worker 1 answers first: its result waits for chunk 0.
+    h.done(1, 1);
+    assert!(h.fx.results().is_empty());
+    h.done(0, 0);
+    assert_eq!(h.fx.results(), [0, 1]);
+    // Instant answers mean tiny chunks: the pipeline widens.
+    assert!(h.assigned(0).len() + h.assigned(1).len() > 4);
+    h.serve_all(0);
+    h.serve_all(1);
+    assert_eq!(h.fx.results(), (0..20).collect::<Vec<_>>());
+    assert_eq!(h.stopped(), [0, 1]);
+    assert_eq!(h.dispatcher.outcome(), None, "workers still running");
+    h.exited(0);
+    h.exited(1);
+    assert_eq!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Finished { failed: 0 })
+    );
+    assert_eq!(h.dispatcher.counts().done, 20);
+}
+
+#[test]
+fn a_crash_costs_one_attempt_and_the_worker_is_replaced() {
+    let mut h = Harness::new(settings(1), 3);
+    h.hello(0);
+    h.exited(0);
+    let calls = h.fx.take();
+    assert!(calls.contains(&Call::Spawn(0, 2)), "{calls:?}");
+    h.hello(0);
+    assert_eq!(h.assigned(0), [(0, 2)]);
+    h.serve_all(0);
+    assert_eq!(h.fx.results(), [0, 1, 2]);
+    assert!(h.fx.calls.contains(&Call::Result(0, 2, "out0".into())));
+    assert_eq!(h.dispatcher.counts().retried, 1);
+    assert_eq!(h.dispatcher.counts().crashes, 1);
+}
+
+#[test]
+fn chunks_queued_behind_the_crashed_one_keep_their_attempt() {
+    let mut h = Harness::new(settings(1), 100);
+    h.hello(0);
+    h.done(0, 0);
+    let queued = h.assigned(0);
+    assert!(queued.len() > 3, "pipeline should have widened: {queued:?}");
+    h.fx.take();
+    h.exited(0);
+    h.hello(0);
+    let reassigned = h.assigned(0);
+    assert_eq!(
+        reassigned[0],
+        (1, 2),
+        "the chunk it worked on costs an attempt"
+    );
+    assert!(reassigned[1..].iter().all(|&(_, attempt)| attempt == 1));
+}
+
+#[test]
+fn a_chunk_out_of_attempts_is_failed_with_every_error_and_the_run_goes_on() {
+    let mut h = Harness::new(settings(1), 4);
+    h.hello(0);
+    for _attempt in 1..=3 {
+        h.message(
+            0,
+            WorkerMessage::Failed(Failed {
+                index: 0,
+                error: "boom",
+            }),
+        );
+    }
+    h.answered.insert((1, 0));
+    let failure =
+        h.fx.calls
+            .iter()
+            .find_map(|c| match c {
+                Call::Failure(index, errors) => Some((*index, errors.clone())),
+                _ => None,
+            })
+            .expect("a failure");
+    assert_eq!(failure.0, 0);
+    assert_eq!(
+        failure.1.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(failure.1.iter().all(|e| e.error == "boom"));
+    h.serve_all(0);
+    assert_eq!(h.fx.results(), [1, 2, 3]);
+    h.exited(0);
+    assert_eq!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Finished { failed: 1 })
+    );
+    assert_eq!(h.fx.retried, 2);
+}
+
+#[test]
+fn a_hung_chunk_is_killed_at_the_timeout_and_retried() {
+    let mut h = Harness::new(settings(1), 2);
+    h.hello(0);
+    assert_eq!(
+        h.dispatcher.next_deadline(),
+        Some(h.now + Duration::from_secs(5))
+    );
+    h.advance(Duration::from_secs(4));
+    assert!(!h.fx.calls.iter().any(|c| matches!(c, Call::Kill(..))));
+    h.advance(Duration::from_secs(1));
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+    h.exited(0);
+    h.hello(0);
+    assert_eq!(h.assigned(0).last(), Some(&(0, 2)));
+}
+
+#[test]
+fn a_worker_that_never_says_hello_is_killed() {
+    let mut h = Harness::new(settings(1), 2);
+    h.advance(Duration::from_secs(31));
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+}
+
+#[test]
+fn crashing_faster_than_the_restart_limit_aborts() {
+    let mut settings = settings(2);
+    settings.restart_max = 3;
+    let mut h = Harness::new(settings, 10);
+    for _ in 0..4 {
+        h.exited(0);
+    }
+    let outcome_reason = match &h.dispatcher.phase {
+        RunPhase::Aborting(reason) => reason.clone(),
+        other => panic!("expected an abort, got {other:?}"),
+    };
+    assert!(outcome_reason.contains("4 times"), "{outcome_reason}");
+    assert!(
+        outcome_reason.contains("the limit is 3"),
+        "{outcome_reason}"
+    );
+    assert!(h.fx.calls.iter().any(|c| matches!(c, Call::Kill(1, _))));
+    h.exited(1);
+    assert!(matches!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Aborted { .. })
+    ));
+}
+
+#[test]
+fn crashes_outside_the_window_are_forgiven() {
+    let mut settings = settings(1);
+    settings.restart_max = 1;
+    let mut h = Harness::new(settings, 10);
+    for _ in 0..5 {
+        h.exited(0);
+        h.now += Duration::from_secs(61);
+    }
+    assert_eq!(h.dispatcher.phase, RunPhase::Running);
+}
+
+#[test]
+fn an_answer_for_a_chunk_it_was_not_given_gets_the_worker_killed() {
+    let mut h = Harness::new(settings(1), 3);
+    h.hello(0);
+    h.done(0, 2);
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+    h.exited(0);
+    h.hello(0);
+    assert_eq!(h.assigned(0).last(), Some(&(0, 2)));
+}
+
+#[test]
+fn news_from_a_replaced_worker_is_ignored() {
+    let mut h = Harness::new(settings(1), 3);
+    h.hello(0);
+    h.exited(0);
+    h.fx.take();
+    h.event(Event::Message {
+        slot: 0,
+        generation: 1,
+        message: WorkerMessage::Done(Done {
+            index: 0,
+            output: b"stale",
+        }),
+    });
+    h.event(Event::Exited {
+        slot: 0,
+        generation: 1,
+        status: "again".into(),
+    });
+    assert!(h.fx.take().is_empty());
+}
+
+#[test]
+fn a_protocol_version_mismatch_aborts_naming_both_versions() {
+    let mut h = Harness::new(settings(1), 3);
+    h.message(
+        0,
+        WorkerMessage::Hello(Hello {
+            protocol_version: 99,
+            pid: 1,
+        }),
+    );
+    h.exited(0);
+    let Some(Outcome::Aborted { reason }) = h.dispatcher.outcome() else {
+        panic!("expected an abort");
+    };
+    assert!(reason.contains("version 99"), "{reason}");
+    assert!(
+        reason.contains(&format!("version {PROTOCOL_VERSION}")),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_slow_chunk_holds_ordered_dispatch_within_the_reorder_window() {
+    let mut settings = settings(2);
+    settings.reorder_capacity = 8;
+    let mut h = Harness::new(settings, 100);
+    h.hello(0);
+    h.hello(1);
+    // Worker 0 sits on chunk 0; everything else is answered at once.
+    for _ in 0..3 {
+        h.serve_all_but(0, Some(0));
+        h.serve_all(1);
+    }
+    let highest = (0..2)
+        .flat_map(|slot| h.assigned(slot))
+        .map(|(index, _)| index)
+        .max()
+        .unwrap();
+    assert!(highest < 8, "dispatched {highest} past the window");
+    assert!(h.fx.results().is_empty());
+    h.done(0, 0);
+    assert_eq!(h.fx.results(), (0..8).collect::<Vec<_>>());
+}
+
+#[test]
+fn completion_order_writes_as_results_come() {
+    let mut settings = settings(2);
+    settings.ordered = false;
+    let mut h = Harness::new(settings, 4);
+    h.hello(0);
+    h.hello(1);
+    h.done(1, 1);
+    assert_eq!(h.fx.results(), [1]);
+}
+
+#[test]
+fn a_cancelled_chunk_is_reassigned_without_losing_an_attempt() {
+    let mut h = Harness::new(settings(1), 2);
+    h.hello(0);
+    h.message(0, WorkerMessage::Cancelled(Cancelled { index: 0 }));
+    assert_eq!(h.assigned(0), [(0, 1), (0, 1)]);
+}
+
+#[test]
+fn a_write_error_aborts_the_run() {
+    let mut h = Harness::new(settings(1), 2);
+    h.fx.fail_writes = true;
+    h.hello(0);
+    h.done(0, 0);
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+    h.exited(0);
+    let Some(Outcome::Aborted { reason }) = h.dispatcher.outcome() else {
+        panic!("expected an abort");
+    };
+    assert!(reason.contains("disk full"), "{reason}");
+}
+
+#[test]
+fn a_worker_that_ignores_stop_is_killed_after_the_grace() {
+    let mut h = Harness::new(settings(1), 1);
+    h.hello(0);
+    h.done(0, 0);
+    assert_eq!(h.stopped(), [0]);
+    h.advance(Duration::from_secs(11));
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+    h.exited(0);
+    assert_eq!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Finished { failed: 0 })
+    );
+    assert_eq!(h.dispatcher.counts().crashes, 0);
+}

@@ -1,0 +1,345 @@
+//! The job file loader against fixture files: every malformed file is refused
+//! with a located, snapshot-checked message; well-formed files get the
+//! documented defaults and paths.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use supervisor::config::{
+    ConfigError, Job, Order, OutputFormat, OutputPath, RestartPolicy, Source, load,
+};
+
+const BAD: &str = "tests/fixtures/bad";
+const GOOD: &str = "tests/fixtures/good";
+
+fn manifest_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .unwrap()
+}
+
+fn fixture_dir(kind: &str) -> PathBuf {
+    manifest_dir().join(kind).canonicalize().unwrap()
+}
+
+fn exe_dir() -> PathBuf {
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn load_good(name: &str, workers: Option<usize>) -> Job {
+    let path = Path::new(GOOD).join(name);
+    load(&path, workers).unwrap_or_else(|e| panic!("{} should load: {e}", path.display()))
+}
+
+/// The messages name the folders searched; those differ per machine.
+fn redact(message: &str) -> String {
+    message
+        .replace(&*exe_dir().to_string_lossy(), "[EXE_DIR]")
+        .replace(&*manifest_dir().to_string_lossy(), "[CRATE_DIR]")
+}
+
+fn bad_fixtures() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(BAD)
+        .unwrap()
+        .map(|entry| Path::new(BAD).join(entry.unwrap().file_name()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+fn check_shape(path: &Path, err: &ConfigError) {
+    let shown = err.to_string();
+    assert_eq!(err.file, path, "{shown}");
+    assert!(err.line >= 1 && err.column >= 1, "no location: {shown}");
+    assert_eq!(err.location(), Some((err.line, err.column)));
+    assert!(!err.key.is_empty(), "no key: {shown}");
+    assert!(!err.message.is_empty(), "no message: {shown}");
+    assert!(!shown.contains('\n'), "more than one line: {shown}");
+    let prefix = format!(
+        "{}:{}:{}: {}: ",
+        path.display(),
+        err.line,
+        err.column,
+        err.key
+    );
+    assert!(
+        shown.starts_with(&prefix),
+        "{shown} should start with {prefix}"
+    );
+    assert!(
+        !err.message.contains("$__"),
+        "internal serde names leaked: {shown}"
+    );
+}
+
+#[test]
+fn every_bad_fixture_is_refused_with_a_located_message() {
+    let fixtures = bad_fixtures();
+    assert!(fixtures.len() >= 18, "only {} bad fixtures", fixtures.len());
+    for path in fixtures {
+        let err = match load(&path, None) {
+            Ok(job) => panic!("{} should be refused, got {job:#?}", path.display()),
+            Err(err) => err,
+        };
+        check_shape(&path, &err);
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let mut settings = insta::Settings::clone_current();
+        settings.set_description(fs::read_to_string(&path).unwrap());
+        settings.set_omit_expression(true);
+        settings.bind(|| insta::assert_snapshot!(name, redact(&err.to_string())));
+    }
+}
+
+#[test]
+fn bad_fixtures_with_a_known_location() {
+    let cases = [
+        ("unknown_key_worker", 6, 1, "worker.timout"),
+        ("unknown_table", 7, 2, "wroker"),
+        ("negative_start", 2, 19, "source.range.start"),
+        ("empty_range", 2, 9, "source.range"),
+        ("chunk_zero", 3, 9, "source.chunk"),
+        ("retries_out_of_range", 6, 11, "worker.retries"),
+        ("workers_zero", 8, 11, "supervisor.workers"),
+        ("bad_order", 8, 9, "output.order"),
+        ("unicode_column", 6, 18, "worker.env.ключ"),
+        ("missing_source", 1, 1, "source"),
+        ("syntax_duplicate_key", 7, 1, "worker.retries"),
+    ];
+    for (name, line, column, key) in cases {
+        let path = Path::new(BAD).join(format!("{name}.toml"));
+        let err = load(&path, None).unwrap_err();
+        assert_eq!(
+            (err.line, err.column, err.key.as_str()),
+            (line, column, key),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_unreadable_file_names_the_file_only() {
+    let path = Path::new("tests/fixtures/no-such-job.toml");
+    let err = load(path, None).unwrap_err();
+    assert_eq!(err.location(), None);
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("tests/fixtures/no-such-job.toml: cannot read job file: "),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_minimal_file_gets_every_default() {
+    let job = load_good("minimal.toml", None);
+    let dir = fixture_dir(GOOD);
+    assert_eq!(job.file, Path::new(GOOD).join("minimal.toml"));
+    assert_eq!(job.dir, dir);
+    assert_eq!(job.name, "minimal");
+    assert_eq!(
+        job.source,
+        Source::Range {
+            start: 0,
+            end: 10_000
+        }
+    );
+    // About 1024 chunks: ceil(10_000 / 1024) items each.
+    assert_eq!(job.chunk, 10);
+    assert_eq!(job.chunk_count(), 1000);
+
+    assert_eq!(job.worker.program, which::which("sh").unwrap());
+    assert!(job.worker.program.is_absolute());
+    assert!(job.worker.args.is_empty());
+    assert!(job.worker.env.is_empty());
+    assert_eq!(job.worker.params_json, "{}");
+    assert_eq!(job.worker.timeout, Some(Duration::from_secs(3600)));
+    assert_eq!(job.worker.start_timeout, Duration::from_secs(30));
+    assert_eq!(job.worker.retries, 2);
+
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(job.supervisor.workers, cpus);
+    assert_eq!(
+        job.supervisor.restart,
+        RestartPolicy {
+            max: 10,
+            within: Duration::from_secs(60)
+        }
+    );
+
+    assert_eq!(job.output.path, OutputPath::File(dir.join("minimal.jsonl")));
+    assert_eq!(job.output.format, OutputFormat::Jsonl);
+    assert_eq!(job.output.order, Order::Index);
+    assert_eq!(job.state_dir, dir.join(".supervisor/minimal"));
+}
+
+#[test]
+fn a_full_file_is_taken_as_written() {
+    let job = load_good("full.toml", None);
+    let dir = fixture_dir(GOOD);
+    assert_eq!(job.name, "squares");
+    assert_eq!(
+        job.source,
+        Source::Range {
+            start: 5,
+            end: 1006
+        }
+    );
+    assert_eq!(job.chunk, 100);
+    // 1001 items: ten full chunks and one of a single item.
+    assert_eq!(job.chunk_count(), 11);
+    assert_eq!(job.worker.args, ["-c", "exit 0"]);
+    assert_eq!(
+        job.worker.env,
+        [
+            ("A".to_owned(), "1".to_owned()),
+            ("RUST_LOG".to_owned(), "info".to_owned())
+        ]
+    );
+    assert_eq!(job.worker.timeout, Some(Duration::from_secs(90)));
+    assert_eq!(job.worker.start_timeout, Duration::from_secs(5));
+    assert_eq!(job.worker.retries, 0);
+    assert_eq!(job.supervisor.workers, 3);
+    assert_eq!(
+        job.supervisor.restart,
+        RestartPolicy {
+            max: 2,
+            within: Duration::from_secs(10)
+        }
+    );
+    assert_eq!(
+        job.output.path,
+        OutputPath::File(dir.join("out/squares.jsonl"))
+    );
+    assert_eq!(job.output.order, Order::Completion);
+    assert_eq!(job.state_dir, dir.join("state/here"));
+}
+
+#[test]
+fn params_become_json() {
+    let job = load_good("full.toml", None);
+    let params: serde_json::Value = serde_json::from_str(&job.worker.params_json).unwrap();
+    assert_eq!(
+        params,
+        serde_json::json!({
+            "modulus": 10007,
+            "ratio": 0.5,
+            "verbose": true,
+            "label": "sq",
+            "primes": [2, 3, 5],
+            "since": "2024-05-01T12:00:00Z",
+            "nested": { "depth": 2, "tags": ["a", "b"] },
+        })
+    );
+}
+
+#[test]
+fn workers_come_from_the_command_line_then_the_file_then_the_cpus() {
+    assert_eq!(load_good("full.toml", Some(7)).supervisor.workers, 7);
+    assert_eq!(load_good("full.toml", None).supervisor.workers, 3);
+    assert_eq!(load_good("minimal.toml", Some(5)).supervisor.workers, 5);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(load_good("minimal.toml", None).supervisor.workers, cpus);
+}
+
+#[test]
+fn a_bad_workers_value_in_the_file_is_refused_even_when_overridden() {
+    let err = load(&Path::new(BAD).join("workers_zero.toml"), Some(4)).unwrap_err();
+    assert_eq!(err.key, "supervisor.workers");
+}
+
+#[test]
+fn stdout_output_keeps_the_state_in_the_job_folder() {
+    let job = load_good("stdout.toml", None);
+    assert_eq!(job.output.path, OutputPath::Stdout);
+    assert_eq!(job.state_dir, fixture_dir(GOOD).join(".supervisor/stdout"));
+}
+
+#[test]
+fn the_state_defaults_to_beside_the_output() {
+    let job = load_good("output_elsewhere.toml", None);
+    let results = fixture_dir(GOOD).join("../results");
+    assert_eq!(
+        job.output.path,
+        OutputPath::File(results.join("elsewhere.jsonl"))
+    );
+    assert_eq!(job.state_dir, results.join(".supervisor/elsewhere"));
+}
+
+/// A folder of its own under the system's temp folder, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("supervisor-config-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir.canonicalize().unwrap())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write_executable(path: &Path) {
+    fs::write(path, "#!/bin/sh\nexit 0\n").unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn job_running(command: &str) -> String {
+    format!(
+        "[source]\nrange = {{ start = 0, end = 10 }}\n\n[worker]\ncommand = [\"{command}\", \"--x\"]\n"
+    )
+}
+
+#[test]
+fn a_command_with_a_slash_is_relative_to_the_job_folder() {
+    let scratch = Scratch::new("slash");
+    fs::create_dir(scratch.0.join("bin")).unwrap();
+    write_executable(&scratch.0.join("bin/worker.sh"));
+    let job_file = scratch.0.join("job.toml");
+    fs::write(&job_file, job_running("./bin/worker.sh")).unwrap();
+
+    let job = load(&job_file, None).unwrap();
+    assert_eq!(job.dir, scratch.0);
+    assert_eq!(job.worker.program, scratch.0.join("bin/worker.sh"));
+    assert_eq!(job.worker.args, ["--x"]);
+    assert_eq!(
+        job.output.path,
+        OutputPath::File(scratch.0.join("job.jsonl"))
+    );
+}
+
+#[test]
+fn a_bare_command_is_found_beside_the_supervisor() {
+    // A name of this process's own so that concurrent test binaries sharing
+    // the folder are not affected.
+    let name = format!("config-test-worker-{}", std::process::id());
+    let beside = exe_dir().join(&name);
+    write_executable(&beside);
+    let scratch = Scratch::new("beside");
+    let job_file = scratch.0.join("job.toml");
+    fs::write(&job_file, job_running(&name)).unwrap();
+
+    let loaded = load(&job_file, None);
+    fs::remove_file(&beside).unwrap();
+    assert_eq!(loaded.unwrap().worker.program, beside);
+}
+
+#[test]
+fn a_bare_command_is_then_found_on_path() {
+    let scratch = Scratch::new("path");
+    let job_file = scratch.0.join("job.toml");
+    fs::write(&job_file, job_running("sh")).unwrap();
+    let job = load(&job_file, None).unwrap();
+    assert_eq!(job.worker.program, which::which("sh").unwrap());
+}

@@ -1,0 +1,127 @@
+//! The write side: answers encoded back to back into one buffer and sent with
+//! one write, so a batch of short chunks received together is answered together.
+
+use std::fmt::{Display, Write as _};
+use std::io::{self, Write as _};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use protocol::codec::encode_frame;
+use protocol::message::{Cancelled, Done, Failed, WorkerMessage};
+
+use crate::error::WorkerError;
+use crate::inbox::Inbox;
+use crate::reader::supervisor_gone;
+
+/// Past this many buffered bytes the answers go out without waiting for the
+/// queue to run dry.
+const FLUSH_AT: usize = 1024 * 1024;
+
+/// Past this much work since the last write the answers go out too: the next
+/// queued chunk may run for minutes, and answers held back that long would
+/// look to the supervisor like slow chunks. Short chunks still share a write.
+const FLUSH_AFTER: Duration = Duration::from_millis(1);
+
+pub(crate) struct Answers<'a> {
+    socket: &'a UnixStream,
+    inbox: &'a Inbox,
+    buf: Vec<u8>,
+    /// When the main thread last wrote or woke up with new work.
+    since: Instant,
+    /// Reused for handler error messages.
+    error: String,
+}
+
+impl<'a> Answers<'a> {
+    pub(crate) fn new(socket: &'a UnixStream, inbox: &'a Inbox) -> Self {
+        Self {
+            socket,
+            inbox,
+            buf: Vec::new(),
+            since: Instant::now(),
+            error: String::new(),
+        }
+    }
+
+    /// Answers a chunk the handler ran.
+    pub(crate) fn ran<E: Display>(
+        &mut self,
+        index: u64,
+        result: Result<(), E>,
+        output: &[u8],
+        cancelled: bool,
+    ) -> Result<(), WorkerError> {
+        if cancelled {
+            return self.cancelled(index);
+        }
+        // Below, `write!` into a String cannot fail.
+        self.error.clear();
+        match result {
+            Ok(()) => {
+                let done = WorkerMessage::Done(Done { index, output });
+                if encode_frame(&done, &mut self.buf).is_ok() {
+                    return self.flush_if_due();
+                }
+                // The only way a Done fails to encode is an output beyond the
+                // frame limit: report that as the chunk's failure.
+                let _ = write!(
+                    self.error,
+                    "output of {} bytes does not fit in a frame of at most {} bytes",
+                    output.len(),
+                    protocol::frame::MAX_FRAME_LEN
+                );
+            }
+            Err(e) => {
+                let _ = write!(self.error, "{e}");
+            }
+        }
+        let failed = WorkerMessage::Failed(Failed {
+            index,
+            error: &self.error,
+        });
+        encode_frame(&failed, &mut self.buf)?;
+        self.flush_if_due()
+    }
+
+    pub(crate) fn cancelled(&mut self, index: u64) -> Result<(), WorkerError> {
+        encode_frame(
+            &WorkerMessage::Cancelled(Cancelled { index }),
+            &mut self.buf,
+        )?;
+        self.flush_if_due()
+    }
+
+    fn flush_if_due(&mut self) -> Result<(), WorkerError> {
+        if self.buf.len() > FLUSH_AT || self.since.elapsed() >= FLUSH_AFTER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Work arrived after a wait: the time spent waiting is no reason to flush.
+    pub(crate) fn start_batch(&mut self) {
+        self.since = Instant::now();
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), WorkerError> {
+        self.since = Instant::now();
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        match self.socket.write_all(&self.buf) {
+            Ok(()) => {
+                self.buf.clear();
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                supervisor_gone(self.inbox)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Deterministic fault injection for testing supervisors: make a worker crash,
+//! exit, hang, fail or break the protocol on a chosen chunk and attempts.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::str::FromStr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::context::{Chunk, Context};
+
+/// What a [`Fault`] does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// Abort the process (SIGABRT).
+    Crash,
+    /// Exit the process with status 3.
+    Exit,
+    /// Sleep forever, ignoring cancellation.
+    Hang,
+    /// Answer `Failed`.
+    Fail,
+    /// Write a 64-byte frame that is not a message onto the socket, then go on.
+    Garbage,
+    /// Write a frame header announcing 0xFFFF_FFF0 bytes and a few bytes of
+    /// body onto the socket, then go on.
+    Oversized,
+}
+
+impl FaultKind {
+    const ALL: [(&'static str, FaultKind); 6] = [
+        ("crash", FaultKind::Crash),
+        ("exit", FaultKind::Exit),
+        ("hang", FaultKind::Hang),
+        ("fail", FaultKind::Fail),
+        ("garbage", FaultKind::Garbage),
+        ("oversized", FaultKind::Oversized),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, kind)| *kind == self)
+            .map_or("?", |(name, _)| name)
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A fault on one chunk, written `KIND:INDEX[:BELOW]`: it fires on chunk
+/// `INDEX` while the attempt is below `BELOW` (on every attempt without it).
+/// So `crash:5:2` crashes the first attempt of chunk 5 and lets the retry pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub index: u64,
+    pub below: Option<u32>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FaultParseError {
+    #[error("expected KIND:INDEX[:BELOW], got {0:?}")]
+    Shape(String),
+    #[error("unknown fault kind {0:?} (expected crash, exit, hang, fail, garbage or oversized)")]
+    Kind(String),
+    #[error("{what} must be a non-negative integer, got {value:?}")]
+    Number { what: &'static str, value: String },
+}
+
+impl FromStr for Fault {
+    type Err = FaultParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(':');
+        let (Some(kind), Some(index), below, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(FaultParseError::Shape(s.into()));
+        };
+        let kind = FaultKind::ALL
+            .iter()
+            .find(|(name, _)| *name == kind)
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| FaultParseError::Kind(kind.into()))?;
+        Ok(Fault {
+            kind,
+            index: number("INDEX", index)?,
+            below: below.map(|b| number("BELOW", b)).transpose()?,
+        })
+    }
+}
+
+fn number<T: FromStr>(what: &'static str, value: &str) -> Result<T, FaultParseError> {
+    value.parse().map_err(|_| FaultParseError::Number {
+        what,
+        value: value.into(),
+    })
+}
+
+/// A fault that makes the chunk fail, or could not do its damage.
+#[derive(Debug, Error)]
+pub enum Injected {
+    #[error("injected failure on chunk {index} attempt {attempt}")]
+    Failure { index: u64, attempt: u32 },
+    #[error("cannot inject {kind}: {source}")]
+    Write { kind: FaultKind, source: io::Error },
+}
+
+impl Fault {
+    pub fn fires_on(&self, chunk: &Chunk) -> bool {
+        chunk.index == self.index && self.below.is_none_or(|below| chunk.attempt < below)
+    }
+
+    /// Does the damage. Returns only for `fail` (with the error to answer),
+    /// `garbage` and `oversized`.
+    pub fn inject(&self, ctx: &Context, chunk: &Chunk) -> Result<(), Injected> {
+        let raw = |bytes: &[u8]| {
+            ctx.raw_socket_for_tests()
+                .write_all(bytes)
+                .map_err(|source| Injected::Write {
+                    kind: self.kind,
+                    source,
+                })
+        };
+        match self.kind {
+            FaultKind::Crash => std::process::abort(),
+            FaultKind::Exit => std::process::exit(3),
+            FaultKind::Hang => hang(),
+            FaultKind::Fail => Err(Injected::Failure {
+                index: chunk.index,
+                attempt: chunk.attempt,
+            }),
+            FaultKind::Garbage => raw(&garbage_frame()),
+            FaultKind::Oversized => {
+                let mut bytes = 0xFFFF_FFF0_u32.to_le_bytes().to_vec();
+                bytes.extend_from_slice(b"oversize");
+                raw(&bytes)
+            }
+        }
+    }
+}
+
+/// Injects every fault in `faults` that fires on `chunk`, in order.
+pub fn inject_all(faults: &[Fault], ctx: &Context, chunk: &Chunk) -> Result<(), Injected> {
+    faults
+        .iter()
+        .filter(|f| f.fires_on(chunk))
+        .try_for_each(|f| f.inject(ctx, chunk))
+}
+
+/// Sleeps forever.
+pub fn hang() -> ! {
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Sleeps for `duration` unless the chunk is cancelled first; true if it was.
+pub fn sleep_unless_cancelled(ctx: &Context, duration: Duration) -> bool {
+    const TICK: Duration = Duration::from_millis(10);
+    let until = Instant::now() + duration;
+    loop {
+        if ctx.is_cancelled() {
+            return true;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        thread::sleep(left.min(TICK));
+    }
+}
+
+/// A whole frame whose payload is no message: its variant tag is out of range
+/// and the rest is a fixed pseudo-random sequence, the same on every run.
+fn garbage_frame() -> [u8; 64] {
+    let mut frame = [0u8; 64];
+    frame[..4].copy_from_slice(&60u32.to_le_bytes());
+    frame[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let mut x: u32 = 0x9E37_79B9;
+    for byte in &mut frame[8..] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *byte = x.to_le_bytes()[0];
+    }
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(index: u64, attempt: u32) -> Chunk {
+        Chunk {
+            index,
+            start: 0,
+            end: 1,
+            attempt,
+        }
+    }
+
+    #[test]
+    fn parses_kind_index_and_an_optional_bound() {
+        assert_eq!(
+            "crash:5:2".parse(),
+            Ok(Fault {
+                kind: FaultKind::Crash,
+                index: 5,
+                below: Some(2)
+            })
+        );
+        assert_eq!(
+            "oversized:0".parse(),
+            Ok(Fault {
+                kind: FaultKind::Oversized,
+                index: 0,
+                below: None
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_malformed_faults() {
+        for bad in [
+            "crash",
+            "crash:",
+            "crash:x",
+            "crash:1:2:3",
+            "crash:1:-1",
+            "slow:1",
+            "",
+        ] {
+            assert!(bad.parse::<Fault>().is_err(), "{bad}");
+        }
+        assert!(matches!("boom:1".parse::<Fault>(), Err(FaultParseError::Kind(k)) if k == "boom"));
+    }
+
+    #[test]
+    fn fires_on_its_chunk_while_the_attempt_is_below_the_bound() {
+        let once: Fault = "crash:5:2".parse().unwrap();
+        assert!(once.fires_on(&chunk(5, 1)));
+        assert!(!once.fires_on(&chunk(5, 2)));
+        assert!(!once.fires_on(&chunk(4, 1)));
+        let always: Fault = "fail:5".parse().unwrap();
+        assert!(always.fires_on(&chunk(5, 1)) && always.fires_on(&chunk(5, 9)));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for (name, kind) in FaultKind::ALL {
+            assert_eq!(kind.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_whole_frame_that_does_not_decode() {
+        let frame = garbage_frame();
+        let mut buffer = protocol::connection::FrameBuffer::new();
+        buffer.fill_from(&mut &frame[..]).unwrap();
+        let payload = buffer.next_frame().unwrap().unwrap();
+        assert_eq!(payload.len(), 60);
+        assert!(protocol::codec::decode_supervisor_message(payload).is_err());
+        assert!(protocol::codec::decode_worker_message(payload).is_err());
+    }
+}

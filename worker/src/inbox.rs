@@ -1,0 +1,265 @@
+//! The hand-off between the reader thread and the main thread: chunks waiting
+//! to run, queued chunks cancelled before they ran, and the cancel flag of the
+//! chunk running now.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+
+use protocol::ProtocolError;
+use protocol::codec::decode_supervisor_message;
+use protocol::connection::FrameBuffer;
+use protocol::message::{Assign, SupervisorMessage};
+
+use crate::context::Chunk;
+
+/// What the main thread does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Run(Chunk),
+    /// Answer `Cancelled` for a chunk that was cancelled before it ran.
+    Cancelled(u64),
+    /// Stop was received and every chunk before it is answered.
+    Stop,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    state: Mutex<State>,
+    ready: Condvar,
+    /// Read without the lock by handlers polling [`Inbox::is_cancelled`].
+    cancel: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Assign>,
+    cancelled: VecDeque<u64>,
+    running: Option<u64>,
+    stopping: bool,
+    /// `serve` has returned: the reader should end quietly, not take the
+    /// process down with it.
+    closed: bool,
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Handlers never run under the lock, so a poisoned lock only means a
+        // panic elsewhere while the state was consistent between two statements.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes in every complete frame in `frames` under one lock and wakes the
+    /// main thread. Stops at the first message that breaks the protocol.
+    pub(crate) fn receive(&self, frames: &mut FrameBuffer) -> Result<(), ProtocolError> {
+        let result = self.lock().take_frames(frames, &self.cancel);
+        self.ready.notify_one();
+        result
+    }
+
+    /// The next thing to do, if there is one, without blocking.
+    pub(crate) fn try_next(&self) -> Option<Next> {
+        self.lock().next(&self.cancel)
+    }
+
+    /// The next thing to do, blocking until there is one.
+    pub(crate) fn wait_next(&self) -> Next {
+        let mut state = self.lock();
+        loop {
+            if let Some(next) = state.next(&self.cancel) {
+                return next;
+            }
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Marks the running chunk finished; true if it was cancelled meanwhile.
+    pub(crate) fn finish(&self) -> bool {
+        let mut state = self.lock();
+        state.running = None;
+        self.cancel.swap(false, Ordering::Relaxed)
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The supervisor is gone: whatever runs now can give up.
+    pub(crate) fn cancel_all(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+impl State {
+    fn take_frames(
+        &mut self,
+        frames: &mut FrameBuffer,
+        cancel: &AtomicBool,
+    ) -> Result<(), ProtocolError> {
+        while let Some(payload) = frames.next_frame()? {
+            self.apply(decode_supervisor_message(payload)?, cancel)?;
+        }
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        message: SupervisorMessage,
+        cancel: &AtomicBool,
+    ) -> Result<(), ProtocolError> {
+        match message {
+            SupervisorMessage::Assign(assign) if self.stopping => {
+                return Err(ProtocolError::Unexpected(format!(
+                    "Assign for chunk {} after Stop",
+                    assign.index
+                )));
+            }
+            SupervisorMessage::Assign(assign) => self.queue.push_back(assign),
+            SupervisorMessage::Cancel(c) => {
+                if let Some(at) = self.queue.iter().position(|a| a.index == c.index) {
+                    self.queue.remove(at);
+                    self.cancelled.push_back(c.index);
+                } else if self.running == Some(c.index) {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                // Otherwise the chunk is already answered.
+            }
+            SupervisorMessage::Stop => self.stopping = true,
+            SupervisorMessage::Welcome(_) => {
+                return Err(ProtocolError::Unexpected("a second Welcome".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn next(&mut self, cancel: &AtomicBool) -> Option<Next> {
+        if let Some(index) = self.cancelled.pop_front() {
+            return Some(Next::Cancelled(index));
+        }
+        if let Some(assign) = self.queue.pop_front() {
+            self.running = Some(assign.index);
+            cancel.store(false, Ordering::Relaxed);
+            return Some(Next::Run(assign.into()));
+        }
+        self.stopping.then_some(Next::Stop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::codec::encode_frame;
+    use protocol::message::Cancel;
+
+    use super::*;
+
+    fn assign(index: u64) -> SupervisorMessage {
+        SupervisorMessage::Assign(Assign {
+            index,
+            start: index * 10,
+            end: index * 10 + 10,
+            attempt: 1,
+        })
+    }
+
+    fn cancel(index: u64) -> SupervisorMessage {
+        SupervisorMessage::Cancel(Cancel { index })
+    }
+
+    fn receive(inbox: &Inbox, messages: &[SupervisorMessage]) -> Result<(), ProtocolError> {
+        let mut bytes = Vec::new();
+        for m in messages {
+            encode_frame(m, &mut bytes).unwrap();
+        }
+        let mut frames = FrameBuffer::new();
+        frames.fill_from(&mut &bytes[..]).unwrap();
+        inbox.receive(&mut frames)
+    }
+
+    fn run_index(next: Option<Next>) -> u64 {
+        match next {
+            Some(Next::Run(chunk)) => chunk.index,
+            other => panic!("expected a chunk to run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_queued_chunk_that_is_cancelled_is_answered_before_the_rest_and_never_runs() {
+        let inbox = Inbox::default();
+        receive(&inbox, &[assign(0), assign(1), assign(2), cancel(2)]).unwrap();
+        assert_eq!(inbox.try_next(), Some(Next::Cancelled(2)));
+        assert_eq!(run_index(inbox.try_next()), 0);
+        assert!(!inbox.finish());
+        assert_eq!(run_index(inbox.try_next()), 1);
+        assert!(!inbox.finish());
+        assert_eq!(inbox.try_next(), None);
+    }
+
+    #[test]
+    fn cancelling_the_running_chunk_raises_the_flag_until_it_finishes() {
+        let inbox = Inbox::default();
+        receive(&inbox, &[assign(0), assign(1)]).unwrap();
+        assert_eq!(run_index(inbox.try_next()), 0);
+        receive(&inbox, &[cancel(0)]).unwrap();
+        assert!(inbox.is_cancelled());
+        assert!(inbox.finish());
+        assert_eq!(run_index(inbox.try_next()), 1);
+        assert!(!inbox.is_cancelled());
+    }
+
+    #[test]
+    fn a_cancel_for_an_answered_chunk_is_ignored() {
+        let inbox = Inbox::default();
+        receive(&inbox, &[assign(0)]).unwrap();
+        assert_eq!(run_index(inbox.try_next()), 0);
+        assert!(!inbox.finish());
+        receive(&inbox, &[cancel(0), cancel(7)]).unwrap();
+        assert!(!inbox.is_cancelled());
+        assert_eq!(inbox.try_next(), None);
+    }
+
+    #[test]
+    fn stop_comes_after_every_queued_chunk() {
+        let inbox = Inbox::default();
+        receive(&inbox, &[assign(0), assign(1), SupervisorMessage::Stop]).unwrap();
+        assert_eq!(run_index(inbox.try_next()), 0);
+        inbox.finish();
+        assert_eq!(run_index(Some(inbox.wait_next())), 1);
+        inbox.finish();
+        assert_eq!(inbox.wait_next(), Next::Stop);
+    }
+
+    #[test]
+    fn work_after_stop_or_a_second_welcome_breaks_the_protocol() {
+        let inbox = Inbox::default();
+        let err = receive(&inbox, &[SupervisorMessage::Stop, assign(0)]).unwrap_err();
+        assert!(matches!(err, ProtocolError::Unexpected(_)));
+
+        let welcome = SupervisorMessage::Welcome(protocol::message::Welcome {
+            protocol_version: protocol::PROTOCOL_VERSION,
+            worker_id: 0,
+            params: String::new(),
+        });
+        let err = receive(&Inbox::default(), &[welcome]).unwrap_err();
+        assert!(matches!(err, ProtocolError::Unexpected(_)));
+    }
+
+    #[test]
+    fn an_undecodable_frame_is_an_error() {
+        let mut frames = FrameBuffer::new();
+        frames
+            .fill_from(&mut &[4u8, 0, 0, 0, 9, 0, 0, 0][..])
+            .unwrap();
+        assert!(Inbox::default().receive(&mut frames).is_err());
+    }
+}

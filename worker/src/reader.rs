@@ -1,0 +1,57 @@
+//! The reader thread: after the handshake, the only code that reads the
+//! supervisor's socket. It files messages into the [`Inbox`] and ends the
+//! process when the supervisor goes away or breaks the protocol.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use protocol::connection::FrameBuffer;
+
+use crate::inbox::Inbox;
+
+/// The exit status of a worker whose supervisor sent something it cannot read.
+const PROTOCOL_VIOLATION_EXIT: i32 = 1;
+
+/// Starts the reader on `socket`; `frames` may already hold frames that
+/// arrived together with the handshake.
+pub(crate) fn spawn(
+    socket: UnixStream,
+    frames: FrameBuffer,
+    inbox: Arc<Inbox>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("supervisor-reader".into())
+        .spawn(move || read_loop(socket, frames, &inbox))
+}
+
+fn read_loop(mut socket: UnixStream, mut frames: FrameBuffer, inbox: &Inbox) {
+    loop {
+        if let Err(error) = inbox.receive(&mut frames) {
+            if inbox.is_closed() {
+                return;
+            }
+            eprintln!("worker: the supervisor broke the protocol: {error}");
+            std::process::exit(PROTOCOL_VIOLATION_EXIT);
+        }
+        match frames.fill_from(&mut socket) {
+            Ok(true) => {}
+            // A torn frame or a failed read means the same as a clean end:
+            // the supervisor is gone.
+            Ok(false) | Err(_) => {
+                if inbox.is_closed() {
+                    return;
+                }
+                supervisor_gone(inbox);
+            }
+        }
+    }
+}
+
+/// Ends the process: with the supervisor gone nobody is left to take an
+/// answer, and it has already counted every chunk this worker held as lost.
+pub(crate) fn supervisor_gone(inbox: &Inbox) -> ! {
+    inbox.cancel_all();
+    std::process::exit(0)
+}

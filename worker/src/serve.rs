@@ -1,0 +1,122 @@
+//! The worker's life: take the socket, shake hands, run chunks until Stop.
+
+use std::fmt::Display;
+use std::io::Write;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use protocol::codec::{decode_supervisor_message, encode_frame};
+use protocol::connection::FrameBuffer;
+use protocol::message::{Hello, Welcome};
+use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage, WorkerMessage};
+
+use crate::answers::Answers;
+use crate::context::{Chunk, Context};
+use crate::error::WorkerError;
+use crate::inbox::{Inbox, Next};
+use crate::socket;
+
+/// Serves chunks from the supervisor that started this process until it sends
+/// `Stop`, calling `handler` for each chunk, one at a time, in the order they
+/// were assigned.
+///
+/// The handler writes the chunk's output into the buffer it is given (empty on
+/// entry, reused across chunks). `Ok` is answered as `Done` with that output,
+/// `Err` as `Failed` with the error's `Display` text, and anything returned
+/// for a chunk that was cancelled while it ran as `Cancelled`.
+///
+/// Returns `Ok(())` once every chunk assigned before `Stop` is answered.
+/// When the supervisor goes away the process exits with status 0 right away
+/// (nobody is left to answer), and when it sends something unreadable the
+/// process exits with status 1. A panicking handler takes the process down;
+/// the supervisor then retries the chunk on a fresh worker.
+///
+/// # Errors
+///
+/// When the process was not started by a supervisor, the handshake fails
+/// (including a protocol version mismatch), or the socket fails.
+pub fn serve<H, E>(mut handler: H) -> Result<(), WorkerError>
+where
+    H: FnMut(&Context, &Chunk, &mut Vec<u8>) -> Result<(), E>,
+    E: Display,
+{
+    let mut socket = socket::take_inherited()?;
+    let mut frames = FrameBuffer::new();
+    let welcome = handshake(&mut socket, &mut frames)?;
+
+    let inbox = Arc::new(Inbox::default());
+    let reader = crate::reader::spawn(socket.try_clone()?, frames, Arc::clone(&inbox))?;
+    let ctx = Context::new(
+        welcome.worker_id,
+        welcome.params,
+        Arc::clone(&inbox),
+        socket,
+    );
+    let result = run(&ctx, &inbox, &mut handler);
+
+    // Shutting the socket down wakes the reader, which sees `closed` and
+    // ends quietly instead of exiting the process.
+    inbox.close();
+    let _ = ctx.socket().shutdown(Shutdown::Both);
+    let _ = reader.join();
+    result
+}
+
+fn handshake(socket: &mut UnixStream, frames: &mut FrameBuffer) -> Result<Welcome, WorkerError> {
+    let hello = WorkerMessage::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+    });
+    let mut out = Vec::new();
+    encode_frame(&hello, &mut out)?;
+    socket.write_all(&out)?;
+
+    loop {
+        if !frames.fill_from(socket)? {
+            return Err(WorkerError::Disconnected);
+        }
+        if let Some(payload) = frames.next_frame()? {
+            return match decode_supervisor_message(payload)? {
+                SupervisorMessage::Welcome(w) if w.protocol_version == PROTOCOL_VERSION => Ok(w),
+                SupervisorMessage::Welcome(w) => Err(ProtocolError::VersionMismatch {
+                    worker: PROTOCOL_VERSION,
+                    supervisor: w.protocol_version,
+                }
+                .into()),
+                other => Err(ProtocolError::Unexpected(format!("{other:?} before Welcome")).into()),
+            };
+        }
+    }
+}
+
+fn run<H, E>(ctx: &Context, inbox: &Inbox, handler: &mut H) -> Result<(), WorkerError>
+where
+    H: FnMut(&Context, &Chunk, &mut Vec<u8>) -> Result<(), E>,
+    E: Display,
+{
+    let mut answers = Answers::new(ctx.socket(), inbox);
+    let mut output = Vec::new();
+    loop {
+        let next = match inbox.try_next() {
+            Some(next) => next,
+            None => {
+                // Everything received so far is answered: send it before blocking.
+                answers.flush()?;
+                let next = inbox.wait_next();
+                answers.start_batch();
+                next
+            }
+        };
+        match next {
+            Next::Run(chunk) => {
+                output.clear();
+                let result = handler(ctx, &chunk, &mut output);
+                let cancelled = inbox.finish();
+                answers.ran(chunk.index, result, &output, cancelled)?;
+            }
+            Next::Cancelled(index) => answers.cancelled(index)?,
+            Next::Stop => return answers.flush(),
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! A hand-played supervisor: spawns the real squares-worker on one end of a
+//! socket pair and speaks the protocol on the other.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use protocol::codec::{decode_worker_message, encode_frame};
+use protocol::connection::FrameBuffer;
+use protocol::message::{Assign, Cancel, Hello, Welcome};
+use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage, WORKER_FD_ENV, WorkerMessage};
+
+/// How long a test waits for the worker before calling it stuck. A safety
+/// net against hanging the test run, not a timing assertion.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A worker's message, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Hello(Hello),
+    Done(u64, String),
+    Failed(u64, String),
+    Cancelled(u64),
+}
+
+pub struct Worker {
+    child: Child,
+    command: String,
+    socket: Option<UnixStream>,
+    frames: FrameBuffer,
+    stderr: Option<BufReader<ChildStderr>>,
+}
+
+impl Worker {
+    pub fn spawn(args: &[&str]) -> Self {
+        let (ours, theirs) = UnixStream::pair().expect("socketpair");
+        ours.set_read_timeout(Some(PATIENCE)).unwrap();
+        let fd = theirs.as_raw_fd();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_squares-worker"));
+        command
+            .args(args)
+            .env(WORKER_FD_ENV, fd.to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+        unsafe { command.pre_exec(move || inherit(fd)) };
+        let child = command.spawn().expect("spawn squares-worker");
+        drop(theirs);
+        Self::wrap(child, args, Some(ours))
+    }
+
+    /// Starts the worker with no socket and no fd variable.
+    pub fn spawn_unsupervised(args: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_squares-worker"))
+            .args(args)
+            .env_remove(WORKER_FD_ENV)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn squares-worker");
+        Self::wrap(child, args, None)
+    }
+
+    fn wrap(mut child: Child, args: &[&str], socket: Option<UnixStream>) -> Self {
+        let stderr = child.stderr.take().map(BufReader::new);
+        Self {
+            child,
+            command: format!("squares-worker {}", args.join(" ")),
+            socket,
+            frames: FrameBuffer::new(),
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads Hello, answers Welcome with `params`.
+    pub fn handshake(&mut self, params: &str) -> Hello {
+        let Some(Reply::Hello(hello)) = self.recv() else {
+            panic!("{}: expected Hello", self.command);
+        };
+        self.send(&[welcome(PROTOCOL_VERSION, params)]);
+        hello
+    }
+
+    /// Sends `messages` in one write.
+    pub fn send(&mut self, messages: &[SupervisorMessage]) {
+        let mut bytes = Vec::new();
+        for m in messages {
+            encode_frame(m, &mut bytes).unwrap();
+        }
+        self.send_raw(&bytes);
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.socket().write_all(bytes).expect("write to the worker");
+    }
+
+    /// The next message, or `None` at a clean end of stream.
+    pub fn recv(&mut self) -> Option<Reply> {
+        self.try_recv()
+            .unwrap_or_else(|e| panic!("{}: reading a reply: {e}", self.command))
+    }
+
+    /// The next message, `None` at a clean end of stream, or what was wrong
+    /// with the bytes the worker sent.
+    pub fn try_recv(&mut self) -> Result<Option<Reply>, ProtocolError> {
+        loop {
+            if let Some(payload) = self.frames.next_frame()? {
+                return Ok(Some(owned(decode_worker_message(payload)?)));
+            }
+            let socket = self.socket.as_mut().expect("the socket is closed");
+            if !self.frames.fill_from(socket)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    pub fn recv_n(&mut self, n: usize) -> Vec<Reply> {
+        (0..n)
+            .map(|i| {
+                self.recv()
+                    .unwrap_or_else(|| panic!("{}: stream ended after {i} replies", self.command))
+            })
+            .collect()
+    }
+
+    /// Closes the supervisor's end, as a supervisor that dies would.
+    pub fn close(&mut self) {
+        self.socket = None;
+    }
+
+    /// Reads the worker's stderr until a line contains `needle`.
+    pub fn wait_for_stderr(&mut self, needle: &str) {
+        let stderr = self.stderr.as_mut().expect("stderr is piped");
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stderr.read_line(&mut line).expect("read stderr");
+            assert!(n > 0, "stderr ended before a line with {needle:?}");
+            if line.contains(needle) {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the worker to exit, polling up to [`PATIENCE`].
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: did not exit within {PATIENCE:?}",
+                self.command
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the worker to exit, then returns everything left on its stderr.
+    pub fn wait_with_stderr(&mut self) -> (ExitStatus, String) {
+        let status = self.wait();
+        let mut text = String::new();
+        if let Some(stderr) = self.stderr.as_mut() {
+            stderr.read_to_string(&mut text).expect("read stderr");
+        }
+        (status, text)
+    }
+
+    fn socket(&mut self) -> &mut UnixStream {
+        self.socket.as_mut().expect("the socket is closed")
+    }
+}
+
+impl Drop for Worker {
+    /// Never leaves a child behind, even when a test fails half way.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if thread::panicking() {
+            let mut text = String::new();
+            if let Some(stderr) = self.stderr.as_mut() {
+                let _ = stderr.read_to_string(&mut text);
+            }
+            eprintln!("command: {}\nstderr:\n{text}", self.command);
+        }
+    }
+}
+
+fn inherit(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor number; no memory is touched.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn owned(message: WorkerMessage<'_>) -> Reply {
+    match message {
+        WorkerMessage::Hello(hello) => Reply::Hello(hello),
+        WorkerMessage::Done(d) => Reply::Done(
+            d.index,
+            String::from_utf8(d.output.to_vec()).expect("UTF-8 output"),
+        ),
+        WorkerMessage::Failed(f) => Reply::Failed(f.index, f.error.to_owned()),
+        WorkerMessage::Cancelled(c) => Reply::Cancelled(c.index),
+    }
+}
+
+pub fn welcome(protocol_version: u32, params: &str) -> SupervisorMessage {
+    SupervisorMessage::Welcome(Welcome {
+        protocol_version,
+        worker_id: 3,
+        params: params.into(),
+    })
+}
+
+pub fn assign(index: u64, start: u64, end: u64, attempt: u32) -> SupervisorMessage {
+    SupervisorMessage::Assign(Assign {
+        index,
+        start,
+        end,
+        attempt,
+    })
+}
+
+pub fn cancel(index: u64) -> SupervisorMessage {
+    SupervisorMessage::Cancel(Cancel { index })
+}
+
+/// The squares job's answer for `[start, end)`, computed the slow, obvious way.
+pub fn expected(start: u64, end: u64, modulus: u64) -> String {
+    (start..end)
+        .map(|i| u128::from(i) * u128::from(i) % u128::from(modulus))
+        .sum::<u128>()
+        .to_string()
+}

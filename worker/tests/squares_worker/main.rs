@@ -1,0 +1,280 @@
+//! The squares-worker binary driven over a real socket by a hand-played supervisor.
+
+mod harness;
+
+use std::os::unix::process::ExitStatusExt;
+
+use harness::{Reply, Worker, assign, cancel, expected, welcome};
+use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage};
+
+const MODULUS: u64 = 10_007;
+
+fn done(index: u64, start: u64, end: u64) -> Reply {
+    Reply::Done(index, expected(start, end, MODULUS))
+}
+
+#[test]
+fn answers_assigns_in_order_with_the_right_sums() {
+    let mut w = Worker::spawn(&[]);
+    let hello = w.handshake("{}");
+    assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
+    assert_eq!(hello.pid, w.pid());
+
+    let cuts = [0, 2_500_000, 5_000_000, 7_500_001, 10_000_000];
+    let mut total = 0u128;
+    for (index, pair) in (0..).zip(cuts.windows(2)) {
+        w.send(&[assign(index, pair[0], pair[1], 1)]);
+        let Some(Reply::Done(got, output)) = w.recv() else {
+            panic!("chunk {index} was not done");
+        };
+        assert_eq!(got, index);
+        total += output.parse::<u128>().expect("a decimal number");
+    }
+    assert_eq!(total, 49_259_937_824);
+
+    w.send(&[SupervisorMessage::Stop]);
+    assert_eq!(w.recv(), None);
+    assert!(w.wait().success());
+}
+
+#[test]
+fn many_assigns_sent_in_one_write_are_all_answered_in_order() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake("{}");
+    let batch: Vec<_> = (0..2000)
+        .map(|i| assign(i, i * 500, i * 500 + 500, 1))
+        .collect();
+    w.send(&batch);
+    let replies = w.recv_n(2000);
+    for (i, reply) in (0..).zip(replies) {
+        assert_eq!(reply, done(i, i * 500, i * 500 + 500));
+    }
+    w.close();
+    assert!(w.wait().success());
+}
+
+#[test]
+fn params_choose_the_modulus() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake(r#"{"modulus": 7, "unrelated": true}"#);
+    w.send(&[assign(0, 0, 1000, 1)]);
+    assert_eq!(w.recv(), Some(Reply::Done(0, expected(0, 1000, 7))));
+}
+
+#[test]
+fn bad_params_fail_the_chunk() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake(r#"{"modulus": 0}"#);
+    w.send(&[assign(0, 0, 10, 1)]);
+    let Some(Reply::Failed(0, error)) = w.recv() else {
+        panic!("expected Failed");
+    };
+    assert!(error.contains("modulus"), "{error}");
+}
+
+#[test]
+fn a_fail_fault_answers_failed_with_the_message() {
+    let mut w = Worker::spawn(&["--fault", "fail:1"]);
+    w.handshake("{}");
+    w.send(&[
+        assign(0, 0, 10, 1),
+        assign(1, 10, 20, 2),
+        assign(2, 20, 30, 1),
+    ]);
+    assert_eq!(
+        w.recv_n(3),
+        [
+            done(0, 0, 10),
+            Reply::Failed(1, "injected failure on chunk 1 attempt 2".into()),
+            done(2, 20, 30),
+        ]
+    );
+}
+
+#[test]
+fn a_crash_below_two_kills_the_first_attempt_and_spares_the_retry() {
+    let args = ["--fault", "crash:5:2"];
+    let mut first = Worker::spawn(&args);
+    first.handshake("{}");
+    first.send(&[assign(5, 500, 600, 1)]);
+    assert_eq!(first.recv(), None);
+    assert_eq!(first.wait().signal(), Some(libc::SIGABRT));
+
+    let mut second = Worker::spawn(&args);
+    second.handshake("{}");
+    second.send(&[assign(5, 500, 600, 2)]);
+    assert_eq!(second.recv(), Some(done(5, 500, 600)));
+}
+
+#[test]
+fn an_exit_fault_exits_with_status_3() {
+    let mut w = Worker::spawn(&["--fault", "exit:0"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().code(), Some(3));
+}
+
+#[test]
+fn a_queued_chunk_that_is_cancelled_never_runs() {
+    // Chunk 0 sleeps until it is cancelled, so chunk 1 is still queued when
+    // its Cancel arrives.
+    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake("{}");
+    w.send(&[
+        assign(0, 0, 10, 1),
+        assign(1, 10, 20, 1),
+        cancel(1),
+        cancel(0),
+    ]);
+    let mut replies = w.recv_n(2);
+    replies.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(replies, [Reply::Cancelled(0), Reply::Cancelled(1)]);
+
+    w.send(&[SupervisorMessage::Stop]);
+    assert_eq!(w.recv(), None);
+    let (status, stderr) = w.wait_with_stderr();
+    assert!(status.success());
+    assert!(!stderr.contains("chunk 1 "), "chunk 1 ran:\n{stderr}");
+}
+
+#[test]
+fn cancelling_the_running_chunk_ends_it_early() {
+    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    w.wait_for_stderr("chunk 0 attempt 1");
+    w.send(&[cancel(0)]);
+    assert_eq!(w.recv(), Some(Reply::Cancelled(0)));
+
+    w.send(&[assign(1, 10, 20, 1)]);
+    w.wait_for_stderr("chunk 1 attempt 1");
+    // A Cancel for a chunk already answered is ignored.
+    w.send(&[cancel(0), cancel(1)]);
+    assert_eq!(w.recv(), Some(Reply::Cancelled(1)));
+}
+
+#[test]
+fn stop_answers_every_queued_chunk_then_exits_0() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake("{}");
+    let mut batch: Vec<_> = (0..5)
+        .map(|i| assign(i, i * 1000, i * 1000 + 1000, 1))
+        .collect();
+    batch.push(SupervisorMessage::Stop);
+    w.send(&batch);
+    let want: Vec<_> = (0..5).map(|i| done(i, i * 1000, i * 1000 + 1000)).collect();
+    assert_eq!(w.recv_n(5), want);
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
+fn the_worker_exits_when_the_supervisor_goes_away() {
+    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    w.wait_for_stderr("chunk 0 attempt 1");
+    w.close();
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
+fn the_worker_exits_even_when_its_handler_hangs() {
+    let mut w = Worker::spawn(&["--fault", "hang:0", "--stderr-lines", "1"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    w.wait_for_stderr("chunk 0 attempt 1");
+    w.close();
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
+fn the_worker_exits_when_the_supervisor_goes_away_before_welcome() {
+    let mut w = Worker::spawn(&[]);
+    assert!(matches!(w.recv(), Some(Reply::Hello(_))));
+    w.close();
+    let (status, stderr) = w.wait_with_stderr();
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("closed the connection"), "{stderr}");
+}
+
+#[test]
+fn a_version_mismatch_in_welcome_is_fatal() {
+    let mut w = Worker::spawn(&[]);
+    assert!(matches!(w.recv(), Some(Reply::Hello(_))));
+    w.send(&[welcome(PROTOCOL_VERSION + 1, "{}")]);
+    assert_eq!(w.recv(), None);
+    let (status, stderr) = w.wait_with_stderr();
+    assert!(!status.success());
+    assert!(stderr.contains("version mismatch"), "{stderr}");
+}
+
+#[test]
+fn work_before_welcome_is_fatal() {
+    let mut w = Worker::spawn(&[]);
+    assert!(matches!(w.recv(), Some(Reply::Hello(_))));
+    w.send(&[assign(0, 0, 10, 1)]);
+    let (status, stderr) = w.wait_with_stderr();
+    assert!(!status.success());
+    assert!(stderr.contains("before Welcome"), "{stderr}");
+}
+
+#[test]
+fn a_frame_that_does_not_decode_is_fatal() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake("{}");
+    w.send_raw(&[4, 0, 0, 0, 9, 0, 0, 0]);
+    assert_eq!(w.recv(), None);
+    let (status, stderr) = w.wait_with_stderr();
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("broke the protocol"), "{stderr}");
+}
+
+#[test]
+fn garbage_fault_sends_a_frame_that_is_no_message() {
+    let mut w = Worker::spawn(&["--fault", "garbage:0"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    assert!(matches!(w.try_recv(), Err(ProtocolError::Decode(_))));
+}
+
+#[test]
+fn oversized_fault_announces_a_frame_beyond_the_limit() {
+    let mut w = Worker::spawn(&["--fault", "oversized:0"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    assert!(matches!(
+        w.try_recv(),
+        Err(ProtocolError::FrameTooLarge {
+            len: 0xFFFF_FFF0,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn exit_at_start_exits_1_without_hello() {
+    let mut w = Worker::spawn(&["--exit-at-start"]);
+    assert_eq!(w.wait().code(), Some(1));
+    assert_eq!(w.recv(), None);
+}
+
+#[test]
+fn without_a_supervisor_it_says_so() {
+    let mut w = Worker::spawn_unsupervised(&[]);
+    let (status, stderr) = w.wait_with_stderr();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("not started by a supervisor: SUPERVISOR_WORKER_FD is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_argument_is_a_usage_error() {
+    let mut w = Worker::spawn_unsupervised(&["--no-such-switch"]);
+    assert_eq!(w.wait().code(), Some(2));
+    let mut w = Worker::spawn_unsupervised(&["--fault", "crash:x"]);
+    assert_eq!(w.wait().code(), Some(2));
+}
