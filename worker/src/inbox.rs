@@ -1,5 +1,5 @@
 //! The hand-off between the reader thread and the main thread: chunks waiting
-//! to run, queued chunks cancelled before they ran, and the cancel flag of the
+//! to run (some of them cancelled before they ran), and the cancel flag of the
 //! chunk running now.
 
 use std::collections::VecDeque;
@@ -33,13 +33,21 @@ pub(crate) struct Inbox {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Assign>,
-    cancelled: VecDeque<u64>,
+    queue: VecDeque<Queued>,
     running: Option<u64>,
     stopping: bool,
     /// `serve` has returned: the reader should end quietly, not take the
     /// process down with it.
     closed: bool,
+}
+
+#[derive(Debug)]
+struct Queued {
+    assign: Assign,
+    /// Cancelled chunks keep their place: answers go out in the order the
+    /// chunks were assigned, because the supervisor times each chunk from the
+    /// answer to the one before it.
+    cancelled: bool,
 }
 
 impl Inbox {
@@ -125,11 +133,13 @@ impl State {
                     assign.index
                 )));
             }
-            SupervisorMessage::Assign(assign) => self.queue.push_back(assign),
+            SupervisorMessage::Assign(assign) => self.queue.push_back(Queued {
+                assign,
+                cancelled: false,
+            }),
             SupervisorMessage::Cancel(c) => {
-                if let Some(at) = self.queue.iter().position(|a| a.index == c.index) {
-                    self.queue.remove(at);
-                    self.cancelled.push_back(c.index);
+                if let Some(queued) = self.queue.iter_mut().find(|q| q.assign.index == c.index) {
+                    queued.cancelled = true;
                 } else if self.running == Some(c.index) {
                     cancel.store(true, Ordering::Relaxed);
                 }
@@ -144,15 +154,18 @@ impl State {
     }
 
     fn next(&mut self, cancel: &AtomicBool) -> Option<Next> {
-        if let Some(index) = self.cancelled.pop_front() {
-            return Some(Next::Cancelled(index));
+        match self.queue.pop_front() {
+            Some(Queued {
+                assign,
+                cancelled: true,
+            }) => Some(Next::Cancelled(assign.index)),
+            Some(Queued { assign, .. }) => {
+                self.running = Some(assign.index);
+                cancel.store(false, Ordering::Relaxed);
+                Some(Next::Run(assign.into()))
+            }
+            None => self.stopping.then_some(Next::Stop),
         }
-        if let Some(assign) = self.queue.pop_front() {
-            self.running = Some(assign.index);
-            cancel.store(false, Ordering::Relaxed);
-            return Some(Next::Run(assign.into()));
-        }
-        self.stopping.then_some(Next::Stop)
     }
 }
 
@@ -194,13 +207,13 @@ mod tests {
     }
 
     #[test]
-    fn a_queued_chunk_that_is_cancelled_is_answered_before_the_rest_and_never_runs() {
+    fn a_queued_chunk_that_is_cancelled_is_answered_in_its_place_and_never_runs() {
         let inbox = Inbox::default();
-        receive(&inbox, &[assign(0), assign(1), assign(2), cancel(2)]).unwrap();
-        assert_eq!(inbox.try_next(), Some(Next::Cancelled(2)));
+        receive(&inbox, &[assign(0), assign(1), assign(2), cancel(1)]).unwrap();
         assert_eq!(run_index(inbox.try_next()), 0);
         assert!(!inbox.finish());
-        assert_eq!(run_index(inbox.try_next()), 1);
+        assert_eq!(inbox.try_next(), Some(Next::Cancelled(1)));
+        assert_eq!(run_index(inbox.try_next()), 2);
         assert!(!inbox.finish());
         assert_eq!(inbox.try_next(), None);
     }

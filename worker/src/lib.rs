@@ -33,6 +33,7 @@ pub mod faults;
 mod inbox;
 mod reader;
 mod serve;
+mod signals;
 mod socket;
 
 pub use context::{Chunk, Context};

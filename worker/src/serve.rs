@@ -15,7 +15,7 @@ use crate::answers::Answers;
 use crate::context::{Chunk, Context};
 use crate::error::WorkerError;
 use crate::inbox::{Inbox, Next};
-use crate::socket;
+use crate::{signals, socket};
 
 /// Serves chunks from the supervisor that started this process until it sends
 /// `Stop`, calling `handler` for each chunk, one at a time, in the order they
@@ -30,7 +30,8 @@ use crate::socket;
 /// When the supervisor goes away the process exits with status 0 right away
 /// (nobody is left to answer), and when it sends something unreadable the
 /// process exits with status 1. A panicking handler takes the process down;
-/// the supervisor then retries the chunk on a fresh worker.
+/// the supervisor then retries the chunk on a fresh worker. SIGINT is ignored
+/// from here on: the supervisor drains its workers itself.
 ///
 /// # Errors
 ///
@@ -42,6 +43,7 @@ where
     E: Display,
 {
     let mut socket = socket::take_inherited()?;
+    signals::ignore_interrupt()?;
     let mut frames = FrameBuffer::new();
     let welcome = handshake(&mut socket, &mut frames)?;
 

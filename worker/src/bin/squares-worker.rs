@@ -56,8 +56,8 @@ enum SquaresError {
     ZeroModulus,
     #[error(transparent)]
     Injected(#[from] Injected),
-    #[error("cannot write output: {0}")]
-    Output(#[from] io::Error),
+    #[error("cannot write: {0}")]
+    Write(#[from] io::Error),
 }
 
 fn main() -> ExitCode {

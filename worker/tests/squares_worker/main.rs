@@ -116,26 +116,36 @@ fn an_exit_fault_exits_with_status_3() {
 }
 
 #[test]
-fn a_queued_chunk_that_is_cancelled_never_runs() {
-    // Chunk 0 sleeps until it is cancelled, so chunk 1 is still queued when
-    // its Cancel arrives.
+fn queued_chunks_that_are_cancelled_never_run_and_are_answered_in_order() {
+    // Chunk 0 sleeps until it is cancelled, so chunks 1 and 2 are still
+    // queued when their Cancels arrive.
     let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
     w.handshake("{}");
     w.send(&[
         assign(0, 0, 10, 1),
         assign(1, 10, 20, 1),
+        assign(2, 20, 30, 1),
+        cancel(2),
         cancel(1),
         cancel(0),
     ]);
-    let mut replies = w.recv_n(2);
-    replies.sort_by_key(|r| format!("{r:?}"));
-    assert_eq!(replies, [Reply::Cancelled(0), Reply::Cancelled(1)]);
+    assert_eq!(
+        w.recv_n(3),
+        [
+            Reply::Cancelled(0),
+            Reply::Cancelled(1),
+            Reply::Cancelled(2)
+        ]
+    );
 
     w.send(&[SupervisorMessage::Stop]);
     assert_eq!(w.recv(), None);
     let (status, stderr) = w.wait_with_stderr();
     assert!(status.success());
-    assert!(!stderr.contains("chunk 1 "), "chunk 1 ran:\n{stderr}");
+    assert!(
+        !stderr.contains("chunk 1 ") && !stderr.contains("chunk 2 "),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -269,6 +279,21 @@ fn without_a_supervisor_it_says_so() {
         stderr.contains("not started by a supervisor: SUPERVISOR_WORKER_FD is not set"),
         "{stderr}"
     );
+}
+
+#[test]
+fn ctrl_c_is_left_to_the_supervisor() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake("{}");
+    let pid = libc::pid_t::try_from(w.pid()).unwrap();
+    // SAFETY: kill only sends a signal.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    // The worker has to wake from its read to take this Assign, so the signal
+    // is delivered before the answer comes back.
+    w.send(&[assign(0, 0, 10, 1), SupervisorMessage::Stop]);
+    assert_eq!(w.recv(), Some(done(0, 0, 10)));
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().code(), Some(0));
 }
 
 #[test]
