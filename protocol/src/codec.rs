@@ -88,8 +88,9 @@ mod tests {
 
     #[test]
     fn a_huge_declared_length_inside_a_message_is_refused() {
-        // Done { index: 0, output: <length u64::MAX> }
+        // Done { index: 0, elapsed_ns: 0, output: <length u64::MAX> }
         let mut payload = vec![1, 0, 0, 0];
+        payload.extend_from_slice(&0u64.to_le_bytes());
         payload.extend_from_slice(&0u64.to_le_bytes());
         payload.extend_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode_worker_message(&payload).is_err());

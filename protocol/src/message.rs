@@ -73,6 +73,10 @@ pub struct Cancel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Done<'a> {
     pub index: u64,
+    /// Wall-clock nanoseconds the worker's handler spent on this chunk, from
+    /// the moment it started the chunk to the moment it finished; time the
+    /// chunk spent queued at the worker is not included.
+    pub elapsed_ns: u64,
     #[serde(with = "serde_bytes", borrow)]
     pub output: &'a [u8],
 }

@@ -82,7 +82,8 @@ fn encode<M: serde::Serialize>(message: &M) -> Vec<u8> {
 #[derive(Debug, Clone)]
 enum OwnedWorker {
     Hello(Hello),
-    Done(u64, Vec<u8>),
+    /// index, elapsed_ns, output
+    Done(u64, u64, Vec<u8>),
     Failed(u64, String),
     Cancelled(u64),
 }
@@ -91,8 +92,9 @@ impl OwnedWorker {
     fn message(&self) -> WorkerMessage<'_> {
         match self {
             Self::Hello(hello) => WorkerMessage::Hello(*hello),
-            Self::Done(index, output) => WorkerMessage::Done(Done {
+            Self::Done(index, elapsed_ns, output) => WorkerMessage::Done(Done {
                 index: *index,
+                elapsed_ns: *elapsed_ns,
                 output,
             }),
             Self::Failed(index, error) => WorkerMessage::Failed(Failed {
@@ -178,9 +180,10 @@ fn worker_message(max_output: usize) -> impl Strategy<Value = OwnedWorker> {
         }),
         (
             u64_edges(),
+            u64_edges(),
             prop::collection::vec(any::<u8>(), 0..max_output)
         )
-            .prop_map(|(index, output)| OwnedWorker::Done(index, output)),
+            .prop_map(|(index, elapsed_ns, output)| OwnedWorker::Done(index, elapsed_ns, output)),
         (u64_edges(), text(300)).prop_map(|(index, error)| OwnedWorker::Failed(index, error)),
         u64_edges().prop_map(OwnedWorker::Cancelled),
     ]
@@ -475,15 +478,23 @@ fn a_welcome_claiming_params_up_to_the_cap_allocates_no_more_than_the_cap() {
 fn a_done_or_failed_claiming_a_huge_length_is_refused_without_allocating() {
     let claims = CLAIMS.into_iter().chain([MAX_FRAME_LEN as u64, 100]);
     for claim in claims {
-        for variant in [1u8, 2] {
-            // Done/Failed { index: 7, output/error: <claimed length> "42" }
-            let prefix = [variant, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
-            let payload = payload_with_length(&prefix, claim, b"42");
+        // Done { index: 7, elapsed_ns: 1500000, output: <claimed length> "42" }
+        let done: &[u8] = &[
+            1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0x60, 0xe3, 0x16, 0, 0, 0, 0, 0,
+        ];
+        // Failed { index: 7, error: <claimed length> "42" }
+        let failed: &[u8] = &[2, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+        for (name, prefix) in [("Done", done), ("Failed", failed)] {
+            let payload = payload_with_length(prefix, claim, b"42");
             let (decoded, peak) = peak_alloc(|| decode_worker_message(&payload));
-            assert!(decoded.is_err(), "variant {variant}, claim {claim}");
+            assert!(decoded.is_err(), "{name}, claim {claim}");
+            assert!(peak <= SMALL, "{name}, claim {claim}: {peak} bytes");
+            // The same prefix with its true length decodes: the claim, not a
+            // misplaced offset, is what gets refused.
+            let honest = payload_with_length(prefix, 2, b"42");
             assert!(
-                peak <= SMALL,
-                "variant {variant}, claim {claim}: {peak} bytes"
+                decode_worker_message(&honest).is_ok(),
+                "{name}: the prefix is not a valid message start"
             );
         }
     }
@@ -535,12 +546,13 @@ fn a_frame_announced_at_the_cap_is_not_reserved_before_it_arrives() {
 
 #[test]
 fn the_largest_output_that_fits_the_cap_goes_through_and_one_byte_more_does_not() {
-    // PROTOCOL.md promises this bound: the cap less the 20 bytes of a Done
+    // PROTOCOL.md promises this bound: the cap less the 28 bytes of a Done
     // before its output.
-    let largest = CAP - 20;
+    let largest = CAP - 28;
     let output = vec![0x5a; largest + 1];
     let fits = WorkerMessage::Done(Done {
         index: u64::MAX,
+        elapsed_ns: u64::MAX,
         output: &output[..largest],
     });
     let mut frame = Vec::new();
@@ -551,6 +563,7 @@ fn the_largest_output_that_fits_the_cap_goes_through_and_one_byte_more_does_not(
 
     let too_large = WorkerMessage::Done(Done {
         index: u64::MAX,
+        elapsed_ns: u64::MAX,
         output: &output,
     });
     let mut frame = vec![7];

@@ -340,9 +340,11 @@ fn worker_message<'a>(name: &str, mut f: Fields, owned: &'a mut Owned) -> Worker
         }),
         "Done" => {
             let index = f.u64("index");
+            let elapsed_ns = f.u64("elapsed_ns");
             owned.output = f.bytes("output");
             WorkerMessage::Done(Done {
                 index,
+                elapsed_ns,
                 output: &owned.output,
             })
         }

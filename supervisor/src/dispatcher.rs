@@ -193,6 +193,10 @@ pub struct Counts {
 struct Work {
     chunk: ChunkSpec,
     attempt: u32,
+    /// It was outstanding on a worker that died with several chunks, so which
+    /// one killed it is unknown. A suspect runs alone on a worker: should that
+    /// worker die too, the blame is certain.
+    suspect: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -239,7 +243,8 @@ pub struct Dispatcher {
     next_generation: Generation,
     reorder: Option<Reorder>,
     crashes: VecDeque<Instant>,
-    /// Moving average of chunk durations; sizes the pipeline to each worker.
+    /// Moving average of chunk durations as the workers time them; sizes the
+    /// pipeline to each worker.
     average_seconds: Option<f64>,
     in_flight: usize,
     counts: Counts,
@@ -463,32 +468,36 @@ impl Dispatcher {
                 }
             }
             WorkerMessage::Done(done) => {
-                if let Some((work, seconds)) = self.answered(slot, done.index, now, fx) {
+                if let Some(work) = self.answered(slot, done.index, now, fx) {
+                    // The worker's own timing: answers arrive in batches, so
+                    // the supervisor's clock cannot time a single chunk.
+                    let seconds = done.elapsed_ns as f64 / 1e9;
                     self.completed(slot, work, seconds, done.output, now, fx);
                 }
             }
             WorkerMessage::Failed(failed) => {
-                if let Some((work, _)) = self.answered(slot, failed.index, now, fx) {
+                if let Some(work) = self.answered(slot, failed.index, now, fx) {
                     self.attempt_failed(slot, work, failed.error.to_owned(), now, fx);
                 }
             }
             WorkerMessage::Cancelled(cancelled) => {
                 // Only the supervisor cancels, so this attempt costs the chunk nothing.
-                if let Some((work, _)) = self.answered(slot, cancelled.index, now, fx) {
+                if let Some(work) = self.answered(slot, cancelled.index, now, fx) {
                     self.retries.insert(work.chunk.index, work);
                 }
             }
         }
     }
 
-    /// Takes an answered chunk off the worker's queue, with how long it took.
+    /// Takes an answered chunk off the worker's queue and restarts the
+    /// timeout clock for the next one.
     fn answered(
         &mut self,
         slot: usize,
         index: u64,
         now: Instant,
         fx: &mut impl Effects,
-    ) -> Option<(Work, f64)> {
+    ) -> Option<Work> {
         let position = self.slots[slot]
             .in_flight
             .iter()
@@ -501,12 +510,11 @@ impl Dispatcher {
         };
         let s = &mut self.slots[slot];
         let work = s.in_flight.remove(position)?;
-        let seconds = now.saturating_duration_since(s.head_since).as_secs_f64();
         if position == 0 {
             s.head_since = now;
         }
         self.in_flight -= 1;
-        Some((work, seconds))
+        Some(work)
     }
 
     fn completed(
@@ -571,6 +579,7 @@ impl Dispatcher {
                 Work {
                     chunk: work.chunk,
                     attempt: work.attempt + 1,
+                    suspect: false,
                 },
             );
             return;
@@ -624,10 +633,16 @@ impl Dispatcher {
         s.phase = SlotPhase::Gone;
         let cause = s.cause.take();
         let pid = s.pid.take();
-        let head = s.in_flight.pop_front();
-        // Chunks queued behind the one it worked on were never started.
-        self.in_flight -= s.in_flight.len() + usize::from(head.is_some());
-        for work in s.in_flight.drain(..) {
+        // Answers travel in batches, so a worker that dies with several chunks
+        // outstanding may have finished some of them: only a lone chunk is
+        // surely the one it died on. The others are run again, alone.
+        let culprit = match s.in_flight.len() {
+            1 => s.in_flight.pop_front(),
+            _ => None,
+        };
+        self.in_flight -= s.in_flight.len() + usize::from(culprit.is_some());
+        for mut work in s.in_flight.drain(..) {
+            work.suspect = true;
             self.retries.insert(work.chunk.index, work);
         }
         fx.observe(&RunEvent::WorkerExited {
@@ -644,7 +659,7 @@ impl Dispatcher {
             Some(cause) => format!("worker {slot} {cause} ({status})"),
             None => format!("worker {slot} exited unexpectedly ({status})"),
         };
-        if let Some(work) = head {
+        if let Some(work) = culprit {
             self.attempt_failed(slot, work, description.clone(), now, fx);
         }
         if expected || self.phase != RunPhase::Running {
@@ -684,11 +699,20 @@ impl Dispatcher {
                     humanize(self.settings.stop_grace)
                 ),
                 SlotPhase::Ready => match (s.in_flight.front(), self.settings.timeout) {
-                    (Some(work), Some(timeout)) if s.head_since + timeout <= now => format!(
-                        "timed out after {} on chunk {}",
-                        humanize(timeout),
-                        work.chunk.index
-                    ),
+                    (Some(work), Some(timeout)) if s.head_since + timeout <= now => {
+                        match s.in_flight.len() {
+                            1 => format!(
+                                "timed out after {} on chunk {}",
+                                humanize(timeout),
+                                work.chunk.index
+                            ),
+                            n => format!(
+                                "timed out after {} with {n} chunks outstanding, the first {}",
+                                humanize(timeout),
+                                work.chunk.index
+                            ),
+                        }
+                    }
                     _ => continue,
                 },
                 _ => continue,
@@ -730,8 +754,13 @@ impl Dispatcher {
                 continue;
             }
             while self.slots[slot].in_flight.len() < window {
-                let Some(work) = self.next_work() else {
-                    return;
+                let s = &self.slots[slot];
+                if s.in_flight.iter().any(|w| w.suspect) {
+                    break;
+                }
+                let alone = s.in_flight.is_empty();
+                let Some(work) = self.next_work(alone) else {
+                    break;
                 };
                 let s = &mut self.slots[slot];
                 if s.in_flight.is_empty() {
@@ -750,9 +779,11 @@ impl Dispatcher {
         }
     }
 
-    fn next_work(&mut self) -> Option<Work> {
-        if let Some((_, work)) = self.retries.pop_first() {
-            return Some(work);
+    /// The next chunk to send; a suspect only to a worker with nothing else
+    /// outstanding (`alone`).
+    fn next_work(&mut self, alone: bool) -> Option<Work> {
+        if let Some(entry) = self.retries.first_entry() {
+            return (alone || !entry.get().suspect).then(|| entry.remove());
         }
         let chunk = match self.peeked.take() {
             Some(chunk) => chunk,
@@ -771,7 +802,11 @@ impl Dispatcher {
             self.peeked = Some(chunk);
             return None;
         }
-        Some(Work { chunk, attempt: 1 })
+        Some(Work {
+            chunk,
+            attempt: 1,
+            suspect: false,
+        })
     }
 
     /// Chunks to keep outstanding per worker: one running, plus as many as

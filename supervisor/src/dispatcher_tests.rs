@@ -16,6 +16,8 @@ enum Call {
 #[derive(Default)]
 struct Recorder {
     calls: Vec<Call>,
+    /// `(index, seconds)` of every result written.
+    seconds: Vec<(u64, f64)>,
     retried: usize,
     fail_writes: bool,
 }
@@ -52,6 +54,7 @@ impl Effects for Recorder {
             return Err("disk full".into());
         }
         let output = String::from_utf8(output.to_vec()).unwrap();
+        self.seconds.push((meta.index, meta.seconds));
         self.calls
             .push(Call::Result(meta.index, meta.attempt, output));
         Ok(())
@@ -128,12 +131,18 @@ impl Harness {
     }
 
     fn done(&mut self, slot: usize, index: u64) {
+        self.done_in(slot, index, 0);
+    }
+
+    /// A `Done` whose worker says the chunk took `elapsed_ns`.
+    fn done_in(&mut self, slot: usize, index: u64, elapsed_ns: u64) {
         self.answered.insert((self.generations[slot], index));
         let output = format!("out{index}");
         self.message(
             slot,
             WorkerMessage::Done(Done {
                 index,
+                elapsed_ns,
                 output: output.as_bytes(),
             }),
         );
@@ -272,22 +281,40 @@ fn a_crash_costs_one_attempt_and_the_worker_is_replaced() {
 }
 
 #[test]
-fn chunks_queued_behind_the_crashed_one_keep_their_attempt() {
+fn a_worker_dying_with_several_chunks_blames_none_and_reruns_each_alone() {
     let mut h = Harness::new(settings(1), 100);
     h.hello(0);
     h.done(0, 0);
-    let queued = h.assigned(0);
-    assert!(queued.len() > 3, "pipeline should have widened: {queued:?}");
+    let queued = h.assigned(0).len() - 1;
+    assert!(queued > 3, "pipeline should have widened: {queued}");
+    h.fx.take();
+    h.exited(0);
+    assert_eq!(h.dispatcher.counts().retried, 0, "nobody is blamed");
+    h.hello(0);
+    // Suspects go one at a time, with nothing else beside them.
+    for index in 1..=queued as u64 {
+        assert_eq!(h.assigned(0), [(index, 1)]);
+        h.fx.take();
+        h.done(0, index);
+    }
+    assert!(
+        h.assigned(0).len() > 1,
+        "the pipeline widens again after the suspects"
+    );
+}
+
+#[test]
+fn a_suspect_that_kills_its_worker_alone_is_blamed() {
+    let mut h = Harness::new(settings(1), 100);
+    h.hello(0);
+    h.done(0, 0);
+    h.exited(0);
+    h.hello(0);
     h.fx.take();
     h.exited(0);
     h.hello(0);
-    let reassigned = h.assigned(0);
-    assert_eq!(
-        reassigned[0],
-        (1, 2),
-        "the chunk it worked on costs an attempt"
-    );
-    assert!(reassigned[1..].iter().all(|&(_, attempt)| attempt == 1));
+    assert_eq!(h.assigned(0), [(1, 2)]);
+    assert_eq!(h.dispatcher.counts().retried, 1);
 }
 
 #[test]
@@ -411,6 +438,7 @@ fn news_from_a_replaced_worker_is_ignored() {
         generation: 1,
         message: WorkerMessage::Done(Done {
             index: 0,
+            elapsed_ns: 0,
             output: b"stale",
         }),
     });
@@ -513,4 +541,22 @@ fn a_worker_that_ignores_stop_is_killed_after_the_grace() {
         Some(Outcome::Finished { failed: 0 })
     );
     assert_eq!(h.dispatcher.counts().crashes, 0);
+}
+
+#[test]
+fn a_results_seconds_and_the_pipeline_come_from_the_workers_timing() {
+    let mut h = Harness::new(settings(1), 100);
+    h.hello(0);
+    // The supervisor's clock sees 3 s pass; the worker says 1.5 ms of work.
+    h.now += Duration::from_secs(3);
+    h.done_in(0, 0, 1_500_000);
+    assert_eq!(h.fx.seconds, [(0, 0.0015)]);
+    // 1.5 ms chunks: one running plus three to cover the 5 ms queue target,
+    // where the supervisor's 3 s would have kept one.
+    assert_eq!(h.assigned(0).len(), 1 + 4);
+    // The timeout still runs on the supervisor's clock, from the answer.
+    assert_eq!(
+        h.dispatcher.next_deadline(),
+        Some(h.now + Duration::from_secs(5))
+    );
 }

@@ -43,24 +43,31 @@ impl<'a> Answers<'a> {
         }
     }
 
-    /// Answers a chunk the handler ran.
+    /// Answers a chunk the handler ran from `started` to `finished`.
     pub(crate) fn ran<E: Display>(
         &mut self,
         index: u64,
         result: Result<(), E>,
         output: &[u8],
         cancelled: bool,
+        started: Instant,
+        finished: Instant,
     ) -> Result<(), WorkerError> {
         if cancelled {
-            return self.cancelled(index);
+            return self.cancelled_at(index, finished);
         }
         // Below, `write!` into a String cannot fail.
         self.error.clear();
         match result {
             Ok(()) => {
-                let done = WorkerMessage::Done(Done { index, output });
+                let elapsed = finished.saturating_duration_since(started);
+                let done = WorkerMessage::Done(Done {
+                    index,
+                    elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+                    output,
+                });
                 if encode_frame(&done, &mut self.buf).is_ok() {
-                    return self.flush_if_due();
+                    return self.flush_if_due(finished);
                 }
                 // The only way a Done fails to encode is an output beyond the
                 // frame limit: report that as the chunk's failure.
@@ -80,19 +87,25 @@ impl<'a> Answers<'a> {
             error: &self.error,
         });
         encode_frame(&failed, &mut self.buf)?;
-        self.flush_if_due()
+        self.flush_if_due(finished)
     }
 
     pub(crate) fn cancelled(&mut self, index: u64) -> Result<(), WorkerError> {
+        self.cancelled_at(index, Instant::now())
+    }
+
+    fn cancelled_at(&mut self, index: u64, now: Instant) -> Result<(), WorkerError> {
         encode_frame(
             &WorkerMessage::Cancelled(Cancelled { index }),
             &mut self.buf,
         )?;
-        self.flush_if_due()
+        self.flush_if_due(now)
     }
 
-    fn flush_if_due(&mut self) -> Result<(), WorkerError> {
-        if self.buf.len() > FLUSH_AT || self.since.elapsed() >= FLUSH_AFTER {
+    /// `now` is a recent reading of the clock, so a chunk's answer costs no
+    /// reading beyond the two that time it.
+    fn flush_if_due(&mut self, now: Instant) -> Result<(), WorkerError> {
+        if self.buf.len() > FLUSH_AT || now.saturating_duration_since(self.since) >= FLUSH_AFTER {
             self.flush()?;
         }
         Ok(())

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::time::Instant;
 
 use protocol::codec::{decode_supervisor_message, encode_frame};
 use protocol::connection::FrameBuffer;
@@ -22,9 +23,11 @@ use crate::{signals, socket};
 /// were assigned.
 ///
 /// The handler writes the chunk's output into the buffer it is given (empty on
-/// entry, reused across chunks). `Ok` is answered as `Done` with that output,
-/// `Err` as `Failed` with the error's `Display` text, and anything returned
-/// for a chunk that was cancelled while it ran as `Cancelled`.
+/// entry, reused across chunks). `Ok` is answered as `Done` with that output
+/// and the wall-clock time the handler took (its `elapsed_ns`; time the chunk
+/// waited in the queue is not counted), `Err` as `Failed` with the error's
+/// `Display` text, and anything returned for a chunk that was cancelled while
+/// it ran as `Cancelled`.
 ///
 /// Returns `Ok(())` once every chunk assigned before `Stop` is answered.
 /// When the supervisor goes away the process exits with status 0 right away
@@ -113,9 +116,11 @@ where
         match next {
             Next::Run(chunk) => {
                 output.clear();
+                let started = Instant::now();
                 let result = handler(ctx, &chunk, &mut output);
+                let finished = Instant::now();
                 let cancelled = inbox.finish();
-                answers.ran(chunk.index, result, &output, cancelled)?;
+                answers.ran(chunk.index, result, &output, cancelled, started, finished)?;
             }
             Next::Cancelled(index) => answers.cancelled(index)?,
             Next::Stop => return answers.flush(),

@@ -9,6 +9,9 @@ use std::sync::atomic::AtomicBool;
 /// only sets a flag, rather than `SIG_IGN`, so programs the handler starts get
 /// the default disposition back when they exec.
 pub(crate) fn ignore_interrupt() -> io::Result<()> {
-    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::new(AtomicBool::new(false)))
-        .map(drop)
+    signal_hook::flag::register(
+        signal_hook::consts::SIGINT,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .map(drop)
 }

@@ -31,7 +31,8 @@ struct Args {
     /// Sleep this long before each chunk, giving up early when it is cancelled.
     #[arg(long, value_name = "MS")]
     slow_ms: Option<u64>,
-    /// Print this many lines to stderr at the start of each chunk.
+    /// Print this many lines to stderr at the start of each chunk, each
+    /// `squares-worker[PID]: chunk I attempt A line K`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     stderr_lines: u32,
 }
@@ -101,13 +102,16 @@ fn squares(
     out: &mut Vec<u8>,
 ) -> Result<(), SquaresError> {
     if args.stderr_lines > 0 {
+        let pid = std::process::id();
+        // One write per line: stderr is unbuffered, and a line written in
+        // pieces would interleave with other workers' lines.
         let mut stderr = io::stderr().lock();
         for line in 1..=args.stderr_lines {
-            writeln!(
-                stderr,
-                "chunk {} attempt {} line {line}",
+            let text = format!(
+                "squares-worker[{pid}]: chunk {} attempt {} line {line}\n",
                 chunk.index, chunk.attempt
-            )?;
+            );
+            stderr.write_all(text.as_bytes())?;
         }
     }
     faults::inject_all(&args.faults, ctx, chunk)?;

@@ -33,6 +33,8 @@ pub struct Worker {
     socket: Option<UnixStream>,
     frames: FrameBuffer,
     stderr: Option<BufReader<ChildStderr>>,
+    /// The `elapsed_ns` of the last `Done` received.
+    last_elapsed_ns: Option<u64>,
 }
 
 impl Worker {
@@ -73,6 +75,7 @@ impl Worker {
             socket,
             frames: FrameBuffer::new(),
             stderr,
+            last_elapsed_ns: None,
         }
     }
 
@@ -113,13 +116,22 @@ impl Worker {
     pub fn try_recv(&mut self) -> Result<Option<Reply>, ProtocolError> {
         loop {
             if let Some(payload) = self.frames.next_frame()? {
-                return Ok(Some(owned(decode_worker_message(payload)?)));
+                let message = decode_worker_message(payload)?;
+                if let WorkerMessage::Done(done) = &message {
+                    self.last_elapsed_ns = Some(done.elapsed_ns);
+                }
+                return Ok(Some(owned(message)));
             }
             let socket = self.socket.as_mut().expect("the socket is closed");
             if !self.frames.fill_from(socket)? {
                 return Ok(None);
             }
         }
+    }
+
+    /// The `elapsed_ns` the last `Done` received carried.
+    pub fn last_elapsed(&self) -> Duration {
+        Duration::from_nanos(self.last_elapsed_ns.expect("a Done was received"))
     }
 
     pub fn recv_n(&mut self, n: usize) -> Vec<Reply> {

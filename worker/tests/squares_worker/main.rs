@@ -3,6 +3,7 @@
 mod harness;
 
 use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
 
 use harness::{Reply, Worker, assign, cancel, expected, welcome};
 use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage};
@@ -153,7 +154,9 @@ fn cancelling_the_running_chunk_ends_it_early() {
     let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
     w.handshake("{}");
     w.send(&[assign(0, 0, 10, 1)]);
-    w.wait_for_stderr("chunk 0 attempt 1");
+    // Each line names the process, so a test can tell which one ran a chunk.
+    let pid = w.pid();
+    w.wait_for_stderr(&format!("squares-worker[{pid}]: chunk 0 attempt 1 line 1"));
     w.send(&[cancel(0)]);
     assert_eq!(w.recv(), Some(Reply::Cancelled(0)));
 
@@ -162,6 +165,22 @@ fn cancelling_the_running_chunk_ends_it_early() {
     // A Cancel for a chunk already answered is ignored.
     w.send(&[cancel(0), cancel(1)]);
     assert_eq!(w.recv(), Some(Reply::Cancelled(1)));
+}
+
+#[test]
+fn done_carries_the_handler_time_of_its_chunk() {
+    const SLOW: Duration = Duration::from_millis(300);
+    let mut w = Worker::spawn(&["--slow-ms", "300"]);
+    w.handshake("{}");
+    // Sent together: the second waits in the queue while the first runs.
+    w.send(&[assign(0, 0, 10, 1), assign(1, 10, 20, 1)]);
+    for index in 0..2 {
+        assert_eq!(w.recv(), Some(done(index, index * 10, index * 10 + 10)));
+        let elapsed = w.last_elapsed();
+        // Only a lower bound: the handler sleeps at least this long, while an
+        // upper bound would be a guess about the machine's load.
+        assert!(elapsed >= SLOW, "chunk {index}: {elapsed:?}");
+    }
 }
 
 #[test]
