@@ -142,26 +142,13 @@ struct SlotHandle {
     control: mpsc::UnboundedSender<Control>,
 }
 
-/// Outcomes of effects that the dispatcher hears about as events.
-enum Followup {
-    Spawned {
-        slot: usize,
-        generation: Generation,
-        pid: u32,
-    },
-    SpawnFailed {
-        slot: usize,
-        generation: Generation,
-        error: String,
-    },
-}
-
 /// The dispatcher's effects, carried out on real processes and files.
 struct Edges<'a> {
     job: &'a Job,
     slots: Vec<Option<SlotHandle>>,
     news: mpsc::Sender<News>,
-    followups: VecDeque<Followup>,
+    /// Outcomes of effects (a spawn) that the dispatcher hears about as events.
+    followups: VecDeque<Event<'static>>,
     output: ResultWriter,
     failures: FailureWriter,
     write_error: Option<String>,
@@ -169,27 +156,7 @@ struct Edges<'a> {
 
 impl Edges<'_> {
     fn deliver_followups(&mut self, dispatcher: &mut Dispatcher) {
-        while let Some(followup) = self.followups.pop_front() {
-            let event = match followup {
-                Followup::Spawned {
-                    slot,
-                    generation,
-                    pid,
-                } => Event::Spawned {
-                    slot,
-                    generation,
-                    pid,
-                },
-                Followup::SpawnFailed {
-                    slot,
-                    generation,
-                    error,
-                } => Event::SpawnFailed {
-                    slot,
-                    generation,
-                    error,
-                },
-            };
+        while let Some(event) = self.followups.pop_front() {
             dispatcher.handle(event, Instant::now(), self);
         }
     }
@@ -214,38 +181,26 @@ impl Edges<'_> {
         match kind {
             NewsKind::Frames(batch) => {
                 for payload in frames(&batch) {
-                    let event = match decode_worker_message(payload) {
-                        Ok(message) => Event::Message {
-                            slot,
-                            generation,
-                            message,
-                        },
+                    match decode_worker_message(payload) {
+                        Ok(message) => dispatcher.handle(
+                            Event::Message {
+                                slot,
+                                generation,
+                                message,
+                            },
+                            now,
+                            self,
+                        ),
                         Err(error) => {
                             let error = error.to_string();
-                            dispatcher.handle(
-                                Event::ProtocolError {
-                                    slot,
-                                    generation,
-                                    error,
-                                },
-                                now,
-                                self,
-                            );
-                            return;
+                            return self.protocol_error(slot, generation, error, dispatcher);
                         }
-                    };
-                    dispatcher.handle(event, now, self);
+                    }
                 }
             }
-            NewsKind::ProtocolError(error) => dispatcher.handle(
-                Event::ProtocolError {
-                    slot,
-                    generation,
-                    error,
-                },
-                now,
-                self,
-            ),
+            NewsKind::ProtocolError(error) => {
+                self.protocol_error(slot, generation, error, dispatcher)
+            }
             NewsKind::Disconnected => {
                 dispatcher.handle(Event::Disconnected { slot, generation }, now, self)
             }
@@ -271,6 +226,21 @@ impl Edges<'_> {
         }
     }
 
+    fn protocol_error(
+        &mut self,
+        slot: usize,
+        generation: Generation,
+        error: String,
+        dispatcher: &mut Dispatcher,
+    ) {
+        let event = Event::ProtocolError {
+            slot,
+            generation,
+            error,
+        };
+        dispatcher.handle(event, Instant::now(), self);
+    }
+
     fn handle(&mut self, slot: usize, generation: Generation) -> Option<&mut SlotHandle> {
         self.slots[slot]
             .as_mut()
@@ -283,7 +253,7 @@ impl Effects for Edges<'_> {
         let started = match spawn_worker(&self.job.worker, slot) {
             Ok(started) => started,
             Err(error) => {
-                self.followups.push_back(Followup::SpawnFailed {
+                self.followups.push_back(Event::SpawnFailed {
                     slot,
                     generation,
                     error: error.to_string(),
@@ -313,7 +283,7 @@ impl Effects for Edges<'_> {
             writer: writer_tx,
             control: control_tx,
         });
-        self.followups.push_back(Followup::Spawned {
+        self.followups.push_back(Event::Spawned {
             slot,
             generation,
             pid: started.pid,
@@ -343,6 +313,12 @@ impl Effects for Edges<'_> {
     }
 
     fn write_failure(&mut self, failure: &ChunkFailure<'_>) -> Result<(), String> {
+        warn!(
+            chunk = failure.chunk.index,
+            attempts = failure.errors.len(),
+            "chunk failed for good: {}",
+            failure.errors.last().map_or("", |e| e.error.as_str())
+        );
         self.failures.write(failure).map_err(|error| {
             format!(
                 "cannot write the failed file {}: {error}",
