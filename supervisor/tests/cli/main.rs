@@ -461,3 +461,26 @@ fn a_bad_command_line_exits_2() {
     scenario.run(&["--no-such-flag", "job.toml"]).expect_code(2);
     scenario.run(&[]).expect_code(2);
 }
+
+#[test]
+fn an_output_that_cannot_be_created_exits_3_naming_it() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "nodir.toml",
+        &squares_job(
+            1000,
+            100,
+            &[],
+            "[output]\npath = \"no/such/folder/out.jsonl\"",
+        ),
+    );
+    let finished = scenario.run(&[job.to_str().unwrap()]);
+    finished.expect_code(3);
+    assert!(
+        finished.stderr.contains("cannot create the output")
+            && finished.stderr.contains("no/such/folder/out.jsonl"),
+        "{}",
+        finished.stderr
+    );
+    scenario.assert_no_survivors();
+}
