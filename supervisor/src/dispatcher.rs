@@ -448,8 +448,9 @@ impl Dispatcher {
                     return self.kill(slot, "broke the protocol: said hello twice", fx);
                 }
                 if hello.protocol_version != PROTOCOL_VERSION {
+                    // Every worker runs the same program: replacing it cannot help.
                     let reason = format!(
-                        "worker {slot} speaks protocol version {}, but this supervisor speaks version {PROTOCOL_VERSION}",
+                        "protocol version mismatch: worker {slot} speaks version {}, the supervisor version {PROTOCOL_VERSION}",
                         hello.protocol_version
                     );
                     return self.abort(reason, now, fx);
