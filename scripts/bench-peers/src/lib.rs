@@ -54,7 +54,10 @@ mod tests {
     #[test]
     fn parts_cover_the_range() {
         for (n, parts) in [(10, 3), (2_000_000_000, 64), (5, 8)] {
-            let total: u64 = (0..parts).map(|k| part(n, parts, k)).map(|(s, e)| e - s).sum();
+            let total: u64 = (0..parts)
+                .map(|k| part(n, parts, k))
+                .map(|(s, e)| e - s)
+                .sum();
             assert_eq!(total, n);
         }
     }

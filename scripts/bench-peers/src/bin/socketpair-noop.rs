@@ -18,7 +18,10 @@ const USAGE: &str = "socketpair-noop MESSAGES WORKERS INFLIGHT";
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--child") {
-        let fd: RawFd = args.get(2).and_then(|a| a.parse().ok()).expect("--child FD");
+        let fd: RawFd = args
+            .get(2)
+            .and_then(|a| a.parse().ok())
+            .expect("--child FD");
         // SAFETY: the parent put this end of a socketpair at FD for us alone.
         return echo(unsafe { UnixStream::from_raw_fd(fd) });
     }
@@ -82,7 +85,13 @@ struct Worker {
 
 impl Worker {
     fn new(stream: UnixStream) -> Self {
-        Worker { stream, partial: Vec::new(), sent: 0, received: 0, out: Vec::new() }
+        Worker {
+            stream,
+            partial: Vec::new(),
+            sent: 0,
+            received: 0,
+            out: Vec::new(),
+        }
     }
 
     /// Queues `n` messages, numbered on from the last, and writes them in one call.
@@ -112,7 +121,11 @@ fn drive(workers: &mut [Worker], messages: u64, inflight: u64) -> io::Result<f64
     let mut buf = vec![0u8; 1 << 16];
     let mut fds: Vec<libc::pollfd> = workers
         .iter()
-        .map(|w| libc::pollfd { fd: w.stream.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .map(|w| libc::pollfd {
+            fd: w.stream.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
         .collect();
     while done < messages {
         // SAFETY: fds is a live array of pollfd of the length given.
@@ -131,7 +144,10 @@ fn drive(workers: &mut [Worker], messages: u64, inflight: u64) -> io::Result<f64
             pfd.revents = 0;
             let n = worker.stream.read(&mut buf)?;
             if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "a child hung up"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a child hung up",
+                ));
             }
             worker.partial.extend_from_slice(&buf[..n]);
             let whole = worker.partial.len() / MESSAGE;
