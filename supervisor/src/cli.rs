@@ -9,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
     name = "supervisor",
     version,
     about = "Runs a chunked job on N worker processes, replaces workers that crash or hang, retries their chunks.",
+    long_about = "Runs a chunked job on N worker processes, replaces workers that crash or hang, \
+                  retries their chunks. Running the same command again after any stop resumes: \
+                  finished chunks are not run again.",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -25,6 +28,14 @@ pub struct RunArgs {
     /// Worker processes [default: the job file's, else the CPUs available]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
+
+    /// Discard an earlier run's journal, output and failed file, and start over
+    #[arg(long, conflicts_with = "retry_failed")]
+    pub fresh: bool,
+
+    /// Run only the chunks that failed for good last time
+    #[arg(long)]
+    pub retry_failed: bool,
 
     /// The job file
     #[arg(value_name = "JOB.toml", required = true)]

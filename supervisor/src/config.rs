@@ -5,6 +5,7 @@ mod error;
 mod job;
 mod paths;
 mod raw;
+mod size;
 mod validate;
 
 pub use error::ConfigError;

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use protocol::message::{Assign, Welcome};
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 
+use fixedbitset::FixedBitSet;
+
 use crate::chunks::{ChunkSource, ChunkSpec};
 use crate::reorder::{Reorder, ResultMeta};
 
@@ -48,6 +50,16 @@ pub struct Settings {
     /// Results that may wait for a lower index, in chunks and in bytes.
     pub reorder_capacity: usize,
     pub reorder_max_bytes: usize,
+    /// On the first SIGTERM/SIGINT, time chunks in flight get to finish.
+    pub drain_timeout: Duration,
+    /// Replace a worker after it was given this many chunks; 0 = never.
+    pub max_chunks: u64,
+    /// Delay before restarting a slot whose worker crashed again: doubles
+    /// from `backoff_base` per repeated crash, capped, with ±50% jitter.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Seeds the jitter, so tests are repeatable.
+    pub seed: u64,
 }
 
 impl Settings {
@@ -67,6 +79,11 @@ impl Settings {
             kill_grace: Duration::from_secs(2),
             reorder_capacity: (workers * 64 * 4).max(4096),
             reorder_max_bytes: 256 << 20,
+            drain_timeout: Duration::from_secs(30),
+            max_chunks: 0,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            seed: 0,
         }
     }
 }
@@ -106,6 +123,9 @@ pub enum Event<'a> {
     },
     /// A deadline from [`Dispatcher::next_deadline`] may have passed.
     Tick,
+    /// SIGTERM, SIGINT or SIGHUP reached the supervisor. The first drains, the
+    /// second cancels what is in flight; the run loop handles a third itself.
+    Signal { number: i32 },
 }
 
 /// One failed attempt of a chunk.
@@ -133,6 +153,10 @@ pub enum RunEvent<'a> {
     WorkerReady {
         slot: usize,
     },
+    /// The worker has had its share of chunks (`max_chunks`) and is replaced.
+    WorkerRetiring {
+        slot: usize,
+    },
     WorkerExited {
         slot: usize,
         pid: Option<u32>,
@@ -150,6 +174,18 @@ pub enum RunEvent<'a> {
     },
     Aborting {
         reason: &'a str,
+    },
+    /// No more chunks start; those in flight get until the drain timeout.
+    DrainStarted {
+        signal: i32,
+        in_flight: usize,
+    },
+    /// Chunks still in flight are being cancelled (drain timeout or a second signal).
+    Cancelling {
+        in_flight: usize,
+    },
+    ChunkCancelled {
+        chunk: ChunkSpec,
     },
 }
 
@@ -174,6 +210,11 @@ pub enum Outcome {
     Finished {
         failed: u64,
     },
+    /// Stopped by a signal after the chunks in flight finished or were
+    /// cancelled; running again resumes.
+    Drained {
+        signal: i32,
+    },
     Aborted {
         reason: String,
     },
@@ -187,6 +228,10 @@ pub struct Counts {
     pub retried: u64,
     /// Workers that exited unexpectedly and were replaced or would have been.
     pub crashes: u64,
+    /// Chunks abandoned by a drain; a later run does them.
+    pub cancelled: u64,
+    /// Chunks an earlier run settled, skipped by this one.
+    pub skipped: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,9 +246,17 @@ struct Work {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum SlotPhase {
-    Starting { deadline: Instant },
+    /// Restarting after repeated crashes, once the backoff has passed.
+    Waiting {
+        until: Instant,
+    },
+    Starting {
+        deadline: Instant,
+    },
     Ready,
-    Stopping { deadline: Instant },
+    Stopping {
+        deadline: Instant,
+    },
     Killing,
     Gone,
 }
@@ -219,13 +272,23 @@ struct Slot {
     head_since: Instant,
     /// Why the supervisor is killing it; the first reason wins.
     cause: Option<String>,
+    /// Chunks given to this worker process; counts against `max_chunks`.
+    assigned: u64,
+    /// Crashes of this slot since its last finished chunk; sizes the backoff.
+    crash_streak: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum RunPhase {
     Running,
-    Finishing,
-    Aborting(String),
+    Draining {
+        signal: i32,
+        /// When to cancel what is in flight, then when to kill what still is.
+        deadline: Option<Instant>,
+        cancelled: bool,
+    },
+    /// Workers are being stopped; the outcome is decided.
+    Ending(Outcome),
 }
 
 pub struct Dispatcher {
@@ -249,13 +312,27 @@ pub struct Dispatcher {
     in_flight: usize,
     counts: Counts,
     phase: RunPhase,
+    /// Chunks an earlier run settled: never dispatched, passed over in order.
+    skip: Option<FixedBitSet>,
+    rng: fastrand::Rng,
 }
 
 impl Dispatcher {
-    pub fn new(settings: Settings, source: Box<dyn ChunkSource>, now: Instant) -> Self {
-        let reorder = settings
-            .ordered
-            .then(|| Reorder::new(settings.reorder_capacity, settings.reorder_max_bytes));
+    /// `skip` holds the chunks an earlier run already settled (done or
+    /// failed for good): they are neither dispatched nor waited for.
+    pub fn new(
+        settings: Settings,
+        source: Box<dyn ChunkSource>,
+        skip: Option<FixedBitSet>,
+        now: Instant,
+    ) -> Self {
+        let reorder = settings.ordered.then(|| {
+            Reorder::new(
+                settings.reorder_capacity,
+                settings.reorder_max_bytes,
+                skip.clone(),
+            )
+        });
         let slots = (0..settings.workers)
             .map(|_| Slot {
                 generation: 0,
@@ -264,12 +341,16 @@ impl Dispatcher {
                 in_flight: VecDeque::with_capacity(settings.max_in_flight),
                 head_since: now,
                 cause: None,
+                assigned: 0,
+                crash_streak: 0,
             })
             .collect();
         let counts = Counts {
             total: source.total(),
+            skipped: skip.as_ref().map_or(0, |s| s.count_ones(..) as u64),
             ..Counts::default()
         };
+        let rng = fastrand::Rng::with_seed(settings.seed);
         Self {
             settings,
             source,
@@ -285,6 +366,8 @@ impl Dispatcher {
             in_flight: 0,
             counts,
             phase: RunPhase::Running,
+            skip,
+            rng,
         }
     }
 
@@ -311,39 +394,45 @@ impl Dispatcher {
             return None;
         }
         match &self.phase {
-            RunPhase::Running => None,
-            RunPhase::Finishing => Some(Outcome::Finished {
-                failed: self.counts.failed,
-            }),
-            RunPhase::Aborting(reason) => Some(Outcome::Aborted {
-                reason: reason.clone(),
-            }),
+            RunPhase::Ending(outcome) => Some(outcome.clone()),
+            RunPhase::Running | RunPhase::Draining { .. } => None,
         }
     }
 
     /// The earliest moment a `Tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
+        let drain = match self.phase {
+            RunPhase::Draining { deadline, .. } => deadline,
+            _ => None,
+        };
         self.slots
             .iter()
             .filter_map(|slot| match slot.phase {
                 SlotPhase::Starting { deadline } | SlotPhase::Stopping { deadline } => {
                     Some(deadline)
                 }
+                SlotPhase::Waiting { until } => Some(until),
                 SlotPhase::Ready if !slot.in_flight.is_empty() => {
                     self.settings.timeout.map(|t| slot.head_since + t)
                 }
                 _ => None,
             })
+            .chain(drain)
             .min()
+    }
+
+    /// Whether a drain is under way.
+    pub fn is_draining(&self) -> bool {
+        matches!(self.phase, RunPhase::Draining { .. })
     }
 
     /// Ends the run early: every worker is killed, chunks in flight are abandoned.
     pub fn abort(&mut self, reason: String, now: Instant, fx: &mut impl Effects) {
-        if matches!(self.phase, RunPhase::Aborting(_)) {
+        if matches!(self.phase, RunPhase::Ending(Outcome::Aborted { .. })) {
             return;
         }
         fx.observe(&RunEvent::Aborting { reason: &reason });
-        self.phase = RunPhase::Aborting(reason);
+        self.phase = RunPhase::Ending(Outcome::Aborted { reason });
         for slot in 0..self.slots.len() {
             self.kill(slot, "the run is aborting", fx);
         }
@@ -406,14 +495,16 @@ impl Dispatcher {
                 }
             }
             Event::Tick => self.tick(now, fx),
+            Event::Signal { number } => self.signal(number, now, fx),
         }
         self.settle(now, fx);
     }
 
     fn is_current(&self, slot: usize, generation: Generation) -> bool {
-        self.slots
-            .get(slot)
-            .is_some_and(|s| s.generation == generation && s.phase != SlotPhase::Gone)
+        self.slots.get(slot).is_some_and(|s| {
+            s.generation == generation
+                && !matches!(s.phase, SlotPhase::Gone | SlotPhase::Waiting { .. })
+        })
     }
 
     fn spawn(&mut self, slot: usize, now: Instant, fx: &mut impl Effects) {
@@ -426,6 +517,7 @@ impl Dispatcher {
         };
         s.pid = None;
         s.cause = None;
+        s.assigned = 0;
         debug_assert!(s.in_flight.is_empty());
         fx.spawn(slot, generation);
     }
@@ -464,9 +556,6 @@ impl Dispatcher {
                 });
                 fx.send(slot, s.generation, &welcome);
                 fx.observe(&RunEvent::WorkerReady { slot });
-                if self.phase == RunPhase::Finishing {
-                    self.stop(slot, now, fx);
-                }
             }
             WorkerMessage::Done(done) => {
                 if let Some(work) = self.answered(slot, done.index, now, fx) {
@@ -482,9 +571,14 @@ impl Dispatcher {
                 }
             }
             WorkerMessage::Cancelled(cancelled) => {
-                // Only the supervisor cancels, so this attempt costs the chunk nothing.
+                // Only the supervisor cancels, so this attempt costs the chunk
+                // nothing; a later run does it.
                 if let Some(work) = self.answered(slot, cancelled.index, now, fx) {
-                    self.retries.insert(work.chunk.index, work);
+                    self.counts.cancelled += 1;
+                    fx.observe(&RunEvent::ChunkCancelled { chunk: work.chunk });
+                    if self.phase == RunPhase::Running {
+                        self.retries.insert(work.chunk.index, work);
+                    }
                 }
             }
         }
@@ -534,6 +628,7 @@ impl Dispatcher {
         if !self.errors.is_empty() {
             self.errors.remove(&work.chunk.index);
         }
+        self.slots[slot].crash_streak = 0;
         self.counts.done += 1;
         let meta = ResultMeta {
             index: work.chunk.index,
@@ -615,6 +710,8 @@ impl Dispatcher {
                 s.phase = SlotPhase::Killing;
                 fx.kill(slot, s.generation, self.settings.kill_grace);
             }
+            // No process to kill: the restart simply does not happen.
+            SlotPhase::Waiting { .. } => s.phase = SlotPhase::Gone,
             SlotPhase::Killing | SlotPhase::Gone => {}
         }
     }
@@ -629,6 +726,7 @@ impl Dispatcher {
 
     fn exited(&mut self, slot: usize, status: &str, now: Instant, fx: &mut impl Effects) {
         let s = &mut self.slots[slot];
+        // Stopped on purpose: at the end, in a drain, or to be replaced.
         let expected =
             matches!(s.phase, SlotPhase::Stopping { .. }) || self.phase != RunPhase::Running;
         s.phase = SlotPhase::Gone;
@@ -654,7 +752,14 @@ impl Dispatcher {
             expected,
         });
         if self.phase != RunPhase::Running {
+            // Draining or ending: what it held is left for a later run.
+            if let Some(work) = culprit {
+                self.retries.insert(work.chunk.index, work);
+            }
             return;
+        }
+        if expected {
+            return self.spawn(slot, now, fx);
         }
         let description = match &cause {
             Some(cause) => format!("worker {slot} {cause} ({status})"),
@@ -662,9 +767,9 @@ impl Dispatcher {
         };
         if let Some(work) = culprit {
             self.attempt_failed(slot, work, description.clone(), now, fx);
-        }
-        if expected || self.phase != RunPhase::Running {
-            return;
+            if self.phase != RunPhase::Running {
+                return;
+            }
         }
         self.counts.crashes += 1;
         self.crashes.push_back(now);
@@ -684,13 +789,112 @@ impl Dispatcher {
             );
             return self.abort(reason, now, fx);
         }
-        self.spawn(slot, now, fx);
+        let streak = &mut self.slots[slot].crash_streak;
+        *streak += 1;
+        match self.backoff(self.slots[slot].crash_streak) {
+            None => self.spawn(slot, now, fx),
+            Some(delay) => self.slots[slot].phase = SlotPhase::Waiting { until: now + delay },
+        }
+    }
+
+    /// How long to wait before restarting a slot after its `streak`-th crash
+    /// in a row: nothing after the first, then doubling, capped, jittered.
+    fn backoff(&mut self, streak: u32) -> Option<Duration> {
+        let doublings = streak.checked_sub(2)?;
+        let base = self
+            .settings
+            .backoff_base
+            .saturating_mul(1 << doublings.min(20))
+            .min(self.settings.backoff_max);
+        Some(base.mul_f64(0.5 + self.rng.f64()))
+    }
+
+    fn signal(&mut self, number: i32, now: Instant, fx: &mut impl Effects) {
+        match self.phase {
+            RunPhase::Running => {
+                fx.observe(&RunEvent::DrainStarted {
+                    signal: number,
+                    in_flight: self.in_flight,
+                });
+                self.phase = RunPhase::Draining {
+                    signal: number,
+                    deadline: Some(now + self.settings.drain_timeout),
+                    cancelled: false,
+                };
+                for slot in 0..self.slots.len() {
+                    if matches!(
+                        self.slots[slot].phase,
+                        SlotPhase::Starting { .. } | SlotPhase::Waiting { .. }
+                    ) {
+                        self.kill(slot, "was not needed any more", fx);
+                    }
+                }
+            }
+            RunPhase::Draining { .. } => {
+                // The second signal: nothing in flight may take any longer.
+                self.cancel_in_flight(fx);
+                for slot in 0..self.slots.len() {
+                    self.kill(slot, "was stopped by a second signal", fx);
+                }
+            }
+            RunPhase::Ending(_) => {}
+        }
+    }
+
+    /// Asks every worker to abandon the chunks it holds.
+    fn cancel_in_flight(&mut self, fx: &mut impl Effects) {
+        fx.observe(&RunEvent::Cancelling {
+            in_flight: self.in_flight,
+        });
+        if let RunPhase::Draining { cancelled, .. } = &mut self.phase {
+            *cancelled = true;
+        }
+        for (slot, s) in self.slots.iter().enumerate() {
+            if matches!(s.phase, SlotPhase::Ready | SlotPhase::Stopping { .. }) {
+                for work in &s.in_flight {
+                    let cancel = SupervisorMessage::Cancel(protocol::message::Cancel {
+                        index: work.chunk.index,
+                    });
+                    fx.send(slot, s.generation, &cancel);
+                }
+            }
+        }
     }
 
     fn tick(&mut self, now: Instant, fx: &mut impl Effects) {
+        if let RunPhase::Draining {
+            deadline: Some(deadline),
+            cancelled,
+            ..
+        } = self.phase
+            && deadline <= now
+        {
+            let next = if cancelled {
+                for slot in 0..self.slots.len() {
+                    if !self.slots[slot].in_flight.is_empty() {
+                        self.kill(slot, "did not give up its chunks when cancelled", fx);
+                    }
+                }
+                None
+            } else {
+                self.cancel_in_flight(fx);
+                Some(now + self.settings.stop_grace)
+            };
+            if let RunPhase::Draining { deadline, .. } = &mut self.phase {
+                *deadline = next;
+            }
+        }
         for slot in 0..self.slots.len() {
             let s = &self.slots[slot];
             let cause = match s.phase {
+                SlotPhase::Waiting { until } if until <= now => {
+                    if self.phase == RunPhase::Running {
+                        self.spawn(slot, now, fx);
+                    } else {
+                        self.slots[slot].phase = SlotPhase::Gone;
+                    }
+                    continue;
+                }
                 SlotPhase::Starting { deadline } if deadline <= now => format!(
                     "did not say hello within {}",
                     humanize(self.settings.start_timeout)
@@ -722,41 +926,85 @@ impl Dispatcher {
         }
     }
 
-    /// After every event: hand out work, and notice when the run is over.
+    /// After every event: hand out work, retire workers that had their share,
+    /// and notice when the run is over.
     fn settle(&mut self, now: Instant, fx: &mut impl Effects) {
-        if self.phase != RunPhase::Running {
-            return;
+        match self.phase {
+            RunPhase::Running => {
+                self.dispatch(now, fx);
+                self.retire_exhausted(now, fx);
+                if self.phase == RunPhase::Running && self.nothing_left() {
+                    self.end(
+                        Outcome::Finished {
+                            failed: self.counts.failed,
+                        },
+                        now,
+                        fx,
+                    );
+                }
+            }
+            RunPhase::Draining { signal, .. } => {
+                if self.in_flight == 0 {
+                    self.end(Outcome::Drained { signal }, now, fx);
+                }
+            }
+            RunPhase::Ending(_) => {}
         }
-        self.dispatch(now, fx);
-        if self.phase != RunPhase::Running || self.in_flight > 0 || !self.retries.is_empty() {
-            return;
+    }
+
+    fn nothing_left(&mut self) -> bool {
+        if self.in_flight > 0 || !self.retries.is_empty() {
+            return false;
         }
         if self.peeked.is_none() && !self.source_done {
-            self.peeked = self.source.next_chunk();
+            self.peeked = self.next_fresh();
             self.source_done = self.peeked.is_none();
         }
-        if self.peeked.is_some() {
-            return;
-        }
-        self.phase = RunPhase::Finishing;
+        self.peeked.is_none()
+    }
+
+    /// The run's outcome is decided: every worker is stopped.
+    fn end(&mut self, outcome: Outcome, now: Instant, fx: &mut impl Effects) {
+        self.phase = RunPhase::Ending(outcome);
         for slot in 0..self.slots.len() {
             match self.slots[slot].phase {
                 SlotPhase::Ready => self.stop(slot, now, fx),
-                SlotPhase::Starting { .. } => self.kill(slot, "was not needed any more", fx),
+                SlotPhase::Starting { .. } | SlotPhase::Waiting { .. } => {
+                    self.kill(slot, "was not needed any more", fx)
+                }
                 _ => {}
+            }
+        }
+    }
+
+    /// Workers that were given `max_chunks` chunks are stopped once they have
+    /// answered them all, and replaced when they exit.
+    fn retire_exhausted(&mut self, now: Instant, fx: &mut impl Effects) {
+        let max = self.settings.max_chunks;
+        if max == 0 {
+            return;
+        }
+        for slot in 0..self.slots.len() {
+            let s = &self.slots[slot];
+            if s.phase == SlotPhase::Ready && s.assigned >= max && s.in_flight.is_empty() {
+                fx.observe(&RunEvent::WorkerRetiring { slot });
+                self.stop(slot, now, fx);
             }
         }
     }
 
     fn dispatch(&mut self, now: Instant, fx: &mut impl Effects) {
         let window = self.window();
+        let max_chunks = self.settings.max_chunks;
         for slot in 0..self.slots.len() {
             if self.slots[slot].phase != SlotPhase::Ready {
                 continue;
             }
             while self.slots[slot].in_flight.len() < window {
                 let s = &self.slots[slot];
-                if s.in_flight.iter().any(|w| w.suspect) {
+                if s.in_flight.iter().any(|w| w.suspect)
+                    || (max_chunks > 0 && s.assigned >= max_chunks)
+                {
                     break;
                 }
                 let alone = s.in_flight.is_empty();
@@ -768,6 +1016,7 @@ impl Dispatcher {
                     s.head_since = now;
                 }
                 s.in_flight.push_back(work);
+                s.assigned += 1;
                 self.in_flight += 1;
                 let assign = SupervisorMessage::Assign(Assign {
                     index: work.chunk.index,
@@ -789,7 +1038,7 @@ impl Dispatcher {
         let chunk = match self.peeked.take() {
             Some(chunk) => chunk,
             None if self.source_done => return None,
-            None => match self.source.next_chunk() {
+            None => match self.next_fresh() {
                 Some(chunk) => chunk,
                 None => {
                     self.source_done = true;
@@ -808,6 +1057,20 @@ impl Dispatcher {
             attempt: 1,
             suspect: false,
         })
+    }
+
+    /// The next chunk from the source that an earlier run did not settle.
+    fn next_fresh(&mut self) -> Option<ChunkSpec> {
+        loop {
+            let chunk = self.source.next_chunk()?;
+            let settled = self
+                .skip
+                .as_ref()
+                .is_some_and(|skip| skip.contains(chunk.index as usize));
+            if !settled {
+                return Some(chunk);
+            }
+        }
     }
 
     /// Chunks to keep outstanding per worker: one running, plus as many as

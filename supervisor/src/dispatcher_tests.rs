@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::chunks::RangeChunks;
+use fixedbitset::FixedBitSet;
 use protocol::message::{Cancelled, Done, Failed, Hello};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,7 +88,7 @@ impl Harness {
         let source = Box::new(RangeChunks::new(0, chunks * 10, 10));
         let workers = settings.workers;
         let mut harness = Self {
-            dispatcher: Dispatcher::new(settings, source, now),
+            dispatcher: Dispatcher::new(settings, source, None, now),
             fx: Recorder::default(),
             now,
             generations: vec![0; workers],
@@ -312,6 +313,8 @@ fn a_suspect_that_kills_its_worker_alone_is_blamed() {
     h.hello(0);
     h.fx.take();
     h.exited(0);
+    // A second crash in a row waits out a backoff before the restart.
+    h.advance(Duration::from_secs(5));
     h.hello(0);
     assert_eq!(h.assigned(0), [(1, 2)]);
     assert_eq!(h.dispatcher.counts().retried, 1);
@@ -386,9 +389,11 @@ fn crashing_faster_than_the_restart_limit_aborts() {
     let mut h = Harness::new(settings, 10);
     for _ in 0..4 {
         h.exited(0);
+        // Past any backoff, so the slot is restarted before it crashes again.
+        h.advance(Duration::from_secs(5));
     }
     let outcome_reason = match &h.dispatcher.phase {
-        RunPhase::Aborting(reason) => reason.clone(),
+        RunPhase::Ending(Outcome::Aborted { reason }) => reason.clone(),
         other => panic!("expected an abort, got {other:?}"),
     };
     assert!(outcome_reason.contains("4 times"), "{outcome_reason}");
@@ -411,7 +416,7 @@ fn crashes_outside_the_window_are_forgiven() {
     let mut h = Harness::new(settings, 10);
     for _ in 0..5 {
         h.exited(0);
-        h.now += Duration::from_secs(61);
+        h.advance(Duration::from_secs(61));
     }
     assert_eq!(h.dispatcher.phase, RunPhase::Running);
 }
@@ -559,4 +564,167 @@ fn a_results_seconds_and_the_pipeline_come_from_the_workers_timing() {
         h.dispatcher.next_deadline(),
         Some(h.now + Duration::from_secs(5))
     );
+}
+
+fn sends_of(h: &Harness, pick: impl Fn(&SupervisorMessage) -> bool) -> usize {
+    h.fx.calls
+        .iter()
+        .filter(|c| matches!(c, Call::Send(_, _, m) if pick(m)))
+        .count()
+}
+
+#[test]
+fn a_signal_drains_no_chunk_starts_and_chunks_in_flight_finish() {
+    let mut h = Harness::new(settings(2), 100);
+    h.hello(0);
+    h.hello(1);
+    h.event(Event::Signal { number: 15 });
+    assert!(h.dispatcher.is_draining());
+    let assigned_before = sends_of(&h, |m| matches!(m, SupervisorMessage::Assign(_)));
+    h.done(0, 0);
+    assert_eq!(
+        sends_of(&h, |m| matches!(m, SupervisorMessage::Assign(_))),
+        assigned_before,
+        "nothing starts after the signal"
+    );
+    assert!(h.stopped().is_empty(), "chunk 1 is still in flight");
+    h.done(1, 1);
+    assert_eq!(h.fx.results(), [0, 1]);
+    assert_eq!(h.stopped(), [0, 1]);
+    h.exited(0);
+    h.exited(1);
+    assert_eq!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Drained { signal: 15 })
+    );
+    assert_eq!(h.dispatcher.counts().crashes, 0);
+}
+
+#[test]
+fn a_drain_past_its_timeout_cancels_then_kills() {
+    let mut s = settings(1);
+    s.drain_timeout = Duration::from_secs(3);
+    s.timeout = None;
+    let mut h = Harness::new(s, 10);
+    h.hello(0);
+    h.event(Event::Signal { number: 2 });
+    h.advance(Duration::from_secs(3));
+    assert_eq!(
+        sends_of(&h, |m| matches!(m, SupervisorMessage::Cancel(_))),
+        1
+    );
+    assert!(!h.fx.calls.iter().any(|c| matches!(c, Call::Kill(..))));
+    h.advance(Duration::from_secs(11));
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+    h.exited(0);
+    assert_eq!(h.dispatcher.outcome(), Some(Outcome::Drained { signal: 2 }));
+    assert_eq!(
+        h.dispatcher.counts().retried,
+        0,
+        "a drained chunk costs no attempt"
+    );
+}
+
+#[test]
+fn a_cancelled_answer_during_a_drain_ends_it() {
+    let mut h = Harness::new(settings(1), 10);
+    h.hello(0);
+    h.event(Event::Signal { number: 15 });
+    h.message(0, WorkerMessage::Cancelled(Cancelled { index: 0 }));
+    assert_eq!(h.stopped(), [0]);
+    assert_eq!(h.dispatcher.counts().cancelled, 1);
+    h.exited(0);
+    assert_eq!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Drained { signal: 15 })
+    );
+}
+
+#[test]
+fn a_second_signal_cancels_and_kills_at_once() {
+    let mut h = Harness::new(settings(2), 10);
+    h.hello(0);
+    h.hello(1);
+    h.event(Event::Signal { number: 15 });
+    h.event(Event::Signal { number: 15 });
+    assert_eq!(
+        sends_of(&h, |m| matches!(m, SupervisorMessage::Cancel(_))),
+        2
+    );
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+    assert!(h.fx.calls.contains(&Call::Kill(1, 2)));
+    h.exited(0);
+    h.exited(1);
+    assert_eq!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Drained { signal: 15 })
+    );
+    assert!(
+        !h.fx
+            .calls
+            .iter()
+            .any(|c| matches!(c, Call::Spawn(_, g) if *g > 2))
+    );
+}
+
+#[test]
+fn a_worker_is_replaced_after_max_chunks_without_counting_a_crash() {
+    let mut s = settings(1);
+    s.max_chunks = 2;
+    let mut h = Harness::new(s, 5);
+    h.hello(0);
+    h.serve_all(0);
+    assert_eq!(h.assigned(0).len(), 2);
+    assert_eq!(h.stopped(), [0]);
+    h.exited(0);
+    assert!(h.fx.calls.contains(&Call::Spawn(0, 2)));
+    assert_eq!(h.dispatcher.counts().crashes, 0);
+    h.hello(0);
+    h.serve_all(0);
+    assert_eq!(h.fx.results(), [0, 1, 2, 3]);
+}
+
+#[test]
+fn repeated_crashes_back_off_before_the_restart() {
+    let mut h = Harness::new(settings(1), 5);
+    h.exited(0);
+    assert!(
+        h.fx.calls.contains(&Call::Spawn(0, 2)),
+        "the first crash restarts at once"
+    );
+    h.fx.take();
+    h.exited(0);
+    assert!(h.fx.take().is_empty(), "the second waits");
+    let until = h.dispatcher.next_deadline().unwrap();
+    let wait = until - h.now;
+    assert!(
+        wait >= Duration::from_millis(50) && wait <= Duration::from_millis(150),
+        "{wait:?}"
+    );
+    h.now = until;
+    h.event(Event::Tick);
+    assert!(h.fx.calls.contains(&Call::Spawn(0, 3)));
+}
+
+#[test]
+fn chunks_settled_by_an_earlier_run_are_skipped_in_order() {
+    let now = Instant::now();
+    let mut skip = FixedBitSet::with_capacity(6);
+    skip.insert_range(0..2);
+    skip.insert(3);
+    let source = Box::new(RangeChunks::new(0, 60, 10));
+    let mut h = Harness {
+        dispatcher: Dispatcher::new(settings(1), source, Some(skip), now),
+        fx: Recorder::default(),
+        now,
+        generations: vec![0],
+        answered: Default::default(),
+    };
+    h.dispatcher.start(now, &mut h.fx);
+    h.track_spawns();
+    h.hello(0);
+    h.serve_all(0);
+    assert_eq!(h.fx.results(), [2, 4, 5]);
+    assert_eq!(h.dispatcher.counts().skipped, 3);
+    assert_eq!(h.stopped(), [0]);
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use supervisor::cli::{Cli, Command};
 use supervisor::dispatcher::Outcome;
+use supervisor::resume::{Options, SetupError};
 use supervisor::run::{RunSummary, output_name, run};
 use supervisor::{config, plan};
 
@@ -19,6 +20,10 @@ mod exit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    let options = Options {
+        fresh: cli.run.fresh,
+        retry_failed: cli.run.retry_failed,
+    };
     let (job_path, workers, check_only) = match cli.command {
         Some(Command::Check { workers, job }) => (job, workers, true),
         None => (
@@ -50,16 +55,22 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ABORTED);
         }
     };
-    match runtime.block_on(run(&job)) {
+    match runtime.block_on(run(&job, options)) {
         Ok(summary) => {
             report(&job, &summary);
             ExitCode::from(match summary.outcome {
-                Outcome::Finished { failed: 0 } => exit::OK,
+                Outcome::Finished { failed } if failed + summary.failed_before == 0 => exit::OK,
                 Outcome::Finished { .. } => exit::CHUNKS_FAILED,
+                // 130 for SIGINT, 143 for SIGTERM, as a shell reports them.
+                Outcome::Drained { signal } => (128 + signal) as u8,
                 Outcome::Aborted { .. } => exit::ABORTED,
             })
         }
-        Err(error) => {
+        Err(SetupError::Refused(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::BAD_INPUT)
+        }
+        Err(SetupError::Failed(error)) => {
             eprintln!("error: {error:#}");
             ExitCode::from(exit::ABORTED)
         }
@@ -81,11 +92,16 @@ fn report(job: &supervisor::config::Job, summary: &RunSummary) {
     let total = counts
         .total
         .map_or_else(|| "?".to_owned(), |t| t.to_string());
+    let earlier = if summary.done_before > 0 {
+        format!(" ({} by an earlier run)", summary.done_before)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{}: {} of {total} chunks done, {} failed, {} retried, {} worker crashes, in {:.2}s; output: {}",
+        "{}: {} of {total} chunks done{earlier}, {} failed, {} retried, {} worker crashes, in {:.2}s; output: {}",
         job.name,
-        counts.done,
-        counts.failed,
+        counts.done + summary.done_before,
+        counts.failed + summary.failed_before,
         counts.retried,
         counts.crashes,
         summary.elapsed.as_secs_f64(),
@@ -94,7 +110,12 @@ fn report(job: &supervisor::config::Job, summary: &RunSummary) {
     if let Some(failed) = &summary.failed_file {
         eprintln!("failed chunks are listed in {}", failed.display());
     }
-    if let Outcome::Aborted { reason } = &summary.outcome {
-        eprintln!("error: aborted: {reason}");
+    match &summary.outcome {
+        Outcome::Aborted { reason } => eprintln!("error: aborted: {reason}"),
+        Outcome::Drained { .. } => eprintln!(
+            "stopped after a drain ({} chunks cancelled); run the same command again to resume",
+            counts.cancelled
+        ),
+        Outcome::Finished { .. } => {}
     }
 }

@@ -1,8 +1,8 @@
 //! Writing results: the jsonl output file, one record per chunk, and the
 //! failed file, one record per chunk that ran out of attempts.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Read as _, Seek as _, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -39,6 +39,9 @@ impl Write for Sink {
 /// The output file in `jsonl` format.
 pub struct ResultWriter {
     out: BufWriter<Sink>,
+    /// Where the next record starts: the journal records each chunk's bytes
+    /// by offset and length, and a resumed output starts past earlier runs'.
+    position: u64,
 }
 
 impl ResultWriter {
@@ -50,27 +53,78 @@ impl ResultWriter {
         };
         Ok(Self {
             out: BufWriter::with_capacity(BUFFER, sink),
+            position: 0,
         })
     }
 
-    /// Appends one record:
-    /// `{"index":…,"start":…,"end":…,"attempt":…,"worker":…,"seconds":…,"output":…}`.
-    pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<()> {
-        let out = &mut self.out;
-        let mut numbers = itoa::Buffer::new();
-        for (key, value) in [
-            (&br#"{"index":"#[..], meta.index),
-            (br#","start":"#, meta.start),
-            (br#","end":"#, meta.end),
-            (br#","attempt":"#, u64::from(meta.attempt)),
-            (br#","worker":"#, u64::from(meta.worker)),
-        ] {
-            out.write_all(key)?;
-            out.write_all(numbers.format(value).as_bytes())?;
+    /// Continues an earlier run's output: the first `len` bytes are the
+    /// chunks its journal recorded, anything after them is cut off (chunks
+    /// that finished after the last commit, which run again). A missing file
+    /// is created when `len` is 0; a file shorter than `len` is refused, since
+    /// chunks the journal counts as done would be missing from it.
+    pub fn resume(path: &Path, len: u64) -> io::Result<Self> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(len == 0)
+            .truncate(false)
+            .open(path)?;
+        let meta = file.metadata()?;
+        // A device or pipe (`/dev/null`, a FIFO) has no length to keep.
+        if meta.is_file() {
+            if meta.len() < len {
+                return Err(io::Error::other(format!(
+                    "the output is shorter than the journal says ({} bytes, the journal \
+                     counts {len}): run with --fresh",
+                    meta.len()
+                )));
+            }
+            file.set_len(len)?;
+            // The cut must be on disk before records after it are: otherwise a
+            // crash could bring back bytes of chunks that run again.
+            file.sync_all()?;
+            file.seek(SeekFrom::Start(len))?;
         }
-        write!(out, r#","seconds":{:.6}"#, meta.seconds)?;
-        write_output_value(out, output)?;
-        out.write_all(b"}\n")
+        Ok(Self {
+            out: BufWriter::with_capacity(BUFFER, Sink::File(file)),
+            position: len,
+        })
+    }
+
+    /// Bytes written so far, counting those an earlier run left: where the
+    /// next record starts.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The output file, for the journal to sync before it records chunks;
+    /// `None` for stdout.
+    pub fn file(&self) -> Option<&File> {
+        match self.out.get_ref() {
+            Sink::File(file) => Some(file),
+            Sink::Stdout(_) => None,
+        }
+    }
+
+    /// Hands buffered records to the file (no fsync): what the journal is
+    /// about to record must be in the file when its committer syncs it.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Appends one record and returns where it landed, `(offset, len)`:
+    /// `{"index":…,"start":…,"end":…,"attempt":…,"worker":…,"seconds":…,"output":…}`.
+    pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<(u64, u64)> {
+        let offset = self.position;
+        let mut out = Counted {
+            inner: &mut self.out,
+            count: 0,
+        };
+        let written = write_record(&mut out, meta, output);
+        let len = out.count;
+        // Counted even on an error: the bytes that did go out moved the end.
+        self.position += len;
+        written.map(|()| (offset, len))
     }
 
     /// Flushes everything and makes it durable.
@@ -80,6 +134,43 @@ impl ResultWriter {
             Sink::File(file) => file.sync_all(),
             Sink::Stdout(_) => Ok(()),
         }
+    }
+}
+
+/// One record, without its position: the caller counts the bytes.
+fn write_record(out: &mut impl Write, meta: &ResultMeta, output: &[u8]) -> io::Result<()> {
+    let mut numbers = itoa::Buffer::new();
+    for (key, value) in [
+        (&br#"{"index":"#[..], meta.index),
+        (br#","start":"#, meta.start),
+        (br#","end":"#, meta.end),
+        (br#","attempt":"#, u64::from(meta.attempt)),
+        (br#","worker":"#, u64::from(meta.worker)),
+    ] {
+        out.write_all(key)?;
+        out.write_all(numbers.format(value).as_bytes())?;
+    }
+    write!(out, r#","seconds":{:.6}"#, meta.seconds)?;
+    write_output_value(out, output)?;
+    out.write_all(b"}\n")
+}
+
+/// Counts the bytes that pass, so a record's length is known without
+/// formatting it into a buffer of its own first.
+struct Counted<'a, W> {
+    inner: &'a mut W,
+    count: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -134,6 +225,27 @@ impl FailureWriter {
         Ok(Self { path, file: None })
     }
 
+    /// A writer that adds to the failed file an earlier run of the same job
+    /// left, creating it when there is none. A line cut short by a crash is
+    /// dropped first, so that the next record starts on a line of its own.
+    pub fn append_to(path: PathBuf) -> io::Result<Self> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)?;
+        if text.last().is_some_and(|&b| b != b'\n') {
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            file.set_len(whole as u64)?;
+        }
+        Ok(Self {
+            path,
+            file: Some(file),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -150,7 +262,10 @@ impl FailureWriter {
             attempts: failure.errors,
         })?;
         line.push(b'\n');
-        file.write_all(&line)
+        file.write_all(&line)?;
+        // On disk before the journal can say the chunk failed: failures are
+        // rare, so a sync each costs nothing worth saving.
+        file.sync_data()
     }
 
     /// Makes the failed file durable, if there is one.

@@ -30,6 +30,10 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
     let (ours, theirs) = StdUnixStream::pair()?;
     let their_fd = theirs.as_raw_fd();
     let parent = nix::unistd::getpid();
+    let memory_limit = spec.memory_limit.map(|bytes| libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    });
     // Workers print to the supervisor's stderr, never into an output on stdout.
     let stdout = Stdio::from(io::stderr().as_fd().try_clone_to_owned()?);
     let mut command = Command::new(&spec.program);
@@ -37,6 +41,10 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
         .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(protocol::WORKER_FD_ENV, their_fd.to_string())
+        // systemd talks to the supervisor alone.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .env("SUPERVISOR_WORKER_ID", slot.to_string())
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -53,6 +61,12 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
                 return Err(io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            // The kernel enforces it: past the limit, allocations fail.
+            if let Some(limit) = &memory_limit
+                && libc::setrlimit(libc::RLIMIT_AS, limit) == -1
+            {
                 return Err(io::Error::last_os_error());
             }
             // The supervisor may have died before the line above took effect.

@@ -7,6 +7,8 @@
 //! the ring or its byte budget is full it dispatches nothing further ahead,
 //! which bounds memory whatever one slow chunk does.
 
+use fixedbitset::FixedBitSet;
+
 /// The facts about a finished chunk that travel with its output.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ResultMeta {
@@ -43,16 +45,29 @@ pub struct Reorder {
     slots: Vec<Slot>,
     buffered_bytes: usize,
     max_bytes: usize,
+    /// Indices written by an earlier run: passed over as if just written.
+    settled: Option<FixedBitSet>,
 }
 
 impl Reorder {
-    pub fn new(capacity: usize, max_bytes: usize) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize, settled: Option<FixedBitSet>) -> Self {
         assert!(capacity > 0);
-        Self {
+        let mut reorder = Self {
             next: 0,
             slots: (0..capacity).map(|_| Slot::default()).collect(),
             buffered_bytes: 0,
             max_bytes,
+            settled,
+        };
+        reorder.pass_settled();
+        reorder
+    }
+
+    fn pass_settled(&mut self) {
+        if let Some(settled) = &self.settled {
+            while settled.contains(self.next as usize) {
+                self.next += 1;
+            }
         }
     }
 
@@ -85,6 +100,7 @@ impl Reorder {
         if meta.index == self.next {
             write(&meta, output)?;
             self.next += 1;
+            self.pass_settled();
             return self.drain(write);
         }
         self.buffered_bytes += output.len();
@@ -113,7 +129,17 @@ impl Reorder {
             let next = self.next;
             let slot = self.slot(next);
             match std::mem::take(&mut slot.state) {
-                SlotState::Empty => return Ok(()),
+                SlotState::Empty => {
+                    if self
+                        .settled
+                        .as_ref()
+                        .is_some_and(|s| s.contains(next as usize))
+                    {
+                        self.next += 1;
+                        continue;
+                    }
+                    return Ok(());
+                }
                 SlotState::Skipped => {}
                 SlotState::Done(meta) => {
                     let result = write(&meta, &slot.output);
@@ -157,7 +183,7 @@ mod tests {
 
     #[test]
     fn holds_early_results_until_the_gap_closes() {
-        let mut reorder = Reorder::new(4, 1 << 20);
+        let mut reorder = Reorder::new(4, 1 << 20, None);
         let written = std::cell::RefCell::new(Vec::new());
         let write = |m: &ResultMeta, out: &[u8]| {
             written.borrow_mut().push((m.index, out.to_vec()));
@@ -182,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_skipped_chunk_lets_the_rest_through() {
-        let mut reorder = Reorder::new(4, 1 << 20);
+        let mut reorder = Reorder::new(4, 1 << 20, None);
         let mut written = Vec::new();
         let mut write = |m: &ResultMeta, _: &[u8]| {
             written.push(m.index);
@@ -196,7 +222,7 @@ mod tests {
 
     #[test]
     fn admits_nothing_past_the_ring_or_the_byte_budget() {
-        let mut reorder = Reorder::new(4, 8);
+        let mut reorder = Reorder::new(4, 8, None);
         assert!(reorder.admits(3));
         assert!(!reorder.admits(4));
         reorder
@@ -204,6 +230,25 @@ mod tests {
             .unwrap();
         assert!(!reorder.admits(2), "over the byte budget");
         assert!(reorder.admits(0), "the next index is always admitted");
+    }
+
+    #[test]
+    fn indices_settled_earlier_are_passed_over() {
+        let mut settled = FixedBitSet::with_capacity(10);
+        settled.insert_range(0..3);
+        settled.insert(4);
+        settled.insert(6);
+        let mut reorder = Reorder::new(4, 1 << 20, Some(settled));
+        assert_eq!(reorder.next_index(), 3);
+        let mut written = Vec::new();
+        let mut write = |m: &ResultMeta, _: &[u8]| {
+            written.push(m.index);
+            Ok::<_, Infallible>(())
+        };
+        reorder.done(meta(5), b"", &mut write).unwrap();
+        reorder.done(meta(3), b"", &mut write).unwrap();
+        assert_eq!(written, [3, 5]);
+        assert_eq!(reorder.next_index(), 7);
     }
 
     proptest! {
@@ -214,7 +259,7 @@ mod tests {
         ) {
             // Feed results in a random order but never further ahead than the
             // ring admits, as the dispatcher does.
-            let mut reorder = Reorder::new(64, usize::MAX);
+            let mut reorder = Reorder::new(64, usize::MAX, None);
             let mut written = Vec::new();
             for index in order {
                 prop_assert!(reorder.admits(index));

@@ -1,26 +1,23 @@
-//! The run loop: connects the dispatcher to the world. It starts worker
-//! processes and their tasks, decodes their frames into events, carries out
-//! the dispatcher's effects, and writes the output and failed files.
+//! The run loop: feeds the dispatcher what happens (worker news, timers,
+//! signals) and carries out its effects through [`Edges`], committing the
+//! journal in groups and keeping systemd informed.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use protocol::SupervisorMessage;
-use protocol::codec::{decode_worker_message, encode_frame};
-use protocol::connection::frames;
+use anyhow::anyhow;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tokio::time::MissedTickBehavior;
+use tracing::warn;
 
 use crate::chunks::RangeChunks;
 use crate::config::{Job, Order, OutputPath, Source};
-use crate::dispatcher::{
-    ChunkFailure, Counts, Dispatcher, Effects, Event, Generation, Outcome, RunEvent, Settings,
-};
+use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
+use crate::edges::Edges;
+use crate::journal::JournalWriter;
+use crate::notify::{Notifier, progress_status};
 use crate::output::{FailureWriter, ResultWriter};
-use crate::process::spawn_worker;
-use crate::reorder::ResultMeta;
-use crate::slot::{Control, News, NewsKind, Watch, write_loop};
+use crate::resume::{self, Options, SetupError};
 
 /// What a finished run reports to `main`.
 #[derive(Debug)]
@@ -28,49 +25,67 @@ pub struct RunSummary {
     pub outcome: Outcome,
     pub counts: Counts,
     pub elapsed: Duration,
+    /// Where the failed chunks are listed, when there are any.
     pub failed_file: Option<std::path::PathBuf>,
+    /// Chunks an earlier run finished, and those it failed for good that
+    /// this run did not retry.
+    pub done_before: u64,
+    pub failed_before: u64,
 }
 
 /// Pending news a worker task may have queued before the loop takes it.
 const NEWS_QUEUE: usize = 1024;
 /// News handled before the loop flushes writes and looks at its timers.
 const NEWS_BATCH: usize = 256;
+/// How often the loop checks the group commit when nothing else happens.
+const HOUSEKEEPING: Duration = Duration::from_millis(20);
+/// How often systemd hears the progress.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs the job to its end. Errors are failures to set the run up; everything
-/// that goes wrong with workers is part of the outcome.
-pub async fn run(job: &Job) -> anyhow::Result<RunSummary> {
+/// Runs (or resumes) the job to its end. Errors are failures to set the run
+/// up; everything that goes wrong with workers is part of the outcome.
+pub async fn run(job: &Job, options: Options) -> Result<RunSummary, SetupError> {
     let started = Instant::now();
-    let output = ResultWriter::create(&job.output.path)
-        .with_context(|| format!("cannot create the output {}", output_name(&job.output.path)))?;
-    std::fs::create_dir_all(&job.state_dir)
-        .with_context(|| format!("cannot create the state folder {}", job.state_dir.display()))?;
-    let failures = FailureWriter::new(job.state_dir.join("failed.jsonl"))
-        .context("cannot clear the old failed file")?;
-
-    let (news_tx, mut news_rx) = mpsc::channel(NEWS_QUEUE);
-    let mut edges = Edges {
-        job,
-        slots: (0..job.supervisor.workers).map(|_| None).collect(),
-        news: news_tx,
-        followups: VecDeque::new(),
-        output,
-        failures,
-        write_error: None,
+    // Listen before any worker exists, so no signal finds the default action.
+    let listen = |kind| {
+        signal(kind).map_err(|e| SetupError::Failed(anyhow!("cannot listen for signals: {e}")))
     };
+    let mut sigterm = listen(SignalKind::terminate())?;
+    let mut sigint = listen(SignalKind::interrupt())?;
+    let mut sighup = listen(SignalKind::hangup())?;
+
+    let prepared = resume::prepare(job, options)?;
+    let (news_tx, mut news_rx) = mpsc::channel(NEWS_QUEUE);
+    let mut edges = Edges::new(
+        job,
+        news_tx,
+        prepared.output,
+        prepared.failures,
+        prepared.journal,
+        Notifier::from_env(),
+    );
     let Source::Range { start, end } = job.source;
     let source = Box::new(RangeChunks::new(start, end, job.chunk));
-    let mut dispatcher = Dispatcher::new(settings(job), source, Instant::now());
+    let mut dispatcher = Dispatcher::new(settings(job), source, prepared.skip, Instant::now());
     dispatcher.start(Instant::now(), &mut edges);
 
+    let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+    housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut signals = Signals::default();
+    let mut status = StatusClock::new(&edges.notifier, Instant::now());
     let outcome = loop {
         edges.deliver_followups(&mut dispatcher);
         edges.flush_writes();
+        let now = Instant::now();
+        if let Err(error) = edges.commit_if_due(now) {
+            dispatcher.abort(error, now, &mut edges);
+        }
         if let Some(outcome) = dispatcher.outcome() {
             break outcome;
         }
         let deadline = dispatcher.next_deadline();
-        let sleep_until = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
+        let sleep_until = deadline.unwrap_or_else(|| now + Duration::from_secs(3600));
+        let number = tokio::select! {
             news = news_rx.recv() => {
                 let Some(news) = news else { unreachable!("the loop holds a sender") };
                 edges.take_news(news, &mut dispatcher);
@@ -80,36 +95,81 @@ pub async fn run(job: &Job) -> anyhow::Result<RunSummary> {
                         Err(_) => break,
                     }
                 }
+                continue;
             }
             _ = tokio::time::sleep_until(sleep_until.into()), if deadline.is_some() => {
                 dispatcher.handle(Event::Tick, Instant::now(), &mut edges);
+                continue;
             }
+            _ = housekeeping.tick() => {
+                status.tick(&dispatcher, &mut edges, Instant::now());
+                continue;
+            }
+            _ = sigterm.recv() => libc::SIGTERM,
+            _ = sigint.recv() => libc::SIGINT,
+            _ = sighup.recv() => libc::SIGHUP,
+        };
+        if signals.escalate(number) {
+            // Once tokio listens for a signal its default action never comes
+            // back: the third one ends the process on purpose, here.
+            warn!("a third signal: killing every worker and exiting now; run again to resume");
+            edges.kill_everything();
+            std::process::exit(128 + signals.first.unwrap_or(number));
         }
+        dispatcher.handle(Event::Signal { number }, Instant::now(), &mut edges);
     };
 
+    let counts = dispatcher.counts();
+    let failures_listed = counts.failed + prepared.failed_before > 0;
+    let failed_file = failures_listed.then(|| edges.failures.path().to_owned());
     let Edges {
         output,
         failures,
+        journal,
         write_error,
         ..
     } = edges;
-    let failed_file = (dispatcher.counts().failed > 0).then(|| failures.path().to_owned());
-    let finished = output
-        .finish()
-        .map_err(|e| e.to_string())
-        .and(failures.finish().map_err(|e| e.to_string()));
-    let outcome = match (outcome, write_error.or(finished.err())) {
-        (Outcome::Finished { .. }, Some(error)) => Outcome::Aborted {
-            reason: format!("cannot write the output: {error}"),
-        },
-        (outcome, _) => outcome,
+    let outcome = match (
+        outcome,
+        write_error,
+        finish_files(output, failures, journal),
+    ) {
+        (Outcome::Aborted { reason }, ..) => Outcome::Aborted { reason },
+        (_, Some(error), _) | (_, None, Err(error)) => Outcome::Aborted { reason: error },
+        (outcome, None, Ok(())) => outcome,
     };
+    drop(prepared.lock);
     Ok(RunSummary {
         outcome,
-        counts: dispatcher.counts(),
+        counts,
         elapsed: started.elapsed(),
         failed_file,
+        done_before: prepared.done_before,
+        failed_before: prepared.failed_before,
     })
+}
+
+/// The last group commit, then everything made durable: the journal never
+/// points past output that is on disk.
+fn finish_files(
+    mut output: ResultWriter,
+    failures: FailureWriter,
+    journal: Option<JournalWriter>,
+) -> Result<(), String> {
+    output
+        .flush()
+        .map_err(|e| format!("cannot write the output: {e}"))?;
+    if let Some(journal) = journal {
+        journal
+            .finish(output.file())
+            .map_err(|e| format!("cannot make the journal durable: {e}"))?;
+    }
+    output
+        .finish()
+        .map_err(|e| format!("cannot write the output: {e}"))?;
+    failures
+        .finish()
+        .map_err(|e| format!("cannot write the failed file: {e}"))
 }
 
 fn settings(job: &Job) -> Settings {
@@ -122,6 +182,9 @@ fn settings(job: &Job) -> Settings {
         restart_within: job.supervisor.restart.within,
         ordered: job.output.order == Order::Index,
         params_json: job.worker.params_json.clone(),
+        drain_timeout: job.supervisor.drain_timeout,
+        max_chunks: job.worker.max_chunks,
+        seed: fastrand::u64(..),
         ..defaults
     }
 }
@@ -133,231 +196,63 @@ pub fn output_name(path: &OutputPath) -> String {
     }
 }
 
-/// A live worker as the run loop sees it.
-struct SlotHandle {
-    generation: Generation,
-    /// Frames encoded since the last flush; sent as one buffer.
-    pending: Vec<u8>,
-    writer: mpsc::UnboundedSender<Vec<u8>>,
-    control: mpsc::UnboundedSender<Control>,
+/// Counts SIGTERM/SIGINT/SIGHUP: the count only goes up.
+#[derive(Debug, Default)]
+struct Signals {
+    count: u32,
+    /// Decides the exit status: 128 + the signal that started the drain.
+    first: Option<i32>,
 }
 
-/// The dispatcher's effects, carried out on real processes and files.
-struct Edges<'a> {
-    job: &'a Job,
-    slots: Vec<Option<SlotHandle>>,
-    news: mpsc::Sender<News>,
-    /// Outcomes of effects (a spawn) that the dispatcher hears about as events.
-    followups: VecDeque<Event<'static>>,
-    output: ResultWriter,
-    failures: FailureWriter,
-    write_error: Option<String>,
-}
-
-impl Edges<'_> {
-    fn deliver_followups(&mut self, dispatcher: &mut Dispatcher) {
-        while let Some(event) = self.followups.pop_front() {
-            dispatcher.handle(event, Instant::now(), self);
-        }
-    }
-
-    fn flush_writes(&mut self) {
-        for handle in self.slots.iter_mut().flatten() {
-            if !handle.pending.is_empty() {
-                let bytes = std::mem::take(&mut handle.pending);
-                // A closed queue means the worker is on its way out.
-                let _ = handle.writer.send(bytes);
-            }
-        }
-    }
-
-    fn take_news(&mut self, news: News, dispatcher: &mut Dispatcher) {
-        let News {
-            slot,
-            generation,
-            kind,
-        } = news;
-        let now = Instant::now();
-        match kind {
-            NewsKind::Frames(batch) => {
-                for payload in frames(&batch) {
-                    match decode_worker_message(payload) {
-                        Ok(message) => dispatcher.handle(
-                            Event::Message {
-                                slot,
-                                generation,
-                                message,
-                            },
-                            now,
-                            self,
-                        ),
-                        Err(error) => {
-                            let error = error.to_string();
-                            return self.protocol_error(slot, generation, error, dispatcher);
-                        }
-                    }
-                }
-            }
-            NewsKind::ProtocolError(error) => {
-                self.protocol_error(slot, generation, error, dispatcher)
-            }
-            NewsKind::Disconnected => {
-                dispatcher.handle(Event::Disconnected { slot, generation }, now, self)
-            }
-            NewsKind::Exited(status) => {
-                // Drop the handle first: the dispatcher may start a successor
-                // in the same slot while it handles the exit.
-                if self.slots[slot]
-                    .as_ref()
-                    .is_some_and(|h| h.generation == generation)
-                {
-                    self.slots[slot] = None;
-                }
-                dispatcher.handle(
-                    Event::Exited {
-                        slot,
-                        generation,
-                        status,
-                    },
-                    now,
-                    self,
-                );
-            }
-        }
-    }
-
-    fn protocol_error(
-        &mut self,
-        slot: usize,
-        generation: Generation,
-        error: String,
-        dispatcher: &mut Dispatcher,
-    ) {
-        let event = Event::ProtocolError {
-            slot,
-            generation,
-            error,
-        };
-        dispatcher.handle(event, Instant::now(), self);
-    }
-
-    fn handle(&mut self, slot: usize, generation: Generation) -> Option<&mut SlotHandle> {
-        self.slots[slot]
-            .as_mut()
-            .filter(|handle| handle.generation == generation)
+impl Signals {
+    /// Records a signal; true when it is the third.
+    fn escalate(&mut self, number: i32) -> bool {
+        self.count += 1;
+        self.first.get_or_insert(number);
+        self.count >= 3
     }
 }
 
-impl Effects for Edges<'_> {
-    fn spawn(&mut self, slot: usize, generation: Generation) {
-        let started = match spawn_worker(&self.job.worker, slot) {
-            Ok(started) => started,
-            Err(error) => {
-                self.followups.push_back(Event::SpawnFailed {
-                    slot,
-                    generation,
-                    error: error.to_string(),
-                });
-                return;
-            }
-        };
-        let (reader, writer) = started.socket.into_split();
-        let (writer_tx, writer_rx) = mpsc::unbounded_channel();
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(writer, writer_rx));
-        tokio::spawn(
-            Watch {
-                slot,
-                generation,
-                pid: started.pid,
-                child: started.child,
-                reader,
-                control: control_rx,
-                news: self.news.clone(),
-            }
-            .run(),
-        );
-        self.slots[slot] = Some(SlotHandle {
-            generation,
-            pending: Vec::new(),
-            writer: writer_tx,
-            control: control_tx,
-        });
-        self.followups.push_back(Event::Spawned {
-            slot,
-            generation,
-            pid: started.pid,
-        });
+/// Paces what systemd hears: STATUS= about once a second, WATCHDOG=1 at half
+/// the watchdog interval, EXTEND_TIMEOUT_USEC while a drain makes progress.
+struct StatusClock {
+    next_status: Instant,
+    watchdog: Option<(Duration, Instant)>,
+    /// Chunks settled when the drain was last seen making progress.
+    drain_progress: Option<u64>,
+}
+
+impl StatusClock {
+    fn new(notifier: &Notifier, now: Instant) -> Self {
+        Self {
+            next_status: now,
+            watchdog: notifier.watchdog_interval().map(|every| (every, now)),
+            drain_progress: None,
+        }
     }
 
-    fn send(&mut self, slot: usize, generation: Generation, message: &SupervisorMessage) {
-        if let Some(handle) = self.handle(slot, generation)
-            && let Err(error) = encode_frame(message, &mut handle.pending)
+    fn tick(&mut self, dispatcher: &Dispatcher, edges: &mut Edges<'_>, now: Instant) {
+        if let Some((every, next)) = &mut self.watchdog
+            && now >= *next
         {
-            warn!(worker = slot, %error, "cannot encode a message");
+            edges.notifier.watchdog();
+            *next = now + *every;
         }
-    }
-
-    fn kill(&mut self, slot: usize, generation: Generation, grace: Duration) {
-        if let Some(handle) = self.handle(slot, generation) {
-            let _ = handle.control.send(Control::Kill { grace });
+        if now < self.next_status || !edges.notifier.is_active() {
+            return;
         }
-    }
-
-    fn write_result(&mut self, meta: &ResultMeta, output: &[u8]) -> Result<(), String> {
-        self.output.write(meta, output).map_err(|error| {
-            let error = error.to_string();
-            self.write_error.get_or_insert_with(|| error.clone());
-            error
-        })
-    }
-
-    fn write_failure(&mut self, failure: &ChunkFailure<'_>) -> Result<(), String> {
-        warn!(
-            chunk = failure.chunk.index,
-            attempts = failure.errors.len(),
-            "chunk failed for good: {}",
-            failure.errors.last().map_or("", |e| e.error.as_str())
-        );
-        self.failures.write(failure).map_err(|error| {
-            format!(
-                "cannot write the failed file {}: {error}",
-                self.failures.path().display()
-            )
-        })
-    }
-
-    fn observe(&mut self, event: &RunEvent<'_>) {
-        match *event {
-            RunEvent::WorkerStarted { slot, pid } => debug!(worker = slot, pid, "worker started"),
-            RunEvent::WorkerReady { slot } => debug!(worker = slot, "worker ready"),
-            RunEvent::WorkerExited {
-                slot,
-                pid,
-                status,
-                cause,
-                expected,
-            } => {
-                if expected {
-                    debug!(worker = slot, pid, status, "worker stopped");
-                } else if let Some(cause) = cause {
-                    warn!(worker = slot, pid, status, "worker {cause}");
-                } else {
-                    warn!(worker = slot, pid, status, "worker exited unexpectedly");
-                }
+        self.next_status = now + STATUS_EVERY;
+        let counts = dispatcher.counts();
+        let draining = dispatcher.is_draining();
+        let text = progress_status(&counts, dispatcher.in_flight(), edges.alive(), draining);
+        edges.notifier.status(&text);
+        if draining {
+            let settled = counts.done + counts.failed + counts.cancelled;
+            if self.drain_progress != Some(settled) {
+                // systemd's stop timeout waits as long as the drain moves.
+                edges.notifier.extend_timeout(STATUS_EVERY * 10);
+                self.drain_progress = Some(settled);
             }
-            RunEvent::ChunkRetried {
-                chunk,
-                failed_attempt,
-                worker,
-                error,
-            } => info!(
-                chunk = chunk.index,
-                attempt = failed_attempt,
-                worker,
-                "chunk failed, will retry: {error}"
-            ),
-            RunEvent::Aborting { reason } => warn!("aborting: {reason}"),
         }
     }
 }

@@ -111,6 +111,10 @@ fn bad_fixtures_with_a_known_location() {
         ("unicode_column", 6, 18, "worker.env.ключ"),
         ("missing_source", 1, 1, "source"),
         ("syntax_duplicate_key", 7, 1, "worker.retries"),
+        ("max_chunks_negative", 6, 14, "worker.max_chunks"),
+        ("memory_limit_too_small", 6, 16, "worker.memory_limit"),
+        ("memory_limit_integer", 6, 16, "worker.memory_limit"),
+        ("drain_timeout_zero", 8, 17, "supervisor.drain_timeout"),
     ];
     for (name, line, column, key) in cases {
         let path = Path::new(BAD).join(format!("{name}.toml"));
@@ -161,6 +165,8 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(job.worker.timeout, Some(Duration::from_secs(3600)));
     assert_eq!(job.worker.start_timeout, Duration::from_secs(30));
     assert_eq!(job.worker.retries, 2);
+    assert_eq!(job.worker.max_chunks, 0);
+    assert_eq!(job.worker.memory_limit, None);
 
     let cpus = std::thread::available_parallelism().unwrap().get();
     assert_eq!(job.supervisor.workers, cpus);
@@ -171,6 +177,7 @@ fn a_minimal_file_gets_every_default() {
             within: Duration::from_secs(60)
         }
     );
+    assert_eq!(job.supervisor.drain_timeout, Duration::from_secs(30));
 
     assert_eq!(job.output.path, OutputPath::File(dir.join("minimal.jsonl")));
     assert_eq!(job.output.format, OutputFormat::Jsonl);
@@ -204,6 +211,8 @@ fn a_full_file_is_taken_as_written() {
     assert_eq!(job.worker.timeout, Some(Duration::from_secs(90)));
     assert_eq!(job.worker.start_timeout, Duration::from_secs(5));
     assert_eq!(job.worker.retries, 0);
+    assert_eq!(job.worker.max_chunks, 100);
+    assert_eq!(job.worker.memory_limit, Some(2 << 30));
     assert_eq!(job.supervisor.workers, 3);
     assert_eq!(
         job.supervisor.restart,
@@ -212,12 +221,29 @@ fn a_full_file_is_taken_as_written() {
             within: Duration::from_secs(10)
         }
     );
+    assert_eq!(job.supervisor.drain_timeout, Duration::from_secs(45));
     assert_eq!(
         job.output.path,
         OutputPath::File(dir.join("out/squares.jsonl"))
     );
     assert_eq!(job.output.order, Order::Completion);
     assert_eq!(job.state_dir, dir.join("state/here"));
+}
+
+#[test]
+fn max_chunks_memory_limit_and_drain_timeout_are_taken_alone() {
+    let job = load_good("max_chunks.toml", None);
+    assert_eq!(job.worker.max_chunks, 100);
+    assert_eq!(job.worker.memory_limit, None);
+
+    let job = load_good("memory_limit.toml", None);
+    // A decimal unit: 1.5 × 10^9 bytes, not 1.5 GiB.
+    assert_eq!(job.worker.memory_limit, Some(1_500_000_000));
+    assert_eq!(job.worker.max_chunks, 0);
+
+    let job = load_good("drain_timeout.toml", None);
+    assert_eq!(job.supervisor.drain_timeout, Duration::from_secs(150));
+    assert_eq!(job.supervisor.restart.max, 10);
 }
 
 #[test]

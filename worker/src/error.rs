@@ -16,6 +16,8 @@ pub enum WorkerError {
     AlreadyServing,
     #[error("the supervisor closed the connection before the handshake finished")]
     Disconnected,
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[source] std::io::Error),
     #[error("invalid job params: {0}")]
     Params(#[source] serde_json::Error),
     #[error(transparent)]

@@ -1,5 +1,6 @@
 //! Deterministic fault injection for testing supervisors: make a worker crash,
-//! exit, hang, fail or break the protocol on chosen chunks and attempts.
+//! exit, hang, fail or break the protocol on chosen chunks and attempts, or
+//! use a set amount of memory on every chunk.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -160,6 +161,25 @@ pub fn inject_all(faults: &[Fault], ctx: &Context, chunk: &Chunk) -> Result<(), 
         .try_for_each(|f| f.inject(ctx, chunk))
 }
 
+/// The page size assumed when touching memory: touching more often than
+/// the real page size costs little, touching less often leaves pages unmapped.
+const PAGE: usize = 4096;
+
+/// Allocates `mebibytes` MiB, writes a byte into every 4 KiB of it so the
+/// pages are really mapped (an untouched allocation costs only address
+/// space), and frees it. When the allocation fails, for example under a
+/// lower `RLIMIT_AS`, the Rust allocator aborts the process (SIGABRT) after
+/// printing `memory allocation of N bytes failed`.
+pub fn allocate_and_touch(mebibytes: u32) {
+    let bytes = usize::try_from(u64::from(mebibytes) << 20).expect("a 64-bit address space");
+    let mut block = vec![0u8; bytes];
+    for offset in (0..bytes).step_by(PAGE) {
+        block[offset] = 1;
+    }
+    // Otherwise the writes to a buffer nobody reads may be optimised away.
+    std::hint::black_box(&mut block);
+}
+
 /// Sleeps forever.
 pub fn hang() -> ! {
     loop {
@@ -264,6 +284,12 @@ mod tests {
             let fault: Fault = format!("{kind}:1").parse().unwrap();
             assert_eq!(fault.kind, kind);
         }
+    }
+
+    #[test]
+    fn allocating_a_few_mebibytes_returns() {
+        allocate_and_touch(0);
+        allocate_and_touch(3);
     }
 
     #[test]

@@ -33,8 +33,13 @@ use crate::{signals, socket};
 /// When the supervisor goes away the process exits with status 0 right away
 /// (nobody is left to answer), and when it sends something unreadable the
 /// process exits with status 1. A panicking handler takes the process down;
-/// the supervisor then retries the chunk on a fresh worker. SIGINT is ignored
-/// from here on: the supervisor drains its workers itself.
+/// the supervisor then retries the chunk on a fresh worker.
+///
+/// Signals: SIGINT is ignored from here on, and while `serve` runs a SIGTERM
+/// is obeyed only when the parent process (the supervisor) sent it: then the
+/// process ends at once, killed by SIGTERM as without a handler. A SIGTERM
+/// from anyone else (systemd stopping the service, a user's `kill`) is ignored
+/// with a line on stderr, because the supervisor drains its workers itself.
 ///
 /// # Errors
 ///
@@ -46,7 +51,9 @@ where
     E: Display,
 {
     let mut socket = socket::take_inherited()?;
-    signals::ignore_interrupt()?;
+    signals::ignore_interrupt().map_err(WorkerError::Signals)?;
+    // Before Hello, so a supervisor that has its Hello knows the policy holds.
+    let _serving = signals::obey_only_the_parent().map_err(WorkerError::Signals)?;
     let mut frames = FrameBuffer::new();
     let welcome = handshake(&mut socket, &mut frames)?;
 

@@ -57,6 +57,15 @@ pub struct WorkerSpec {
     pub start_timeout: Duration,
     /// Attempts after the first before a chunk fails for good; default 2.
     pub retries: u32,
+    /// Replace a worker once it has run this many chunks (a fresh process
+    /// sheds whatever a long-lived one leaks); 0, the default, never does.
+    pub max_chunks: u64,
+    /// Per worker, in bytes, at least 1 MiB; `None` (the default) sets no
+    /// limit. Enforced as the worker's address-space limit (`RLIMIT_AS`),
+    /// which counts every mapping, reserved thread stacks included, not only
+    /// resident memory: a worker that passes it fails to allocate (a Rust
+    /// worker aborts) and its chunk is retried like any crash.
+    pub memory_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +73,9 @@ pub struct SupervisorSpec {
     /// The command line's `--workers`, else the file's, else the CPUs available.
     pub workers: usize,
     pub restart: RestartPolicy,
+    /// On the first SIGTERM or SIGINT, how long chunks in flight get to
+    /// finish before they are cancelled; always above zero, default 30 s.
+    pub drain_timeout: Duration,
 }
 
 /// More than `max` worker crashes within `within` aborts the run; default 10 in 60 s.

@@ -115,6 +115,8 @@ pub(super) struct RawWorker {
     pub(super) start_timeout: Option<Spanned<String>>,
     pub(super) retries: Option<Spanned<i64>>,
     pub(super) max_chunks: Option<Spanned<i64>>,
+    /// Any TOML value, so that a bare number can be refused with a message
+    /// that asks for a unit rather than serde's "expected a string".
     pub(super) memory_limit: Option<Spanned<toml::Value>>,
 }
 
@@ -123,7 +125,7 @@ pub(super) struct RawWorker {
 pub(super) struct RawSupervisor {
     pub(super) workers: Option<Spanned<i64>>,
     pub(super) restart: Option<RawRestart>,
-    pub(super) drain_timeout: Option<Spanned<toml::Value>>,
+    pub(super) drain_timeout: Option<Spanned<String>>,
     pub(super) max_failed: Option<Spanned<toml::Value>>,
 }
 

@@ -17,6 +17,11 @@ use super::raw::{
     self, RawChunk, RawFormat, RawJob, RawJobFile, RawOrder, RawOutput, RawSource, RawSupervisor,
     RawWorker,
 };
+use super::size;
+
+/// The most chunks a job may have: resume keeps two bits per chunk in memory
+/// (done, failed), 256 MiB at this count.
+const MAX_CHUNKS: u64 = 1 << 30;
 
 /// Without `chunk`, a range source is cut into about this many chunks.
 const DEFAULT_CHUNKS: u64 = 1024;
@@ -31,6 +36,9 @@ const DEFAULT_RESTART: RestartPolicy = RestartPolicy {
     max: 10,
     within: Duration::from_secs(60),
 };
+/// Without `[supervisor] drain_timeout`, chunks in flight get this long to
+/// finish after the first SIGTERM or SIGINT.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads, parses and validates the job file at `path`. `workers_override`
 /// (the command line's `--workers`) wins over the file's `[supervisor] workers`.
@@ -177,6 +185,10 @@ impl JobText<'_> {
                 format!("start ({start}) is greater than end ({end})"),
             ));
         }
+        let chunk_span = source
+            .chunk
+            .as_ref()
+            .map_or(range_span.clone(), |c| c.span());
         let chunk = match source.chunk {
             None => (end - start).div_ceil(DEFAULT_CHUNKS).max(1),
             Some(chunk) => match chunk.get_ref() {
@@ -207,6 +219,17 @@ impl JobText<'_> {
                 }
             },
         };
+        let chunks = (end - start).div_ceil(chunk);
+        if chunks > MAX_CHUNKS {
+            return Err(self.error(
+                chunk_span,
+                "source.chunk",
+                format!(
+                    "{chunks} chunks is more than the {MAX_CHUNKS} a job may have \
+                     (resume keeps a bit per chunk): use larger chunks"
+                ),
+            ));
+        }
         Ok((Source::Range { start, end }, chunk))
     }
 
@@ -218,19 +241,6 @@ impl JobText<'_> {
         }
         if let Some(stdin) = &worker.stdin {
             return self.unsupported(stdin.span(), "worker.stdin");
-        }
-        if let Some(limit) = &worker.memory_limit {
-            return self.unsupported(limit.span(), "worker.memory_limit");
-        }
-        if let Some(max_chunks) = &worker.max_chunks {
-            if self.int_in(max_chunks, "worker.max_chunks", 0..=i64::MAX)? != 0 {
-                return Err(self.error(
-                    max_chunks.span(),
-                    "worker.max_chunks",
-                    "replacing workers after a number of chunks is not supported by this \
-                     version of supervisor; remove `max_chunks` or set it to 0",
-                ));
-            }
         }
         let Some(command) = worker.command else {
             return Err(self.error(
@@ -287,6 +297,17 @@ impl JobText<'_> {
             Some(r) => self.int_in(r, "worker.retries", 0..=MAX_RETRIES)? as u32,
             None => DEFAULT_RETRIES,
         };
+        let max_chunks = match &worker.max_chunks {
+            Some(m) => self.int_in(m, "worker.max_chunks", 0..=i64::MAX)? as u64,
+            None => 0,
+        };
+        let memory_limit = match &worker.memory_limit {
+            Some(limit) => Some(
+                size::memory_limit(limit.get_ref())
+                    .map_err(|message| self.error(limit.span(), "worker.memory_limit", message))?,
+            ),
+            None => None,
+        };
         Ok(WorkerSpec {
             program,
             args,
@@ -295,6 +316,8 @@ impl JobText<'_> {
             timeout: Some(timeout),
             start_timeout,
             retries,
+            max_chunks,
+            memory_limit,
         })
     }
 
@@ -307,11 +330,9 @@ impl JobText<'_> {
             return Ok(SupervisorSpec {
                 workers: workers_override.unwrap_or_else(available_workers),
                 restart: DEFAULT_RESTART,
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             });
         };
-        if let Some(drain) = &raw.drain_timeout {
-            return self.unsupported(drain.span(), "supervisor.drain_timeout");
-        }
         if let Some(max_failed) = &raw.max_failed {
             return self.unsupported(max_failed.span(), "supervisor.max_failed");
         }
@@ -326,11 +347,16 @@ impl JobText<'_> {
             },
             None => DEFAULT_RESTART,
         };
+        let drain_timeout = match &raw.drain_timeout {
+            Some(d) => self.duration(d, "supervisor.drain_timeout")?,
+            None => DEFAULT_DRAIN_TIMEOUT,
+        };
         Ok(SupervisorSpec {
             workers: workers_override
                 .or(from_file)
                 .unwrap_or_else(available_workers),
             restart,
+            drain_timeout,
         })
     }
 

@@ -20,7 +20,15 @@ struct Args {
     /// Misbehave on a chunk: KIND is crash, exit, hang, fail, garbage or
     /// oversized; it fires on chunk INDEX while the attempt is below BELOW
     /// (on every attempt without it). Repeatable.
-    #[arg(long = "fault", value_name = "KIND:INDEX[:BELOW]")]
+    /// Also read from SQUARES_WORKER_FAULTS (comma-separated) when no --fault
+    /// is given: the environment is not part of a job's fingerprint, so a
+    /// test can change the faults between a run and its resume.
+    #[arg(
+        long = "fault",
+        value_name = "KIND:INDEX[:BELOW]",
+        env = "SQUARES_WORKER_FAULTS",
+        value_delimiter = ','
+    )]
     faults: Vec<Fault>,
     /// Exit with status 1 before saying hello.
     #[arg(long)]
@@ -35,6 +43,11 @@ struct Args {
     /// `squares-worker[PID]: chunk I attempt A line K`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     stderr_lines: u32,
+    /// On every chunk, before computing, allocate MB mebibytes, touch every
+    /// 4 KiB page of them, and free them again. Under a smaller address-space
+    /// limit (`memory_limit`) the allocation fails and the worker aborts.
+    #[arg(long, value_name = "MB")]
+    alloc_mb: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +128,9 @@ fn squares(
         }
     }
     faults::inject_all(&args.faults, ctx, chunk)?;
+    if let Some(mb) = args.alloc_mb {
+        faults::allocate_and_touch(mb);
+    }
     if let Some(ms) = args.slow_ms {
         if faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms)) {
             return Ok(());

@@ -1,11 +1,12 @@
 //! A hand-played supervisor: spawns the real squares-worker on one end of a
 //! socket pair and speaks the protocol on the other.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,13 +33,27 @@ pub struct Worker {
     command: String,
     socket: Option<UnixStream>,
     frames: FrameBuffer,
-    stderr: Option<BufReader<ChildStderr>>,
+    /// The worker's stderr, line by line, from a thread that reads it so that
+    /// waiting for a line can have a deadline.
+    stderr: Option<Receiver<String>>,
     /// The `elapsed_ns` of the last `Done` received.
     last_elapsed_ns: Option<u64>,
 }
 
 impl Worker {
+    /// Starts the worker as the supervisor does: in a process group of its
+    /// own, with its end of a socket pair.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_limited(args, None)
+    }
+
+    /// Starts the worker with its address space limited to `limit` bytes
+    /// (`RLIMIT_AS`), as `memory_limit` does.
+    pub fn spawn_with_address_space_limit(args: &[&str], limit: u64) -> Self {
+        Self::spawn_limited(args, Some(limit))
+    }
+
+    fn spawn_limited(args: &[&str], limit: Option<u64>) -> Self {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         ours.set_read_timeout(Some(PATIENCE)).unwrap();
         let fd = theirs.as_raw_fd();
@@ -47,9 +62,16 @@ impl Worker {
             .args(args)
             .env(WORKER_FD_ENV, fd.to_string())
             .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        // SAFETY: the closure only calls fcntl, which is async-signal-safe.
-        unsafe { command.pre_exec(move || inherit(fd)) };
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: the closure only calls fcntl and setrlimit, which are
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                inherit(fd)?;
+                limit.map_or(Ok(()), limit_address_space)
+            })
+        };
         let child = command.spawn().expect("spawn squares-worker");
         drop(theirs);
         Self::wrap(child, args, Some(ours))
@@ -68,7 +90,7 @@ impl Worker {
     }
 
     fn wrap(mut child: Child, args: &[&str], socket: Option<UnixStream>) -> Self {
-        let stderr = child.stderr.take().map(BufReader::new);
+        let stderr = child.stderr.take().map(read_lines);
         Self {
             child,
             command: format!("squares-worker {}", args.join(" ")),
@@ -81,6 +103,10 @@ impl Worker {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn pid_t(&self) -> libc::pid_t {
+        libc::pid_t::try_from(self.pid()).unwrap()
     }
 
     /// Reads Hello, answers Welcome with `params`.
@@ -148,16 +174,26 @@ impl Worker {
         self.socket = None;
     }
 
-    /// Reads the worker's stderr until a line contains `needle`.
+    /// Reads the worker's stderr until a line contains `needle`, for up to
+    /// [`PATIENCE`].
     pub fn wait_for_stderr(&mut self, needle: &str) {
-        let stderr = self.stderr.as_mut().expect("stderr is piped");
-        let mut line = String::new();
+        let stderr = self.stderr.as_ref().expect("stderr is piped");
+        let deadline = Instant::now() + PATIENCE;
         loop {
-            line.clear();
-            let n = stderr.read_line(&mut line).expect("read stderr");
-            assert!(n > 0, "stderr ended before a line with {needle:?}");
-            if line.contains(needle) {
-                return;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "{}: stderr ended before a line with {needle:?}",
+                        self.command
+                    )
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "{}: no line with {needle:?} on stderr within {PATIENCE:?}",
+                    self.command
+                ),
             }
         }
     }
@@ -181,11 +217,21 @@ impl Worker {
     /// Waits for the worker to exit, then returns everything left on its stderr.
     pub fn wait_with_stderr(&mut self) -> (ExitStatus, String) {
         let status = self.wait();
+        (status, self.rest_of_stderr())
+    }
+
+    /// The lines not yet read, up to the end of the stream or [`PATIENCE`].
+    fn rest_of_stderr(&mut self) -> String {
         let mut text = String::new();
-        if let Some(stderr) = self.stderr.as_mut() {
-            stderr.read_to_string(&mut text).expect("read stderr");
+        let Some(stderr) = self.stderr.as_ref() else {
+            return text;
+        };
+        let deadline = Instant::now() + PATIENCE;
+        while let Ok(line) = stderr.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            text.push_str(&line);
         }
-        (status, text)
+        text
     }
 
     fn socket(&mut self) -> &mut UnixStream {
@@ -199,10 +245,7 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if thread::panicking() {
-            let mut text = String::new();
-            if let Some(stderr) = self.stderr.as_mut() {
-                let _ = stderr.read_to_string(&mut text);
-            }
+            let text = self.rest_of_stderr();
             eprintln!("command: {}\nstderr:\n{text}", self.command);
         }
     }
@@ -215,6 +258,34 @@ fn inherit(fd: RawFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+fn limit_address_space(bytes: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit reads the struct it is given and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Forwards `stderr` line by line until it ends; the thread ends with it.
+fn read_lines(stderr: ChildStderr) -> Receiver<String> {
+    let (send, receive) = mpsc::channel();
+    thread::spawn(move || {
+        let mut stderr = BufReader::new(stderr);
+        loop {
+            let mut line = String::new();
+            match stderr.read_line(&mut line) {
+                Ok(n) if n > 0 && send.send(line).is_ok() => {}
+                _ => return,
+            }
+        }
+    });
+    receive
 }
 
 fn owned(message: WorkerMessage<'_>) -> Reply {

@@ -3,6 +3,7 @@
 mod harness;
 
 use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
 use std::time::Duration;
 
 use harness::{Reply, Worker, assign, cancel, expected, welcome};
@@ -304,11 +305,148 @@ fn without_a_supervisor_it_says_so() {
 fn ctrl_c_is_left_to_the_supervisor() {
     let mut w = Worker::spawn(&[]);
     w.handshake("{}");
-    let pid = libc::pid_t::try_from(w.pid()).unwrap();
     // SAFETY: kill only sends a signal.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    assert_eq!(unsafe { libc::kill(w.pid_t(), libc::SIGINT) }, 0);
     // The worker has to wake from its read to take this Assign, so the signal
     // is delivered before the answer comes back.
+    w.send(&[assign(0, 0, 10, 1), SupervisorMessage::Stop]);
+    assert_eq!(w.recv(), Some(done(0, 0, 10)));
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+/// Sends SIGTERM to `pid` from a short-lived process of its own, so that the
+/// sender is not the worker's parent; returns the sender's pid.
+fn sigterm_from_a_stranger(pid: u32) -> u32 {
+    let mut kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .spawn()
+        .expect("spawn kill");
+    let sender = kill.id();
+    assert!(kill.wait().expect("wait for kill").success());
+    sender
+}
+
+fn ignoring_line(sender: u32) -> String {
+    format!(
+        "squares-worker: ignoring SIGTERM from pid {sender}; the supervisor decides when workers stop"
+    )
+}
+
+#[test]
+fn a_sigterm_from_anyone_but_the_supervisor_is_ignored() {
+    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    w.wait_for_stderr("chunk 0 attempt 1");
+
+    // Mid-chunk, as when systemd signals every process of the service.
+    let sender = sigterm_from_a_stranger(w.pid());
+    w.wait_for_stderr(&ignoring_line(sender));
+    // The chunk is still running: only the supervisor's Cancel ends it.
+    w.send(&[cancel(0)]);
+    assert_eq!(w.recv(), Some(Reply::Cancelled(0)));
+
+    // And the worker goes on taking work until told to stop.
+    let sender = sigterm_from_a_stranger(w.pid());
+    w.wait_for_stderr(&ignoring_line(sender));
+    w.send(&[assign(1, 10, 20, 1)]);
+    w.wait_for_stderr("chunk 1 attempt 1");
+    w.send(&[cancel(1), SupervisorMessage::Stop]);
+    assert_eq!(w.recv(), Some(Reply::Cancelled(1)));
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
+fn a_sigterm_from_anyone_else_leaves_the_answers_right() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake("{}");
+    let sender = sigterm_from_a_stranger(w.pid());
+    w.wait_for_stderr(&ignoring_line(sender));
+    w.send(&[assign(0, 0, 1000, 1), SupervisorMessage::Stop]);
+    assert_eq!(w.recv(), Some(done(0, 0, 1000)));
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
+fn a_sigterm_from_the_supervisor_ends_a_hung_worker_at_once() {
+    // This test process is the worker's parent, as the supervisor is.
+    let mut w = Worker::spawn(&["--fault", "hang:0", "--stderr-lines", "1"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    w.wait_for_stderr("chunk 0 attempt 1");
+    // To the whole group, as the supervisor's kill ladder does it.
+    // SAFETY: killpg only sends a signal.
+    assert_eq!(unsafe { libc::killpg(w.pid_t(), libc::SIGTERM) }, 0);
+    assert_eq!(w.recv(), None);
+    let (status, stderr) = w.wait_with_stderr();
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(!stderr.contains("ignoring"), "{stderr}");
+}
+
+#[test]
+fn a_sigterm_from_the_supervisor_ends_a_worker_that_ignored_another() {
+    let mut w = Worker::spawn(&[]);
+    w.handshake("{}");
+    let sender = sigterm_from_a_stranger(w.pid());
+    w.wait_for_stderr(&ignoring_line(sender));
+    // SAFETY: kill only sends a signal.
+    assert_eq!(unsafe { libc::kill(w.pid_t(), libc::SIGTERM) }, 0);
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().signal(), Some(libc::SIGTERM));
+}
+
+/// The peak resident memory of a live process, from `/proc`.
+fn peak_resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+#[test]
+fn alloc_mb_makes_the_memory_resident_on_every_chunk_and_still_answers() {
+    let mut w = Worker::spawn(&["--alloc-mb", "64"]);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1), assign(1, 10, 20, 1)]);
+    assert_eq!(w.recv_n(2), [done(0, 0, 10), done(1, 10, 20)]);
+    // Touched pages count, reserved ones would not; the peak stays after
+    // the memory is freed, and the worker is alive until Stop.
+    let peak = peak_resident_bytes(w.pid());
+    assert!(peak >= 64 << 20, "peak resident memory {peak} bytes");
+    w.send(&[SupervisorMessage::Stop]);
+    assert_eq!(w.recv(), None);
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+/// An address space comfortably above what the worker needs to start, and
+/// far below what `--alloc-mb 1024` asks for.
+const ADDRESS_SPACE: u64 = 512 << 20;
+
+#[test]
+fn alloc_mb_past_the_address_space_limit_aborts_the_worker() {
+    let mut w = Worker::spawn_with_address_space_limit(&["--alloc-mb", "1024"], ADDRESS_SPACE);
+    w.handshake("{}");
+    w.send(&[assign(0, 0, 10, 1)]);
+    assert_eq!(w.recv(), None);
+    let (status, stderr) = w.wait_with_stderr();
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
+    assert!(
+        stderr.contains("memory allocation of 1073741824 bytes failed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn alloc_mb_within_the_address_space_limit_is_fine() {
+    let mut w = Worker::spawn_with_address_space_limit(&["--alloc-mb", "16"], ADDRESS_SPACE);
+    w.handshake("{}");
     w.send(&[assign(0, 0, 10, 1), SupervisorMessage::Stop]);
     assert_eq!(w.recv(), Some(done(0, 0, 10)));
     assert_eq!(w.recv(), None);

@@ -1,0 +1,254 @@
+//! The job's fingerprint: the settings that decide what the chunks and their
+//! outputs are, and a digest of them that an earlier run's journal must match.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{Job, Order, OutputFormat, OutputPath, Source};
+
+/// What a journal was written for. Two jobs with the same digest cut the same
+/// chunks and write them the same way, so one can resume the other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// SHA-256 of the canonical JSON of `fields`, in lowercase hex.
+    pub digest: String,
+    /// Dotted setting names (`source.end`, `worker.params`) to their values as text.
+    pub fields: BTreeMap<String, String>,
+}
+
+/// The fingerprint of `job`.
+///
+/// In it: the source and its range, the chunk size, the worker command (the
+/// resolved program path and the arguments), the params, the output's format,
+/// order and path. The path is in because the journal records byte offsets
+/// into that one file: pointed elsewhere, a resumed run would miss every
+/// chunk the journal counts as done.
+///
+/// Not in it: workers, timeouts, retries, restart policy, drain timeout,
+/// environment, memory limit, worker recycling, the job's name and the state
+/// folder. They change how a run goes, not what a finished chunk's record
+/// says, so they may change between a run and its resumption.
+pub fn fingerprint(job: &Job) -> Fingerprint {
+    let mut fields = BTreeMap::new();
+    let mut set = |key: &str, value: String| {
+        fields.insert(key.to_owned(), value);
+    };
+    match job.source {
+        Source::Range { start, end } => {
+            set("source", "range".to_owned());
+            set("source.start", start.to_string());
+            set("source.end", end.to_string());
+        }
+    }
+    set("chunk", job.chunk.to_string());
+    set(
+        "worker.program",
+        job.worker.program.to_string_lossy().into_owned(),
+    );
+    set("worker.args", json(&job.worker.args));
+    set("worker.params", canonical_json(&job.worker.params_json));
+    set(
+        "output.format",
+        match job.output.format {
+            OutputFormat::Jsonl => "jsonl",
+        }
+        .to_owned(),
+    );
+    set(
+        "output.order",
+        match job.output.order {
+            Order::Index => "index",
+            Order::Completion => "completion",
+        }
+        .to_owned(),
+    );
+    set(
+        "output.path",
+        match &job.output.path {
+            OutputPath::Stdout => "-".to_owned(),
+            OutputPath::File(path) => path.to_string_lossy().into_owned(),
+        },
+    );
+    Fingerprint::from_fields(fields)
+}
+
+impl Fingerprint {
+    /// Computes the digest of `fields`.
+    pub fn from_fields(fields: BTreeMap<String, String>) -> Self {
+        // A BTreeMap serializes in key order, and strings have one JSON
+        // form: the bytes hashed depend on the fields alone.
+        let canonical = serde_json::to_vec(&fields).expect("a map of strings serializes");
+        let mut digest = String::with_capacity(64);
+        for byte in Sha256::digest(&canonical) {
+            let _ = write!(digest, "{byte:02x}");
+        }
+        Self { digest, fields }
+    }
+
+    /// The fields that differ from `now`'s, as `(field, was, now)`, in field
+    /// order; `(none)` for a field one side lacks.
+    pub fn changes(&self, now: &Fingerprint) -> Vec<(String, String, String)> {
+        const NONE: &str = "(none)";
+        let mut keys: Vec<&String> = self.fields.keys().chain(now.fields.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter_map(|key| {
+                let was = self.fields.get(key).map_or(NONE, String::as_str);
+                let is = now.fields.get(key).map_or(NONE, String::as_str);
+                (was != is).then(|| (key.clone(), was.to_owned(), is.to_owned()))
+            })
+            .collect()
+    }
+}
+
+fn json(args: &[String]) -> String {
+    serde_json::to_string(args).expect("strings serialize")
+}
+
+/// The params as one canonical text, so that writing the same table another
+/// way (key order, spacing) does not count as a change.
+fn canonical_json(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) => sort_keys(value).to_string(),
+        Err(_) => text.to_owned(),
+    }
+}
+
+/// serde_json keeps insertion order when another crate in the build turns on
+/// `preserve_order`: sorting here keeps the text independent of that.
+fn sort_keys(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sort_keys).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A job read from a real job file, so these tests follow the validated
+    /// `Job` as it grows.
+    fn job() -> (tempfile::TempDir, Job) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("squares.toml");
+        std::fs::write(
+            &path,
+            r#"
+[source]
+range = { start = 0, end = 1000 }
+chunk = 100
+
+[worker]
+command = ["/bin/sh", "-c", "true"]
+params = { modulus = 10007, name = "x" }
+"#,
+        )
+        .unwrap();
+        let job = crate::config::load(&path, None).unwrap();
+        (dir, job)
+    }
+
+    #[test]
+    fn the_digest_is_sha256_of_the_fields_as_json() {
+        let fingerprint = Fingerprint::from_fields([("a".to_owned(), "b".to_owned())].into());
+        // sha256sum of the 9 bytes `{"a":"b"}`
+        assert_eq!(
+            fingerprint.digest,
+            "db4a7ecb114bc66c623a06c4ff6fe8daa2f49cc270ebbf7a1f81e22ab061c837"
+        );
+    }
+
+    #[test]
+    fn settings_that_decide_the_results_are_in_it() {
+        let (_dir, job) = job();
+        let before = fingerprint(&job);
+        assert_eq!(before.fields["source"], "range");
+        assert_eq!(before.fields["source.end"], "1000");
+        assert_eq!(before.fields["chunk"], "100");
+        assert_eq!(before.fields["worker.args"], r#"["-c","true"]"#);
+        assert_eq!(
+            before.fields["worker.params"],
+            r#"{"modulus":10007,"name":"x"}"#
+        );
+        assert_eq!(before.fields["output.order"], "index");
+
+        let mut changed = job.clone();
+        changed.chunk = 50;
+        changed.source = Source::Range {
+            start: 0,
+            end: 2000,
+        };
+        changed.worker.params_json = r#"{"modulus":7}"#.to_owned();
+        let after = fingerprint(&changed);
+        assert_ne!(before.digest, after.digest);
+        assert_eq!(
+            before.changes(&after),
+            vec![
+                ("chunk".to_owned(), "100".to_owned(), "50".to_owned()),
+                (
+                    "source.end".to_owned(),
+                    "1000".to_owned(),
+                    "2000".to_owned()
+                ),
+                (
+                    "worker.params".to_owned(),
+                    r#"{"modulus":10007,"name":"x"}"#.to_owned(),
+                    r#"{"modulus":7}"#.to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn settings_that_only_change_how_a_run_goes_are_not() {
+        let (_dir, job) = job();
+        let mut other = job.clone();
+        other.supervisor.workers += 3;
+        other.supervisor.restart.max += 1;
+        other.worker.retries += 1;
+        other.worker.timeout = Some(Duration::from_secs(1));
+        other.worker.env.push(("A".to_owned(), "b".to_owned()));
+        other.state_dir = other.state_dir.join("elsewhere");
+        other.name = "renamed".to_owned();
+        assert_eq!(fingerprint(&job), fingerprint(&other));
+    }
+
+    #[test]
+    fn params_written_another_way_are_the_same() {
+        assert_eq!(
+            canonical_json(r#"{ "b": [1, {"y": 2, "x": 1}], "a": 1 }"#),
+            r#"{"a":1,"b":[1,{"x":1,"y":2}]}"#
+        );
+    }
+
+    #[test]
+    fn a_missing_field_shows_as_none() {
+        let was = Fingerprint::from_fields([("a".to_owned(), "1".to_owned())].into());
+        let now = Fingerprint::from_fields([("b".to_owned(), "2".to_owned())].into());
+        assert_eq!(
+            was.changes(&now),
+            vec![
+                ("a".to_owned(), "1".to_owned(), "(none)".to_owned()),
+                ("b".to_owned(), "(none)".to_owned(), "2".to_owned()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! Opening the journal: a new one (first run, `--fresh`), or an earlier run's,
+//! checked against the job, read back, and cut to its last whole record.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write as _};
+use std::path::{Path, PathBuf};
+
+use fixedbitset::FixedBitSet;
+
+use super::dirs::{create_dir_all_synced, remove_if_present, sync_dir};
+use super::format::{BadRecord, EntryKind, MAGIC, RECORD_LEN, decode_record, encode_header};
+use super::writer::JournalWriter;
+use super::{Fingerprint, JournalError};
+
+/// The journal's name in the state folder.
+pub const JOURNAL_FILE: &str = "journal";
+/// The failed file's name in the state folder: it belongs with the journal,
+/// whose failed records it details, and goes when the journal is replaced.
+pub const FAILED_FILE: &str = "failed.jsonl";
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// What an earlier run left, as its journal tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Chunks whose latest record says done; sized to the job's chunk count.
+    pub done: FixedBitSet,
+    /// Chunks whose latest record says failed for good.
+    pub failed: FixedBitSet,
+    /// The output's length as far as the journal vouches for it: the end of
+    /// the furthest done record (0 when none). The output is cut to this.
+    pub output_len: u64,
+    /// Bytes cut from the journal's end: a torn last write, or everything
+    /// from the first damaged record on.
+    pub torn_bytes: u64,
+    /// Whole records read (and kept).
+    pub records: u64,
+}
+
+impl Recovered {
+    fn empty(chunk_count: u64) -> Self {
+        let bits = usize::try_from(chunk_count).unwrap_or(usize::MAX);
+        Self {
+            done: FixedBitSet::with_capacity(bits),
+            failed: FixedBitSet::with_capacity(bits),
+            output_len: 0,
+            torn_bytes: 0,
+            records: 0,
+        }
+    }
+}
+
+/// Opens the journal in the state folder `dir` for a job with `fingerprint`
+/// and `chunk_count` chunks, and starts its committer thread.
+///
+/// Without a journal, or with `fresh`, a new one is made and any failed file
+/// beside it removed. Otherwise the journal must have been written for the
+/// same fingerprint ([`JournalError::Changed`] names what differs); it is
+/// read back, cut after its last whole, intact record, and appended to.
+///
+/// The caller holds the folder's [`StateLock`](super::StateLock): the
+/// journal is repaired and written on the assumption that nobody else is.
+pub fn open(
+    dir: &Path,
+    fingerprint: &Fingerprint,
+    chunk_count: u64,
+    fresh: bool,
+) -> Result<(JournalWriter, Recovered), JournalError> {
+    create_dir_all_synced(dir)?;
+    let path = dir.join(JOURNAL_FILE);
+    let exists = path
+        .try_exists()
+        .map_err(JournalError::io("look for the journal", &path))?;
+    let (file, recovered) = if exists && !fresh {
+        recover(dir, &path, fingerprint, chunk_count)?
+    } else {
+        (
+            start_new(dir, &path, fingerprint, exists)?,
+            Recovered::empty(chunk_count),
+        )
+    };
+    let writer = JournalWriter::start(file, path)?;
+    Ok((writer, recovered))
+}
+
+/// Makes a new journal holding only the header.
+///
+/// The steps are ordered so that a crash anywhere leaves a state that a
+/// later run reads correctly: the old journal goes first (and the folder is
+/// synced), then the failed file; a run that finds no journal makes a new
+/// one and removes any failed file too, so a failed file never outlives the
+/// journal it belongs to. The new journal is written under a temporary name,
+/// synced and renamed, so it is never seen without its whole header.
+fn start_new(
+    dir: &Path,
+    path: &Path,
+    fingerprint: &Fingerprint,
+    exists: bool,
+) -> Result<File, JournalError> {
+    if exists {
+        remove_if_present(path, "remove the old journal")?;
+        sync_dir(dir)?;
+    }
+    remove_if_present(&dir.join(FAILED_FILE), "remove the old failed file")?;
+
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(TEMP_SUFFIX);
+    let temp = PathBuf::from(temp);
+    let header = encode_header(fingerprint);
+    File::create(&temp)
+        .and_then(|mut file| {
+            file.write_all(&header)?;
+            file.sync_all()
+        })
+        .map_err(JournalError::io("write the new journal", &temp))?;
+    std::fs::rename(&temp, path).map_err(JournalError::io("put the new journal in place", path))?;
+    sync_dir(dir)?;
+    open_for_append(path)
+}
+
+fn open_for_append(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(JournalError::io("open the journal", path))
+}
+
+/// Reads an earlier run's journal and cuts off a torn or damaged tail.
+///
+/// Reading stops at the first record that is cut short or fails its
+/// checksum, and the file is truncated there. A bad record followed by good
+/// ones is damage rather than a torn write, but it is handled the same way:
+/// records after it are not trusted either. That is safe because records are
+/// appended in output order, so every record dropped describes bytes past
+/// the last one kept; the output is cut to `output_len` and those chunks run
+/// again. `torn_bytes` counts everything dropped.
+fn recover(
+    dir: &Path,
+    path: &Path,
+    fingerprint: &Fingerprint,
+    chunk_count: u64,
+) -> Result<(File, Recovered), JournalError> {
+    let file = open_for_append(path)?;
+    let file_len = file
+        .metadata()
+        .map_err(JournalError::io("read the journal", path))?
+        .len();
+    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let read_error = JournalError::io("read the journal", path);
+
+    let (stored, header_len) = read_header(&mut reader, path, file_len)?;
+    if stored.digest != fingerprint.digest {
+        return Err(JournalError::Changed {
+            dir: dir.to_path_buf(),
+            changes: stored.changes(fingerprint),
+        });
+    }
+
+    let mut recovered = Recovered::empty(chunk_count);
+    let whole = (file_len - header_len) / RECORD_LEN as u64;
+    let mut bytes = [0; RECORD_LEN];
+    let mut read_failed = None;
+    for n in 0..whole {
+        if let Err(e) = reader.read_exact(&mut bytes) {
+            read_failed = Some(e);
+            break;
+        }
+        let entry = match decode_record(&bytes) {
+            Ok(entry) => entry,
+            Err(BadRecord::Checksum) => break,
+            Err(BadRecord::Invalid(reason)) => {
+                return Err(JournalError::corrupt(path, format!("record {n}: {reason}")));
+            }
+        };
+        if entry.index >= chunk_count {
+            return Err(JournalError::corrupt(
+                path,
+                format!(
+                    "record {n} is for chunk {}, but the job has {chunk_count} chunks",
+                    entry.index
+                ),
+            ));
+        }
+        let index = entry.index as usize;
+        match entry.kind {
+            EntryKind::Done => {
+                recovered.done.insert(index);
+                recovered.failed.set(index, false);
+                // Every done record's bytes are in the output, even one a
+                // later record overrides: the output ends after the furthest.
+                recovered.output_len = recovered.output_len.max(entry.offset + entry.len);
+            }
+            EntryKind::Failed => {
+                recovered.failed.insert(index);
+                recovered.done.set(index, false);
+            }
+        }
+        recovered.records += 1;
+    }
+    if let Some(e) = read_failed {
+        return Err(read_error(e));
+    }
+    drop(reader);
+
+    let kept = header_len + recovered.records * RECORD_LEN as u64;
+    recovered.torn_bytes = file_len - kept;
+    if recovered.torn_bytes > 0 {
+        // Cut before appending: records after a torn one would never be read.
+        file.set_len(kept)
+            .and_then(|()| file.sync_all())
+            .map_err(JournalError::io("cut the torn end off the journal", path))?;
+    }
+    Ok((file, recovered))
+}
+
+/// Reads and checks the header; returns the fingerprint in it and the
+/// header's length, where the records start.
+fn read_header(
+    reader: &mut impl Read,
+    path: &Path,
+    file_len: u64,
+) -> Result<(Fingerprint, u64), JournalError> {
+    let corrupt = |reason: &str| JournalError::corrupt(path, reason);
+    let eof_is_corrupt = |e: io::Error| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            corrupt("the header is cut short")
+        } else {
+            JournalError::io("read the journal", path)(e)
+        }
+    };
+    let mut magic = [0; 8];
+    reader.read_exact(&mut magic).map_err(eof_is_corrupt)?;
+    if &magic != MAGIC {
+        return Err(if magic[..7] == MAGIC[..7] {
+            JournalError::corrupt(
+                path,
+                format!(
+                    "it is in format version {}, which this supervisor does not read",
+                    magic[7]
+                ),
+            )
+        } else {
+            corrupt("it does not start like a journal")
+        });
+    }
+    let mut len = [0; 4];
+    reader.read_exact(&mut len).map_err(eof_is_corrupt)?;
+    let len = u64::from(u32::from_le_bytes(len));
+    // Checked against the file before anything is reserved for it.
+    if MAGIC.len() as u64 + 8 + len > file_len {
+        return Err(corrupt("the header is cut short"));
+    }
+    let mut json = vec![0; len as usize];
+    reader.read_exact(&mut json).map_err(eof_is_corrupt)?;
+    let mut crc = [0; 4];
+    reader.read_exact(&mut crc).map_err(eof_is_corrupt)?;
+    if crc32fast::hash(&json) != u32::from_le_bytes(crc) {
+        return Err(corrupt("the header's checksum does not match"));
+    }
+    let stored: Fingerprint = serde_json::from_slice(&json)
+        .map_err(|e| JournalError::corrupt(path, format!("the header is unreadable: {e}")))?;
+    Ok((stored, MAGIC.len() as u64 + 8 + len))
+}

@@ -1,0 +1,1 @@
+//! Drain, resume and signals, end to end.
