@@ -49,6 +49,21 @@ pub fn describe(job: &Job) -> String {
     );
     let _ = writeln!(
         plan,
+        "drain: chunks in flight get {} after SIGTERM/SIGINT",
+        humantime::format_duration(job.supervisor.drain_timeout)
+    );
+    if worker.max_chunks > 0 {
+        let _ = writeln!(plan, "workers replaced after {} chunks", worker.max_chunks);
+    }
+    if let Some(limit) = worker.memory_limit {
+        let _ = writeln!(
+            plan,
+            "memory limit: {} per worker (address space)",
+            bytesize::ByteSize(limit).display().iec()
+        );
+    }
+    let _ = writeln!(
+        plan,
         "output: {} ({format}, order {order})",
         output_name(&job.output.path)
     );
