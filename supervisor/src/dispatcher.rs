@@ -732,6 +732,13 @@ impl Dispatcher {
         s.phase = SlotPhase::Gone;
         let cause = s.cause.take();
         let pid = s.pid.take();
+        if matches!(self.phase, RunPhase::Draining { .. }) {
+            // A drain gives up what a worker held when it exits: cancelled.
+            self.counts.cancelled += s.in_flight.len() as u64;
+            for work in &s.in_flight {
+                fx.observe(&RunEvent::ChunkCancelled { chunk: work.chunk });
+            }
+        }
         // Answers travel in batches, so a worker that dies with several chunks
         // outstanding may have finished some of them: only a lone chunk is
         // surely the one it died on. The others are run again, alone.

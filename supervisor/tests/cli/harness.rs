@@ -5,6 +5,8 @@
 //! inherit the supervisor's), which is how leftovers are found in /proc.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,12 +76,32 @@ impl Scenario {
 
     /// Starts the supervisor with `args`, in the scenario's folder.
     pub fn start(&self, args: &[&str]) -> Run {
-        let mut command = Command::new(supervisor_bin());
+        self.start_with(args, Launch::default())
+    }
+
+    /// Starts the supervisor with `args` the way `launch` says.
+    pub fn start_with(&self, args: &[&str], launch: Launch) -> Run {
+        let mut command = if launch.watchdog_pid_is_self {
+            // The supervisor's pid is unknown before it is spawned, but a
+            // shell that execs it hands over its own, which it knows.
+            let mut command = Command::new("/bin/sh");
+            command
+                .arg("-c")
+                .arg("WATCHDOG_PID=$$; export WATCHDOG_PID; exec \"$0\" \"$@\"")
+                .arg(supervisor_bin());
+            command
+        } else {
+            Command::new(supervisor_bin())
+        };
+        if launch.own_process_group {
+            command.process_group(0);
+        }
         command
             .args(args)
             .current_dir(self.dir())
             .env(MARK_VAR, &self.mark)
             .env("RUST_LOG", "info")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -182,6 +204,36 @@ impl Drop for Scenario {
     }
 }
 
+/// How to start a supervisor, beyond its arguments.
+#[derive(Debug, Default)]
+pub struct Launch {
+    env: Vec<(String, String)>,
+    own_process_group: bool,
+    watchdog_pid_is_self: bool,
+}
+
+impl Launch {
+    /// An extra variable in the supervisor's environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The supervisor leads a process group of its own, as a shell's
+    /// foreground job does, so that [`Run::signal_group`] acts like a
+    /// terminal's Ctrl-C.
+    pub fn own_process_group(mut self) -> Self {
+        self.own_process_group = true;
+        self
+    }
+
+    /// `WATCHDOG_PID` names the supervisor itself, as systemd sets it.
+    pub fn watchdog_pid_is_self(mut self) -> Self {
+        self.watchdog_pid_is_self = true;
+        self
+    }
+}
+
 /// A supervisor that is running.
 pub struct Run {
     child: Option<Child>,
@@ -195,6 +247,24 @@ pub struct Run {
 impl Run {
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` to the supervisor alone.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .unwrap_or_else(|e| panic!("{}: cannot send {signal}: {e}", self.description));
+    }
+
+    /// Sends `signal` to the supervisor's process group, as a terminal sends
+    /// Ctrl-C to its foreground job. Needs [`Launch::own_process_group`].
+    pub fn signal_group(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.pid() as i32), signal)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: cannot send {signal} to its group: {e}",
+                    self.description
+                )
+            });
     }
 
     /// Waits for a stderr line that `matches` accepts and returns it.
@@ -315,4 +385,80 @@ pub fn squares_job(end: u64, chunk: u64, worker_args: &[&str], extra: &str) -> S
         "[source]\nrange = {{ start = 0, end = {end} }}\nchunk = {chunk}\n\n\
          [worker]\ncommand = [{command}]\n{extra}\n"
     )
+}
+
+/// A stand-in for systemd's notify socket: a datagram socket the supervisor
+/// is pointed at through `NOTIFY_SOCKET`.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+    /// Every assignment received so far, one per line, in order.
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    pub fn bind(path: &Path) -> Self {
+        let socket = UnixDatagram::bind(path)
+            .unwrap_or_else(|e| panic!("cannot bind {}: {e}", path.display()));
+        Self {
+            socket,
+            path: path.to_owned(),
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Everything received so far, one assignment (`KEY=value`) per entry.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    /// Returns the first assignment that `matches` accepts, among those
+    /// received so far or, failing that, those still to come. One datagram
+    /// may carry several assignments, one per line.
+    pub fn wait_for(&mut self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        if let Some(line) = self.seen.iter().find(|line| matches(line)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + PATIENCE;
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "no notification {what} within {PATIENCE:?}; received:\n{:#?}",
+                    self.seen
+                );
+            }
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            let len = match self.socket.recv(&mut buffer) {
+                Ok(len) => len,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => panic!("cannot read {}: {e}", self.path.display()),
+            };
+            let text = String::from_utf8_lossy(&buffer[..len]).into_owned();
+            let mut found = None;
+            for line in text.lines().filter(|line| !line.is_empty()) {
+                self.seen.push(line.to_owned());
+                if found.is_none() && matches(line) {
+                    found = Some(line.to_owned());
+                }
+            }
+            if let Some(line) = found {
+                return line;
+            }
+        }
+    }
 }
