@@ -659,6 +659,7 @@ fn a_second_signal_cancels_and_kills_at_once() {
         h.dispatcher.outcome(),
         Some(Outcome::Drained { signal: 15 })
     );
+    assert_eq!(h.dispatcher.counts().cancelled, 2);
     assert!(
         !h.fx
             .calls
