@@ -1,8 +1,12 @@
 //! The command line: what a user may type, parsed by clap.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+use crate::progress::ProgressMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +41,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub retry_failed: bool,
 
+    /// A progress bar on stderr: auto (when it is a terminal), always or never
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    pub progress: ProgressMode,
+
+    /// Write the run report (JSON) to FILE at the end
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Serve Prometheus metrics while running, e.g. 127.0.0.1:9464
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// Log lines as text or as JSON objects (filter with RUST_LOG)
+    #[arg(long, value_name = "F", default_value = "text")]
+    pub log_format: LogFormat,
+
     /// The job file
     #[arg(value_name = "JOB.toml", required = true)]
     pub job: Option<PathBuf>,
@@ -54,4 +74,11 @@ pub enum Command {
         #[arg(value_name = "JOB.toml")]
         job: PathBuf,
     },
+    /// Print shell completions
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    Man,
 }

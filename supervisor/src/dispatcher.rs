@@ -187,6 +187,31 @@ pub enum RunEvent<'a> {
     ChunkCancelled {
         chunk: ChunkSpec,
     },
+    ChunkDispatched {
+        chunk: ChunkSpec,
+        attempt: u32,
+        worker: usize,
+    },
+    ChunkDone {
+        chunk: ChunkSpec,
+        attempt: u32,
+        worker: usize,
+        /// The worker's own time for the chunk.
+        seconds: f64,
+        /// How long it sat queued at the worker before it could start.
+        waited: f64,
+    },
+    /// Out of attempts: written to the failed file.
+    ChunkFailed {
+        chunk: ChunkSpec,
+        attempts: u32,
+        error: &'a str,
+    },
+    /// The chunk the worker in `slot` is working on now changed.
+    WorkerBusy {
+        slot: usize,
+        chunk: Option<u64>,
+    },
 }
 
 /// What the dispatcher asks of the world.
@@ -234,10 +259,19 @@ pub struct Counts {
     pub skipped: u64,
 }
 
+/// How long a finished chunk took at its worker, and how long it waited there.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    seconds: f64,
+    waited: f64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Work {
     chunk: ChunkSpec,
     attempt: u32,
+    /// When it was last sent to a worker.
+    sent_at: Instant,
     /// It was outstanding on a worker that died with several chunks, so which
     /// one killed it is unknown. A suspect runs alone on a worker: should that
     /// worker die too, the blame is certain.
@@ -315,6 +349,9 @@ pub struct Dispatcher {
     /// Chunks an earlier run settled: never dispatched, passed over in order.
     skip: Option<FixedBitSet>,
     rng: fastrand::Rng,
+    started: Instant,
+    /// Fresh chunks taken from the source and sent.
+    fresh_dispatched: u64,
 }
 
 impl Dispatcher {
@@ -368,6 +405,8 @@ impl Dispatcher {
             phase: RunPhase::Running,
             skip,
             rng,
+            started: now,
+            fresh_dispatched: 0,
         }
     }
 
@@ -419,6 +458,15 @@ impl Dispatcher {
             })
             .chain(drain)
             .min()
+    }
+
+    /// Chunks waiting to be sent: retries, and fresh ones not yet taken
+    /// from the source.
+    pub fn queued(&self) -> u64 {
+        let untouched = self.counts.total.map_or(0, |total| {
+            total.saturating_sub(self.counts.skipped + self.fresh_dispatched)
+        });
+        untouched + self.retries.len() as u64
     }
 
     /// Whether a drain is under way.
@@ -558,22 +606,23 @@ impl Dispatcher {
                 fx.observe(&RunEvent::WorkerReady { slot });
             }
             WorkerMessage::Done(done) => {
-                if let Some(work) = self.answered(slot, done.index, now, fx) {
+                if let Some((work, waited)) = self.answered(slot, done.index, now, fx) {
                     // The worker's own timing: answers arrive in batches, so
                     // the supervisor's clock cannot time a single chunk.
                     let seconds = done.elapsed_ns as f64 / 1e9;
-                    self.completed(slot, work, seconds, done.output, now, fx);
+                    let timing = Timing { seconds, waited };
+                    self.completed(slot, work, timing, done.output, now, fx);
                 }
             }
             WorkerMessage::Failed(failed) => {
-                if let Some(work) = self.answered(slot, failed.index, now, fx) {
+                if let Some((work, _)) = self.answered(slot, failed.index, now, fx) {
                     self.attempt_failed(slot, work, failed.error.to_owned(), now, fx);
                 }
             }
             WorkerMessage::Cancelled(cancelled) => {
                 // Only the supervisor cancels, so this attempt costs the chunk
                 // nothing; a later run does it.
-                if let Some(work) = self.answered(slot, cancelled.index, now, fx) {
+                if let Some((work, _)) = self.answered(slot, cancelled.index, now, fx) {
                     self.counts.cancelled += 1;
                     fx.observe(&RunEvent::ChunkCancelled { chunk: work.chunk });
                     if self.phase == RunPhase::Running {
@@ -592,7 +641,7 @@ impl Dispatcher {
         index: u64,
         now: Instant,
         fx: &mut impl Effects,
-    ) -> Option<Work> {
+    ) -> Option<(Work, f64)> {
         let position = self.slots[slot]
             .in_flight
             .iter()
@@ -605,22 +654,30 @@ impl Dispatcher {
         };
         let s = &mut self.slots[slot];
         let work = s.in_flight.remove(position)?;
+        let mut waited = 0.0;
         if position == 0 {
+            waited = s
+                .head_since
+                .saturating_duration_since(work.sent_at)
+                .as_secs_f64();
             s.head_since = now;
+            let next = s.in_flight.front().map(|w| w.chunk.index);
+            fx.observe(&RunEvent::WorkerBusy { slot, chunk: next });
         }
         self.in_flight -= 1;
-        Some(work)
+        Some((work, waited))
     }
 
     fn completed(
         &mut self,
         slot: usize,
         work: Work,
-        seconds: f64,
+        timing: Timing,
         output: &[u8],
         now: Instant,
         fx: &mut impl Effects,
     ) {
+        let Timing { seconds, waited } = timing;
         self.average_seconds = Some(match self.average_seconds {
             None => seconds,
             Some(average) => average + (seconds - average) * 0.1,
@@ -629,6 +686,13 @@ impl Dispatcher {
             self.errors.remove(&work.chunk.index);
         }
         self.slots[slot].crash_streak = 0;
+        fx.observe(&RunEvent::ChunkDone {
+            chunk: work.chunk,
+            attempt: work.attempt,
+            worker: slot,
+            seconds,
+            waited,
+        });
         self.counts.done += 1;
         let meta = ResultMeta {
             index: work.chunk.index,
@@ -673,9 +737,9 @@ impl Dispatcher {
             self.retries.insert(
                 index,
                 Work {
-                    chunk: work.chunk,
                     attempt: work.attempt + 1,
                     suspect: false,
+                    ..work
                 },
             );
             return;
@@ -687,6 +751,13 @@ impl Dispatcher {
             error,
         });
         self.counts.failed += 1;
+        if let Some(last) = errors.last() {
+            fx.observe(&RunEvent::ChunkFailed {
+                chunk: work.chunk,
+                attempts: work.attempt,
+                error: &last.error,
+            });
+        }
         let written = fx
             .write_failure(&ChunkFailure {
                 chunk: work.chunk,
@@ -751,6 +822,7 @@ impl Dispatcher {
             work.suspect = true;
             self.retries.insert(work.chunk.index, work);
         }
+        fx.observe(&RunEvent::WorkerBusy { slot, chunk: None });
         fx.observe(&RunEvent::WorkerExited {
             slot,
             pid,
@@ -1018,9 +1090,17 @@ impl Dispatcher {
                 let Some(work) = self.next_work(alone) else {
                     break;
                 };
+                let work = Work {
+                    sent_at: now,
+                    ..work
+                };
                 let s = &mut self.slots[slot];
                 if s.in_flight.is_empty() {
                     s.head_since = now;
+                    fx.observe(&RunEvent::WorkerBusy {
+                        slot,
+                        chunk: Some(work.chunk.index),
+                    });
                 }
                 s.in_flight.push_back(work);
                 s.assigned += 1;
@@ -1032,6 +1112,11 @@ impl Dispatcher {
                     attempt: work.attempt,
                 });
                 fx.send(slot, s.generation, &assign);
+                fx.observe(&RunEvent::ChunkDispatched {
+                    chunk: work.chunk,
+                    attempt: work.attempt,
+                    worker: slot,
+                });
             }
         }
     }
@@ -1059,9 +1144,12 @@ impl Dispatcher {
             self.peeked = Some(chunk);
             return None;
         }
+        self.fresh_dispatched += 1;
         Some(Work {
             chunk,
             attempt: 1,
+            // Set when it is sent.
+            sent_at: self.started,
             suspect: false,
         })
     }

@@ -4,6 +4,8 @@
 //! the log and to systemd.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -16,11 +18,18 @@ use tracing::{debug, info, warn};
 use crate::config::Job;
 use crate::dispatcher::{ChunkFailure, Dispatcher, Effects, Event, Generation, RunEvent};
 use crate::journal::{Entry, EntryKind, JournalWriter};
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::output::{FailureWriter, ResultWriter};
 use crate::process::{signal_group, spawn_worker};
+use crate::progress::Progress;
 use crate::reorder::ResultMeta;
+use crate::report::ReportCollector;
 use crate::slot::{Control, News, NewsKind, Watch, write_loop};
+use crate::worker_log::forward_stderr;
+
+/// "No chunk" for the chunk a worker's stderr lines are attributed to.
+const IDLE: u64 = u64::MAX;
 
 /// A live worker as the run loop sees it.
 struct SlotHandle {
@@ -30,6 +39,14 @@ struct SlotHandle {
     pending: Vec<u8>,
     writer: mpsc::UnboundedSender<Vec<u8>>,
     control: mpsc::UnboundedSender<Control>,
+}
+
+/// Everything that reports on the run, fed the dispatcher's events.
+pub struct Observers {
+    pub notifier: Notifier,
+    pub report: ReportCollector,
+    pub metrics: Option<Metrics>,
+    pub progress: Progress,
 }
 
 /// The dispatcher's effects, carried out on real processes and files.
@@ -48,6 +65,11 @@ pub struct Edges<'a> {
     pub write_error: Option<String>,
     /// Slots whose worker has said hello at least once; READY=1 waits for all.
     ready: Vec<bool>,
+    /// Per slot, the chunk its worker works on now, for its stderr lines.
+    busy: Vec<Arc<AtomicU64>>,
+    pub report: ReportCollector,
+    pub metrics: Option<Metrics>,
+    pub progress: Progress,
 }
 
 impl<'a> Edges<'a> {
@@ -57,8 +79,14 @@ impl<'a> Edges<'a> {
         output: ResultWriter,
         failures: FailureWriter,
         journal: Option<JournalWriter>,
-        notifier: Notifier,
+        observers: Observers,
     ) -> Self {
+        let Observers {
+            notifier,
+            report,
+            metrics,
+            progress,
+        } = observers;
         Self {
             job,
             slots: (0..job.supervisor.workers).map(|_| None).collect(),
@@ -70,7 +98,21 @@ impl<'a> Edges<'a> {
             notifier,
             write_error: None,
             ready: vec![false; job.supervisor.workers],
+            busy: (0..job.supervisor.workers)
+                .map(|_| Arc::new(AtomicU64::new(IDLE)))
+                .collect(),
+            report,
+            metrics,
+            progress,
         }
+    }
+
+    /// Live workers' pids by slot.
+    pub fn pids(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, handle)| handle.as_ref().map(|h| (slot, h.pid)))
     }
 
     /// Workers running now.
@@ -221,6 +263,13 @@ impl Effects for Edges<'_> {
                 return;
             }
         };
+        self.busy[slot].store(IDLE, Ordering::Relaxed);
+        tokio::spawn(forward_stderr(
+            slot,
+            started.pid,
+            started.stderr,
+            Arc::clone(&self.busy[slot]),
+        ));
         let (reader, writer) = started.socket.into_split();
         let (writer_tx, writer_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -284,12 +333,6 @@ impl Effects for Edges<'_> {
     }
 
     fn write_failure(&mut self, failure: &ChunkFailure<'_>) -> Result<(), String> {
-        warn!(
-            chunk = failure.chunk.index,
-            attempts = failure.errors.len(),
-            "chunk failed for good: {}",
-            failure.errors.last().map_or("", |e| e.error.as_str())
-        );
         if let Err(error) = self.failures.write(failure) {
             let error = format!(
                 "cannot write the failed file {}: {error}",
@@ -311,7 +354,24 @@ impl Effects for Edges<'_> {
     }
 
     fn observe(&mut self, event: &RunEvent<'_>) {
+        self.report.observe(event);
+        self.progress.observe(event);
+        if let Some(metrics) = &mut self.metrics {
+            metrics.observe(event);
+        }
         match *event {
+            RunEvent::ChunkDispatched { .. } | RunEvent::ChunkDone { .. } => {}
+            RunEvent::WorkerBusy { slot, chunk } => {
+                self.busy[slot].store(chunk.unwrap_or(IDLE), Ordering::Relaxed)
+            }
+            RunEvent::ChunkFailed {
+                chunk,
+                attempts,
+                error,
+            } => warn!(
+                chunk = chunk.index,
+                attempts, "chunk failed for good: {error}"
+            ),
             RunEvent::WorkerStarted { slot, pid } => debug!(worker = slot, pid, "worker started"),
             RunEvent::WorkerReady { slot } => {
                 debug!(worker = slot, "worker ready");

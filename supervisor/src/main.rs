@@ -1,31 +1,37 @@
 //! The `supervisor` binary: parses the command line, runs, and owns the exit codes.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
 use supervisor::cli::{Cli, Command};
 use supervisor::dispatcher::Outcome;
+use supervisor::logging::LogFormat;
+use supervisor::progress::{Progress, ProgressMode};
 use supervisor::resume::{Options, SetupError};
-use supervisor::run::{RunSummary, output_name, run};
-use supervisor::{config, plan};
+use supervisor::run::{Reporting, RunSummary, run};
+use supervisor::{config, generate, logging, plan, report};
 
-/// Exit codes of the contract.
+/// Exit codes of the contract that are not a run's own outcome.
 mod exit {
     pub const OK: u8 = 0;
-    pub const CHUNKS_FAILED: u8 = 1;
     pub const BAD_INPUT: u8 = 2;
     pub const ABORTED: u8 = 3;
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
-    let options = Options {
-        fresh: cli.run.fresh,
-        retry_failed: cli.run.retry_failed,
+    let progress = match cli.command {
+        None => Progress::new(cli.run.progress),
+        Some(_) => Progress::new(ProgressMode::Never),
     };
+    logging::init(cli.run.log_format, &progress);
     let (job_path, workers, check_only) = match cli.command {
         Some(Command::Check { workers, job }) => (job, workers, true),
+        Some(Command::Completions { shell }) => {
+            return printed(generate::completions(shell, &mut std::io::stdout().lock()));
+        }
+        Some(Command::Man) => return printed(generate::man_page(&mut std::io::stdout().lock())),
         None => (
             cli.run.job.expect("clap requires the job file"),
             cli.run.workers,
@@ -55,16 +61,25 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::ABORTED);
         }
     };
-    match runtime.block_on(run(&job, options)) {
+    let options = Options {
+        fresh: cli.run.fresh,
+        retry_failed: cli.run.retry_failed,
+    };
+    let reporting = Reporting {
+        progress,
+        metrics_addr: cli.run.metrics_addr,
+    };
+    match runtime.block_on(run(&job, options, reporting)) {
         Ok(summary) => {
-            report(&job, &summary);
-            ExitCode::from(match summary.outcome {
-                Outcome::Finished { failed } if failed + summary.failed_before == 0 => exit::OK,
-                Outcome::Finished { .. } => exit::CHUNKS_FAILED,
-                // 130 for SIGINT, 143 for SIGTERM, as a shell reports them.
-                Outcome::Drained { signal } => (128 + signal) as u8,
-                Outcome::Aborted { .. } => exit::ABORTED,
-            })
+            let mut code = summary.exit_code;
+            if let Some(path) = &cli.run.report
+                && let Err(error) = report::write_report(path, &summary.report)
+            {
+                eprintln!("error: cannot write the report {}: {error}", path.display());
+                code = code.max(exit::ABORTED);
+            }
+            tell(&summary, cli.run.log_format);
+            ExitCode::from(code)
         }
         Err(SetupError::Refused(error)) => {
             eprintln!("error: {error:#}");
@@ -77,45 +92,38 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
-
-fn report(job: &supervisor::config::Job, summary: &RunSummary) {
-    let counts = summary.counts;
-    let total = counts
-        .total
-        .map_or_else(|| "?".to_owned(), |t| t.to_string());
-    let earlier = if summary.done_before > 0 {
-        format!(" ({} by an earlier run)", summary.done_before)
-    } else {
-        String::new()
-    };
-    eprintln!(
-        "{}: {} of {total} chunks done{earlier}, {} failed, {} retried, {} worker crashes, in {:.2}s; output: {}",
-        job.name,
-        counts.done + summary.done_before,
-        counts.failed + summary.failed_before,
-        counts.retried,
-        counts.crashes,
-        summary.elapsed.as_secs_f64(),
-        output_name(&job.output.path),
-    );
+/// The end of a run, for the person who started it: plain lines, or with
+/// `--log-format json` log events like every other line on stderr.
+fn tell(summary: &RunSummary, format: LogFormat) {
+    let mut lines: Vec<String> = report::summary(&summary.report)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     if let Some(failed) = &summary.failed_file {
-        eprintln!("failed chunks are listed in {}", failed.display());
+        lines.push(format!("failed chunks are listed in {}", failed.display()));
     }
     match &summary.outcome {
-        Outcome::Aborted { reason } => eprintln!("error: aborted: {reason}"),
-        Outcome::Drained { .. } => eprintln!(
+        Outcome::Aborted { reason } => lines.push(format!("error: aborted: {reason}")),
+        Outcome::Drained { .. } => lines.push(format!(
             "stopped after a drain ({} chunks cancelled); run the same command again to resume",
-            counts.cancelled
-        ),
+            summary.counts.cancelled
+        )),
         Outcome::Finished { .. } => {}
+    }
+    for line in lines {
+        match format {
+            LogFormat::Text => eprintln!("{line}"),
+            LogFormat::Json => tracing::info!(target: "summary", "{line}"),
+        }
+    }
+}
+
+fn printed(result: std::io::Result<()>) -> ExitCode {
+    match result.and_then(|()| std::io::stdout().flush()) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(exit::ABORTED)
+        }
     }
 }

@@ -1,10 +1,19 @@
 //! What `supervisor check` prints: the plan a run of the job would follow.
 
+use std::error::Error as _;
 use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
 
-use crate::config::{Job, Order, OutputFormat, Source};
+use crate::config::{Job, Order, OutputFormat, OutputPath, Source};
+use crate::journal::{self, JournalError, Recovered};
 use crate::run::output_name;
 
+/// Longest setting value a `resume:` line shows in full.
+const SHOWN_VALUE: usize = 60;
+
+/// The plan, one `name: value` line each. Reads the job's state folder, if
+/// any, to tell whether a run would resume; writes nothing.
 pub fn describe(job: &Job) -> String {
     let mut plan = String::new();
     let chunks = job.chunk_count();
@@ -68,5 +77,311 @@ pub fn describe(job: &Job) -> String {
         output_name(&job.output.path)
     );
     let _ = writeln!(plan, "state: {}", job.state_dir.display());
+    let _ = writeln!(plan, "resume: {}", resume(job));
     plan
+}
+
+/// Whether a run would resume, and from what, as `resume.rs` would decide.
+fn resume(job: &Job) -> String {
+    let OutputPath::File(output) = &job.output.path else {
+        return "no journal: a run to stdout always starts over".to_owned();
+    };
+    let chunks = job.chunk_count();
+    match journal::inspect(&job.state_dir, &journal::fingerprint(job), chunks) {
+        Ok(None) => "fresh start (no journal)".to_owned(),
+        // A run that never finished a chunk is started over, output and all.
+        Ok(Some(recovered)) if recovered.records == 0 => {
+            "fresh start (the journal records no finished chunk)".to_owned()
+        }
+        Ok(Some(recovered)) => would_resume(&recovered, chunks, output),
+        Err(JournalError::Changed { changes, .. }) => {
+            let changes = changes
+                .iter()
+                .map(|(field, was, now)| format!("{field} {} → {}", cut(was), cut(now)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("would refuse: the job changed ({changes}); use --fresh")
+        }
+        Err(JournalError::Corrupt { reason, .. }) => {
+            format!("would refuse: the journal is damaged: {reason}; use --fresh")
+        }
+        Err(error) => {
+            let mut text = format!("cannot tell: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                let _ = write!(text, ": {cause}");
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
+fn would_resume(recovered: &Recovered, chunks: u64, output: &Path) -> String {
+    let kept = recovered.output_len;
+    // The run checks the same before it cuts: an output shorter than the
+    // journal vouches for has lost finished chunks.
+    let found = match std::fs::metadata(output) {
+        Ok(meta) if meta.is_file() => Some(meta.len()),
+        Ok(_) => None,
+        // Only failed chunks so far: the run makes the output anew.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && kept == 0 => Some(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return format!(
+                "would refuse: the output is missing, but the journal counts {kept} bytes of \
+                 it; use --fresh"
+            );
+        }
+        Err(e) => return format!("cannot tell: cannot read {}: {e}", output.display()),
+    };
+    if let Some(len) = found
+        && len < kept
+    {
+        return format!(
+            "would refuse: the output is shorter than the journal says ({len} bytes, the \
+             journal counts {kept}); use --fresh"
+        );
+    }
+    let mut text = format!(
+        "would resume: {} of {chunks} chunks done, {} failed for good; the output is cut back to {kept} bytes",
+        recovered.done.count_ones(..),
+        recovered.failed.count_ones(..),
+    );
+    if let Some(len) = found
+        && len > kept
+    {
+        let _ = write!(text, " (it has {len})");
+    }
+    if recovered.torn_bytes > 0 {
+        let _ = write!(
+            text,
+            "; the journal's last {} bytes are torn and are cut off",
+            recovered.torn_bytes
+        );
+    }
+    text
+}
+
+/// A setting's value cut short: params and argument lists can be long, and
+/// the field name already says where to look.
+fn cut(value: &str) -> String {
+    match value.char_indices().nth(SHOWN_VALUE) {
+        Some((at, _)) => format!("{}…", &value[..at]),
+        None => value.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::journal::{Entry, EntryKind};
+
+    /// A job read from a real job file in its own folder, with `extra` TOML
+    /// appended.
+    fn job(extra: &str) -> (tempfile::TempDir, Job) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("squares.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[source]
+range = {{ start = 0, end = 1000 }}
+chunk = 100
+
+[worker]
+command = ["/bin/sh", "-c", "true"]
+{extra}
+"#
+            ),
+        )
+        .unwrap();
+        let job = crate::config::load(&path, None).unwrap();
+        (dir, job)
+    }
+
+    fn resume_line(job: &Job) -> String {
+        let plan = describe(job);
+        let line = plan.lines().find(|line| line.starts_with("resume: "));
+        line.unwrap().trim_start_matches("resume: ").to_owned()
+    }
+
+    fn output_path(job: &Job) -> PathBuf {
+        match &job.output.path {
+            OutputPath::File(path) => path.clone(),
+            OutputPath::Stdout => panic!("the test job writes a file"),
+        }
+    }
+
+    /// What a run leaves: chunks 0 and 2 done (50 bytes each), 1 failed for
+    /// good, and an output of `output_len` bytes.
+    fn leave_a_run(job: &Job, output_len: usize) {
+        let fingerprint = journal::fingerprint(job);
+        let (mut writer, _) =
+            journal::open(&job.state_dir, &fingerprint, job.chunk_count(), true).unwrap();
+        for (kind, index, offset, len) in [
+            (EntryKind::Done, 0, 0, 50),
+            (EntryKind::Failed, 1, 0, 0),
+            (EntryKind::Done, 2, 50, 50),
+        ] {
+            writer.append(&Entry {
+                kind,
+                index,
+                start: index * 100,
+                end: index * 100 + 100,
+                offset,
+                len,
+            });
+        }
+        writer.finish(None).unwrap();
+        std::fs::write(output_path(job), vec![b'x'; output_len]).unwrap();
+    }
+
+    #[test]
+    fn the_plan_keeps_its_lines_and_ends_with_resume() {
+        let (_dir, job) = job("");
+        let plan = describe(&job);
+        assert!(
+            plan.contains("chunks: 10 of 100 items (the last 100)\n"),
+            "{plan}"
+        );
+        assert!(plan.contains(&format!("state: {}\n", job.state_dir.display())));
+        assert!(
+            plan.ends_with("resume: fresh start (no journal)\n"),
+            "{plan}"
+        );
+        assert!(
+            !job.state_dir.exists(),
+            "check must not create the state folder"
+        );
+    }
+
+    #[test]
+    fn a_run_to_stdout_always_starts_over() {
+        let (_dir, job) = job("[output]\npath = \"-\"");
+        assert_eq!(
+            resume_line(&job),
+            "no journal: a run to stdout always starts over"
+        );
+    }
+
+    #[test]
+    fn an_earlier_run_would_be_resumed() {
+        let (_dir, job) = job("");
+        leave_a_run(&job, 130);
+        let journal_before = std::fs::read(job.state_dir.join(journal::JOURNAL_FILE)).unwrap();
+        assert_eq!(
+            resume_line(&job),
+            "would resume: 2 of 10 chunks done, 1 failed for good; \
+             the output is cut back to 100 bytes (it has 130)"
+        );
+        // Looking changed nothing.
+        assert_eq!(std::fs::metadata(output_path(&job)).unwrap().len(), 130);
+        assert_eq!(
+            std::fs::read(job.state_dir.join(journal::JOURNAL_FILE)).unwrap(),
+            journal_before
+        );
+    }
+
+    #[test]
+    fn settings_outside_the_fingerprint_do_not_stop_a_resume() {
+        let (_dir, job) = job("retries = 5");
+        leave_a_run(&job, 100);
+        let mut other = job.clone();
+        other.supervisor.workers += 1;
+        assert_eq!(
+            resume_line(&other),
+            "would resume: 2 of 10 chunks done, 1 failed for good; \
+             the output is cut back to 100 bytes"
+        );
+    }
+
+    #[test]
+    fn a_journal_without_records_is_a_fresh_start() {
+        let (_dir, job) = job("");
+        let fingerprint = journal::fingerprint(&job);
+        let (writer, _) = journal::open(&job.state_dir, &fingerprint, 10, true).unwrap();
+        writer.finish(None).unwrap();
+        assert_eq!(
+            resume_line(&job),
+            "fresh start (the journal records no finished chunk)"
+        );
+    }
+
+    #[test]
+    fn only_failed_chunks_need_no_output() {
+        let (_dir, job) = job("");
+        let fingerprint = journal::fingerprint(&job);
+        let (mut writer, _) = journal::open(&job.state_dir, &fingerprint, 10, true).unwrap();
+        writer.append(&Entry {
+            kind: EntryKind::Failed,
+            index: 4,
+            start: 400,
+            end: 500,
+            offset: 0,
+            len: 0,
+        });
+        writer.finish(None).unwrap();
+        assert_eq!(
+            resume_line(&job),
+            "would resume: 0 of 10 chunks done, 1 failed for good; \
+             the output is cut back to 0 bytes"
+        );
+    }
+
+    #[test]
+    fn a_changed_job_would_be_refused_with_what_changed() {
+        let (_dir, job) = job("");
+        leave_a_run(&job, 100);
+        let mut changed = job.clone();
+        changed.chunk = 50;
+        assert_eq!(
+            resume_line(&changed),
+            "would refuse: the job changed (chunk 100 → 50); use --fresh"
+        );
+    }
+
+    #[test]
+    fn long_changed_values_are_cut() {
+        let (_dir, job) = job("");
+        leave_a_run(&job, 100);
+        let mut changed = job.clone();
+        changed.worker.params_json = format!(r#"{{"key":"{}"}}"#, "v".repeat(200));
+        let line = resume_line(&changed);
+        assert!(
+            line.starts_with("would refuse: the job changed (worker.params {} → {\"key\":\"vvv")
+        );
+        assert!(line.ends_with("…); use --fresh"), "{line}");
+        assert!(line.len() < 200, "{line}");
+    }
+
+    #[test]
+    fn a_damaged_journal_would_be_refused() {
+        let (_dir, job) = job("");
+        std::fs::create_dir_all(&job.state_dir).unwrap();
+        std::fs::write(job.state_dir.join(journal::JOURNAL_FILE), b"garbage").unwrap();
+        assert_eq!(
+            resume_line(&job),
+            "would refuse: the journal is damaged: the header is cut short; use --fresh"
+        );
+    }
+
+    #[test]
+    fn an_output_shorter_than_the_journal_would_be_refused() {
+        let (_dir, job) = job("");
+        leave_a_run(&job, 60);
+        assert_eq!(
+            resume_line(&job),
+            "would refuse: the output is shorter than the journal says (60 bytes, the \
+             journal counts 100); use --fresh"
+        );
+        std::fs::remove_file(output_path(&job)).unwrap();
+        assert_eq!(
+            resume_line(&job),
+            "would refuse: the output is missing, but the journal counts 100 bytes of it; \
+             use --fresh"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::process::{ExitStatus, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStderr, Command};
 
 use crate::config::WorkerSpec;
 
@@ -19,6 +19,8 @@ pub struct Started {
     pub child: Child,
     pub pid: u32,
     pub socket: UnixStream,
+    /// Read line by line into the supervisor's log.
+    pub stderr: ChildStderr,
 }
 
 /// Starts one worker for `slot`. Must be called on a thread that lives as long
@@ -48,7 +50,7 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
         .env("SUPERVISOR_WORKER_ID", slot.to_string())
         .stdin(Stdio::null())
         .stdout(stdout)
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         // Its own group: a terminal's Ctrl-C reaches the supervisor only, and a
         // kill reaches everything the worker started.
         .process_group(0)
@@ -76,8 +78,12 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
             Ok(())
         });
     }
-    let child = command.spawn()?;
+    let mut child = command.spawn()?;
     drop(theirs);
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| io::Error::other("the worker's stderr was not captured"))?;
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the worker exited before it could be watched"))?;
@@ -86,6 +92,7 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
         child,
         pid,
         socket: UnixStream::from_std(ours)?,
+        stderr,
     })
 }
 
@@ -116,4 +123,13 @@ pub fn describe_exit(status: ExitStatus) -> String {
         }
         None => format!("{status}"),
     }
+}
+
+/// Resident memory of a process now, from /proc; `None` once it is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }

@@ -2,6 +2,7 @@
 //! signals) and carries out its effects through [`Edges`], committing the
 //! journal in groups and keeping systemd informed.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -13,15 +14,26 @@ use tracing::warn;
 use crate::chunks::RangeChunks;
 use crate::config::{Job, Order, OutputPath, Source};
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
-use crate::edges::Edges;
+use crate::edges::{Edges, Observers};
 use crate::journal::JournalWriter;
+use crate::metrics::Metrics;
 use crate::notify::{Notifier, progress_status};
 use crate::output::{FailureWriter, ResultWriter};
+use crate::process::rss_bytes;
+use crate::progress::Progress;
+use crate::report::{Report, ReportCollector, ReportInput};
 use crate::resume::{self, Options, SetupError};
 
+/// What reports on the run besides the log, as the command line asked.
+pub struct Reporting {
+    pub progress: Progress,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
 /// What a finished run reports to `main`.
-#[derive(Debug)]
 pub struct RunSummary {
+    pub report: Report,
+    pub exit_code: u8,
     pub outcome: Outcome,
     pub counts: Counts,
     pub elapsed: Duration,
@@ -44,7 +56,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs (or resumes) the job to its end. Errors are failures to set the run
 /// up; everything that goes wrong with workers is part of the outcome.
-pub async fn run(job: &Job, options: Options) -> Result<RunSummary, SetupError> {
+pub async fn run(
+    job: &Job,
+    options: Options,
+    reporting: Reporting,
+) -> Result<RunSummary, SetupError> {
     let started = Instant::now();
     // Listen before any worker exists, so no signal finds the default action.
     let listen = |kind| {
@@ -54,7 +70,18 @@ pub async fn run(job: &Job, options: Options) -> Result<RunSummary, SetupError> 
     let mut sigint = listen(SignalKind::interrupt())?;
     let mut sighup = listen(SignalKind::hangup())?;
 
+    let metrics = match reporting.metrics_addr {
+        Some(addr) => Some(Metrics::install(addr, &job.name).map_err(|e| {
+            SetupError::Refused(e.context(format!("cannot serve metrics on {addr}")))
+        })?),
+        None => None,
+    };
     let prepared = resume::prepare(job, options)?;
+    let progress = reporting.progress;
+    progress.start(
+        job_total(job),
+        prepared.done_before + prepared.failed_before,
+    );
     let (news_tx, mut news_rx) = mpsc::channel(NEWS_QUEUE);
     let mut edges = Edges::new(
         job,
@@ -62,7 +89,12 @@ pub async fn run(job: &Job, options: Options) -> Result<RunSummary, SetupError> 
         prepared.output,
         prepared.failures,
         prepared.journal,
-        Notifier::from_env(),
+        Observers {
+            notifier: Notifier::from_env(),
+            report: ReportCollector::new(job.supervisor.workers, started),
+            metrics,
+            progress: progress.clone(),
+        },
     );
     let Source::Range { start, end } = job.source;
     let source = Box::new(RangeChunks::new(start, end, job.chunk));
@@ -119,14 +151,19 @@ pub async fn run(job: &Job, options: Options) -> Result<RunSummary, SetupError> 
         dispatcher.handle(Event::Signal { number }, Instant::now(), &mut edges);
     };
 
+    progress.finish();
     let counts = dispatcher.counts();
     let failures_listed = counts.failed + prepared.failed_before > 0;
     let failed_file = failures_listed.then(|| edges.failures.path().to_owned());
+    for (slot, pid) in edges.pids().collect::<Vec<_>>() {
+        edges.report.sample_rss(slot, pid);
+    }
     let Edges {
         output,
         failures,
         journal,
         write_error,
+        report,
         ..
     } = edges;
     let outcome = match (
@@ -139,14 +176,45 @@ pub async fn run(job: &Job, options: Options) -> Result<RunSummary, SetupError> 
         (outcome, None, Ok(())) => outcome,
     };
     drop(prepared.lock);
+    let exit_code = exit_code(&outcome, prepared.failed_before);
+    let elapsed = started.elapsed();
+    let output_name = output_name(&job.output.path);
+    let report = report.build(&ReportInput {
+        job_name: &job.name,
+        outcome: &outcome,
+        exit_code: i32::from(exit_code),
+        counts,
+        done_before: prepared.done_before,
+        failed_before: prepared.failed_before,
+        elapsed,
+        output: &output_name,
+        failed_file: failed_file.as_deref(),
+    });
     Ok(RunSummary {
+        report,
+        exit_code,
         outcome,
         counts,
-        elapsed: started.elapsed(),
+        elapsed,
         failed_file,
         done_before: prepared.done_before,
         failed_before: prepared.failed_before,
     })
+}
+
+/// The exit status of a run that got going (the contract's table).
+pub fn exit_code(outcome: &Outcome, failed_before: u64) -> u8 {
+    match *outcome {
+        Outcome::Finished { failed } if failed + failed_before == 0 => 0,
+        Outcome::Finished { .. } => 1,
+        // 130 for SIGINT, 143 for SIGTERM, as a shell reports them.
+        Outcome::Drained { signal } => u8::try_from(128 + signal).unwrap_or(u8::MAX),
+        Outcome::Aborted { .. } => 3,
+    }
+}
+
+fn job_total(job: &Job) -> Option<u64> {
+    Some(job.chunk_count())
 }
 
 /// The last group commit, then everything made durable: the journal never
@@ -238,12 +306,31 @@ impl StatusClock {
             edges.notifier.watchdog();
             *next = now + *every;
         }
-        if now < self.next_status || !edges.notifier.is_active() {
+        if now < self.next_status {
             return;
         }
         self.next_status = now + STATUS_EVERY;
         let counts = dispatcher.counts();
         let draining = dispatcher.is_draining();
+        let pids: Vec<(usize, u32)> = edges.pids().collect();
+        let mut workers_rss = 0;
+        for &(slot, pid) in &pids {
+            edges.report.sample_rss(slot, pid);
+            workers_rss += rss_bytes(pid).unwrap_or(0);
+        }
+        if let Some(metrics) = &mut edges.metrics {
+            let own = rss_bytes(std::process::id()).unwrap_or(0);
+            metrics.gauges(
+                dispatcher.in_flight(),
+                dispatcher.queued(),
+                pids.len(),
+                own,
+                workers_rss,
+            );
+        }
+        if !edges.notifier.is_active() {
+            return;
+        }
         let text = progress_status(&counts, dispatcher.in_flight(), edges.alive(), draining);
         edges.notifier.status(&text);
         if draining {

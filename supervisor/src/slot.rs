@@ -20,6 +20,11 @@ use crate::process::{describe_exit, signal_group};
 /// its socket open was in its process group and has just been killed.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// A worker whose socket closed usually exits a moment later: its exit status
+/// explains more than "closed its connection" does, so it gets this long
+/// before the disconnection is reported on its own.
+const EXIT_AFTER_EOF: Duration = Duration::from_millis(200);
+
 /// What a worker's task reports to the run loop.
 #[derive(Debug)]
 pub struct News {
@@ -60,6 +65,7 @@ impl Watch {
         let mut status = None;
         let mut hard_kill_at: Option<Instant> = None;
         let mut stop_reading_at: Option<Instant> = None;
+        let mut disconnect_at: Option<Instant> = None;
         let far = || Instant::now() + Duration::from_secs(86400 * 365);
         while reading || status.is_none() {
             tokio::select! {
@@ -77,7 +83,10 @@ impl Watch {
                         // is a disconnection; its exit status tells the rest.
                         Ok(false) | Err(ProtocolError::TornFrame | ProtocolError::Io(_)) => {
                             reading = false;
-                            Some(NewsKind::Disconnected)
+                            if status.is_none() {
+                                disconnect_at = Some(Instant::now() + EXIT_AFTER_EOF);
+                            }
+                            None
                         }
                         Err(error) => {
                             reading = false;
@@ -111,6 +120,10 @@ impl Watch {
                 }
                 _ = sleep_until(stop_reading_at.unwrap_or_else(far)), if stop_reading_at.is_some() && reading => {
                     reading = false;
+                }
+                _ = sleep_until(disconnect_at.unwrap_or_else(far)), if disconnect_at.is_some() && status.is_none() => {
+                    disconnect_at = None;
+                    self.report(NewsKind::Disconnected).await;
                 }
             }
         }

@@ -127,13 +127,8 @@ fn open_for_append(path: &Path) -> Result<File, JournalError> {
 
 /// Reads an earlier run's journal and cuts off a torn or damaged tail.
 ///
-/// Reading stops at the first record that is cut short or fails its
-/// checksum, and the file is truncated there. A bad record followed by good
-/// ones is damage rather than a torn write, but it is handled the same way:
-/// records after it are not trusted either. That is safe because records are
-/// appended in output order, so every record dropped describes bytes past
-/// the last one kept; the output is cut to `output_len` and those chunks run
-/// again. `torn_bytes` counts everything dropped.
+/// The file is truncated where [`read_back`] stopped trusting it, before
+/// anything is appended: records after a torn one would never be read.
 fn recover(
     dir: &Path,
     path: &Path,
@@ -141,11 +136,42 @@ fn recover(
     chunk_count: u64,
 ) -> Result<(File, Recovered), JournalError> {
     let file = open_for_append(path)?;
+    let recovered = read_back(&file, dir, path, fingerprint, chunk_count)?;
+    if recovered.torn_bytes > 0 {
+        let kept = file
+            .metadata()
+            .map_err(JournalError::io("read the journal", path))?
+            .len()
+            - recovered.torn_bytes;
+        file.set_len(kept)
+            .and_then(|()| file.sync_all())
+            .map_err(JournalError::io("cut the torn end off the journal", path))?;
+    }
+    Ok((file, recovered))
+}
+
+/// Reads a journal back without changing it: checks it was written for
+/// `fingerprint`, and reads records up to the first that is cut short or
+/// fails its checksum.
+///
+/// A bad record followed by good ones is damage rather than a torn write,
+/// but it is handled the same way: records after it are not trusted either.
+/// That is safe because records are appended in output order, so every
+/// record dropped describes bytes past the last one kept; the output is cut
+/// to `output_len` and those chunks run again. `torn_bytes` counts
+/// everything dropped.
+pub(super) fn read_back(
+    file: &File,
+    dir: &Path,
+    path: &Path,
+    fingerprint: &Fingerprint,
+    chunk_count: u64,
+) -> Result<Recovered, JournalError> {
     let file_len = file
         .metadata()
         .map_err(JournalError::io("read the journal", path))?
         .len();
-    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let mut reader = BufReader::with_capacity(1 << 20, file);
     let read_error = JournalError::io("read the journal", path);
 
     let (stored, header_len) = read_header(&mut reader, path, file_len)?;
@@ -200,17 +226,9 @@ fn recover(
     if let Some(e) = read_failed {
         return Err(read_error(e));
     }
-    drop(reader);
-
     let kept = header_len + recovered.records * RECORD_LEN as u64;
     recovered.torn_bytes = file_len - kept;
-    if recovered.torn_bytes > 0 {
-        // Cut before appending: records after a torn one would never be read.
-        file.set_len(kept)
-            .and_then(|()| file.sync_all())
-            .map_err(JournalError::io("cut the torn end off the journal", path))?;
-    }
-    Ok((file, recovered))
+    Ok(recovered)
 }
 
 /// Reads and checks the header; returns the fingerprint in it and the

@@ -27,9 +27,10 @@ struct Announced {
     attempt: u32,
 }
 
-/// Reads `squares-worker[PID]: chunk I attempt A line 1`.
+/// Reads `squares-worker[PID]: chunk I attempt A line 1`, which arrives as
+/// the message of a log line (the supervisor logs its workers' stderr).
 fn parse_announcement(line: &str) -> Option<Announced> {
-    let rest = line.strip_prefix("squares-worker[")?;
+    let (_, rest) = line.split_once("squares-worker[")?;
     let (pid, rest) = rest.split_once("]: chunk ")?;
     let mut words = rest.split(' ');
     let index = words.next()?.parse().ok()?;

@@ -74,6 +74,13 @@ impl Scenario {
         path
     }
 
+    /// The variable and value that mark a process as this scenario's, for a
+    /// supervisor started some other way than [`Scenario::start`] (inside a
+    /// terminal, say), so that [`Scenario::assert_no_survivors`] sees it.
+    pub fn mark_env(&self) -> (&'static str, &str) {
+        (MARK_VAR, &self.mark)
+    }
+
     /// Starts the supervisor with `args`, in the scenario's folder.
     pub fn start(&self, args: &[&str]) -> Run {
         self.start_with(args, Launch::default())

@@ -4,6 +4,9 @@
 
 mod drain;
 mod harness;
+mod metrics;
+mod progress;
+mod report;
 
 use std::collections::BTreeMap;
 
@@ -129,7 +132,7 @@ fn a_worker_killed_from_outside_mid_chunk_is_replaced_and_its_chunk_retried() {
         line.contains("]: chunk 3 attempt 1 ")
     });
     let pid: i32 = line
-        .split_once('[')
+        .split_once("squares-worker[")
         .and_then(|(_, rest)| rest.split_once(']'))
         .and_then(|(pid, _)| pid.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {line:?}"));
@@ -160,7 +163,8 @@ fn workers_die_with_a_supervisor_killed_by_sigkill() {
     let mut busy = std::collections::BTreeSet::new();
     while busy.len() < 2 {
         let line = run.wait_for_line("announcing a chunk", |line| line.contains("]: chunk "));
-        busy.insert(line.split_once(']').unwrap().0.to_owned());
+        let pid = line.split_once("squares-worker[").unwrap().1;
+        busy.insert(pid.split_once(']').unwrap().0.to_owned());
     }
     kill(Pid::from_raw(run.pid() as i32), Signal::SIGKILL).unwrap();
     assert_eq!(run.finish().code, None, "killed by a signal");
