@@ -205,6 +205,8 @@ pub enum RunEvent<'a> {
     ChunkFailed {
         chunk: ChunkSpec,
         attempts: u32,
+        /// The slot of the last attempt.
+        worker: usize,
         error: &'a str,
     },
     /// The chunk the worker in `slot` is working on now changed.
@@ -755,6 +757,7 @@ impl Dispatcher {
             fx.observe(&RunEvent::ChunkFailed {
                 chunk: work.chunk,
                 attempts: work.attempt,
+                worker: slot,
                 error: &last.error,
             });
         }

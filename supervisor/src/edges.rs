@@ -368,6 +368,7 @@ impl Effects for Edges<'_> {
                 chunk,
                 attempts,
                 error,
+                ..
             } => warn!(
                 chunk = chunk.index,
                 attempts, "chunk failed for good: {error}"

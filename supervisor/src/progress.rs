@@ -520,6 +520,7 @@ mod tests {
         progress.observe(&RunEvent::ChunkFailed {
             chunk: CHUNK,
             attempts: 3,
+            worker: 0,
             error: "boom",
         });
         redraw(&progress);

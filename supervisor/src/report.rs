@@ -6,7 +6,7 @@
 //! bumps and an entry in a map sized up front: nothing that allocates in a
 //! steady run. The schema is documented in `docs/report.md`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::Path;
@@ -36,10 +36,6 @@ const OTHER_CAUSES: &str = "other";
 const HISTOGRAM_HIGH_MICROS: u64 = 3_600 * 1_000_000;
 const HISTOGRAM_SIGFIG: u8 = 3;
 
-/// Attempts outstanding that the in-flight map is sized for up front: the
-/// dispatcher keeps at most 64 chunks at a worker by default.
-const IN_FLIGHT_PER_WORKER: usize = 64;
-
 /// Gathers what the report needs while the run goes on.
 #[derive(Debug)]
 pub struct ReportCollector {
@@ -49,11 +45,6 @@ pub struct ReportCollector {
     /// Time chunks sat queued at a worker before it could start them, in microseconds.
     queue_wait: Histogram<u64>,
     slots: Vec<SlotStats>,
-    /// Chunk index → the slot its latest attempt went to. `ChunkFailed`
-    /// does not say which worker made the last attempt; this does. Chunks a
-    /// dying worker held go back to the queue without an event: their entry
-    /// is simply overwritten when they are sent again.
-    in_flight: HashMap<u64, usize>,
     failed: Vec<FailedChunk>,
     failed_truncated: bool,
 }
@@ -81,7 +72,6 @@ impl ReportCollector {
             latency: new_histogram(),
             queue_wait: new_histogram(),
             slots: vec![SlotStats::default(); workers],
-            in_flight: HashMap::with_capacity(workers.saturating_mul(IN_FLIGHT_PER_WORKER).max(64)),
             failed: Vec::new(),
             failed_truncated: false,
         }
@@ -89,33 +79,26 @@ impl ReportCollector {
 
     pub fn observe(&mut self, event: &RunEvent<'_>) {
         match *event {
-            RunEvent::ChunkDispatched { chunk, worker, .. } => {
-                self.in_flight.insert(chunk.index, worker);
-            }
             RunEvent::ChunkDone {
-                chunk,
                 worker,
                 seconds,
                 waited,
                 ..
             } => {
-                self.in_flight.remove(&chunk.index);
                 record(&mut self.latency, seconds);
                 record(&mut self.queue_wait, waited);
                 self.slot(worker).chunks += 1;
             }
-            RunEvent::ChunkRetried { chunk, worker, .. } => {
-                self.in_flight.remove(&chunk.index);
+            RunEvent::ChunkRetried { worker, .. } => {
                 self.slot(worker as usize).failed_attempts += 1;
             }
             RunEvent::ChunkFailed {
                 chunk,
                 attempts,
+                worker,
                 error,
             } => {
-                if let Some(worker) = self.in_flight.remove(&chunk.index) {
-                    self.slot(worker).failed_attempts += 1;
-                }
+                self.slot(worker).failed_attempts += 1;
                 if self.failed.len() < FAILED_LIST_CAP {
                     self.failed.push(FailedChunk {
                         index: chunk.index,
@@ -127,9 +110,6 @@ impl ReportCollector {
                 } else {
                     self.failed_truncated = true;
                 }
-            }
-            RunEvent::ChunkCancelled { chunk } => {
-                self.in_flight.remove(&chunk.index);
             }
             RunEvent::WorkerStarted { slot, pid } => {
                 let stats = self.slot(slot);
@@ -173,6 +153,8 @@ impl ReportCollector {
             }
             RunEvent::WorkerRetiring { .. }
             | RunEvent::WorkerBusy { .. }
+            | RunEvent::ChunkDispatched { .. }
+            | RunEvent::ChunkCancelled { .. }
             | RunEvent::Aborting { .. }
             | RunEvent::DrainStarted { .. }
             | RunEvent::Cancelling { .. } => {}
@@ -710,6 +692,7 @@ mod tests {
         collector.observe(&RunEvent::ChunkFailed {
             chunk: chunk(5),
             attempts: 2,
+            worker: 1,
             error: "injected failure on chunk 5 attempt 2",
         });
         // Slot 0 crashes twice and is stopped at the end; slot 1 finishes two chunks.
@@ -824,6 +807,7 @@ mod tests {
             collector.observe(&RunEvent::ChunkFailed {
                 chunk: chunk(index),
                 attempts: 3,
+                worker: 0,
                 error: "boom",
             });
         }
