@@ -282,11 +282,24 @@ fn ctrl_c_in_a_terminal_shows_the_drain_and_leaves_no_bar_behind() {
     // Chunks slow enough that the drain lasts a while after Ctrl-C.
     let job = scenario.job(
         "ctrlc.toml",
-        &squares_job(20_000, 1000, &["--slow-ms", "3000"], ""),
+        &squares_job(
+            20_000,
+            1000,
+            &["--slow-ms", "3000", "--stderr-lines", "1"],
+            "",
+        ),
     );
     let terminal = Terminal::start(&in_terminal(&scenario, &["-w", "2"], &job));
     terminal.wait_for("progress bar", |lines| {
         lines.iter().find(|line| is_bar(line, 20)).cloned()
+    });
+    // Both workers busy with a chunk, so the drain has something to wait for.
+    terminal.wait_for("both workers busy", |lines| {
+        let busy = lines
+            .iter()
+            .filter(|line| line.contains("]: chunk ") && line.contains(" attempt 1 line 1"))
+            .count();
+        (busy >= 2).then_some(())
     });
     // As a person would: the terminal sends SIGINT and echoes `^C` where the
     // cursor is, which must not push the bar out of reach of its clearing.
