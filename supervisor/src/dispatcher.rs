@@ -143,6 +143,66 @@ pub struct ChunkFailure<'a> {
     pub errors: &'a [AttemptError],
 }
 
+/// Why the supervisor ended a worker. Displayed, it completes "worker N …",
+/// the words logs, reports and the failed file use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillCause {
+    /// A chunk at the head of its queue ran past `timeout`.
+    TimedOut {
+        after: Duration,
+        chunk: u64,
+        outstanding: usize,
+    },
+    /// Undecodable bytes, an oversized frame, or a message out of place.
+    BrokeProtocol(String),
+    /// Its socket closed while the process went on.
+    Disconnected,
+    /// No hello within `start_timeout`.
+    SilentStart(Duration),
+    /// Still running `stop_grace` after `Stop`.
+    IgnoredStop(Duration),
+    /// Still holding chunks after the drain cancelled them.
+    IgnoredCancel,
+    SecondSignal,
+    Aborting,
+    NotNeeded,
+}
+
+impl std::fmt::Display for KillCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TimedOut {
+                after,
+                chunk,
+                outstanding: 1,
+            } => write!(f, "timed out after {} on chunk {chunk}", humanize(*after)),
+            Self::TimedOut {
+                after,
+                chunk,
+                outstanding,
+            } => write!(
+                f,
+                "timed out after {} with {outstanding} chunks outstanding, the first {chunk}",
+                humanize(*after)
+            ),
+            Self::BrokeProtocol(detail) => write!(f, "broke the protocol: {detail}"),
+            Self::Disconnected => f.write_str("closed its connection"),
+            Self::SilentStart(within) => {
+                write!(f, "did not say hello within {}", humanize(*within))
+            }
+            Self::IgnoredStop(within) => write!(
+                f,
+                "did not exit within {} of being stopped",
+                humanize(*within)
+            ),
+            Self::IgnoredCancel => f.write_str("did not give up its chunks when cancelled"),
+            Self::SecondSignal => f.write_str("was stopped by a second signal"),
+            Self::Aborting => f.write_str("the run is aborting"),
+            Self::NotNeeded => f.write_str("was not needed any more"),
+        }
+    }
+}
+
 /// What happened, for logs, progress and reports.
 #[derive(Debug)]
 pub enum RunEvent<'a> {
@@ -162,7 +222,7 @@ pub enum RunEvent<'a> {
         pid: Option<u32>,
         status: &'a str,
         /// Why the supervisor stopped it, if it did.
-        cause: Option<&'a str>,
+        cause: Option<&'a KillCause>,
         /// Part of an orderly stop rather than a crash.
         expected: bool,
     },
@@ -307,7 +367,7 @@ struct Slot {
     /// Since when the front chunk has been the one the worker works on.
     head_since: Instant,
     /// Why the supervisor is killing it; the first reason wins.
-    cause: Option<String>,
+    cause: Option<KillCause>,
     /// Chunks given to this worker process; counts against `max_chunks`.
     assigned: u64,
     /// Crashes of this slot since its last finished chunk; sizes the backoff.
@@ -484,7 +544,7 @@ impl Dispatcher {
         fx.observe(&RunEvent::Aborting { reason: &reason });
         self.phase = RunPhase::Ending(Outcome::Aborted { reason });
         for slot in 0..self.slots.len() {
-            self.kill(slot, "the run is aborting", fx);
+            self.kill(slot, KillCause::Aborting, fx);
         }
         self.settle(now, fx);
     }
@@ -525,14 +585,14 @@ impl Dispatcher {
                 error,
             } => {
                 if self.is_current(slot, generation) {
-                    self.kill(slot, &format!("broke the protocol: {error}"), fx);
+                    self.kill(slot, KillCause::BrokeProtocol(error), fx);
                 }
             }
             Event::Disconnected { slot, generation } => {
                 if self.is_current(slot, generation)
                     && !matches!(self.slots[slot].phase, SlotPhase::Stopping { .. })
                 {
-                    self.kill(slot, "closed its connection", fx);
+                    self.kill(slot, KillCause::Disconnected, fx);
                 }
             }
             Event::Exited {
@@ -587,7 +647,11 @@ impl Dispatcher {
         match message {
             WorkerMessage::Hello(hello) => {
                 if !matches!(phase, SlotPhase::Starting { .. }) {
-                    return self.kill(slot, "broke the protocol: said hello twice", fx);
+                    return self.kill(
+                        slot,
+                        KillCause::BrokeProtocol("said hello twice".into()),
+                        fx,
+                    );
                 }
                 if hello.protocol_version != PROTOCOL_VERSION {
                     // Every worker runs the same program: replacing it cannot help.
@@ -649,9 +713,8 @@ impl Dispatcher {
             .iter()
             .position(|w| w.chunk.index == index);
         let Some(position) = position else {
-            let reason =
-                format!("broke the protocol: answered chunk {index}, which it was not given");
-            self.kill(slot, &reason, fx);
+            let detail = format!("answered chunk {index}, which it was not given");
+            self.kill(slot, KillCause::BrokeProtocol(detail), fx);
             return None;
         };
         let s = &mut self.slots[slot];
@@ -776,11 +839,11 @@ impl Dispatcher {
     }
 
     /// Asks the world to end a worker; its `Exited` settles its chunks.
-    fn kill(&mut self, slot: usize, cause: &str, fx: &mut impl Effects) {
+    fn kill(&mut self, slot: usize, cause: KillCause, fx: &mut impl Effects) {
         let s = &mut self.slots[slot];
         match s.phase {
             SlotPhase::Starting { .. } | SlotPhase::Ready | SlotPhase::Stopping { .. } => {
-                s.cause.get_or_insert_with(|| cause.to_owned());
+                s.cause.get_or_insert(cause);
                 s.phase = SlotPhase::Killing;
                 fx.kill(slot, s.generation, self.settings.kill_grace);
             }
@@ -830,7 +893,7 @@ impl Dispatcher {
             slot,
             pid,
             status,
-            cause: cause.as_deref(),
+            cause: cause.as_ref(),
             expected,
         });
         if self.phase != RunPhase::Running {
@@ -908,7 +971,7 @@ impl Dispatcher {
                         self.slots[slot].phase,
                         SlotPhase::Starting { .. } | SlotPhase::Waiting { .. }
                     ) {
-                        self.kill(slot, "was not needed any more", fx);
+                        self.kill(slot, KillCause::NotNeeded, fx);
                     }
                 }
             }
@@ -916,7 +979,7 @@ impl Dispatcher {
                 // The second signal: nothing in flight may take any longer.
                 self.cancel_in_flight(fx);
                 for slot in 0..self.slots.len() {
-                    self.kill(slot, "was stopped by a second signal", fx);
+                    self.kill(slot, KillCause::SecondSignal, fx);
                 }
             }
             RunPhase::Ending(_) => {}
@@ -954,7 +1017,7 @@ impl Dispatcher {
             let next = if cancelled {
                 for slot in 0..self.slots.len() {
                     if !self.slots[slot].in_flight.is_empty() {
-                        self.kill(slot, "did not give up its chunks when cancelled", fx);
+                        self.kill(slot, KillCause::IgnoredCancel, fx);
                     }
                 }
                 None
@@ -977,34 +1040,25 @@ impl Dispatcher {
                     }
                     continue;
                 }
-                SlotPhase::Starting { deadline } if deadline <= now => format!(
-                    "did not say hello within {}",
-                    humanize(self.settings.start_timeout)
-                ),
-                SlotPhase::Stopping { deadline } if deadline <= now => format!(
-                    "did not exit within {} of being stopped",
-                    humanize(self.settings.stop_grace)
-                ),
+                SlotPhase::Starting { deadline } if deadline <= now => {
+                    KillCause::SilentStart(self.settings.start_timeout)
+                }
+                SlotPhase::Stopping { deadline } if deadline <= now => {
+                    KillCause::IgnoredStop(self.settings.stop_grace)
+                }
                 SlotPhase::Ready => match (s.in_flight.front(), self.settings.timeout) {
                     (Some(work), Some(timeout)) if s.head_since + timeout <= now => {
-                        match s.in_flight.len() {
-                            1 => format!(
-                                "timed out after {} on chunk {}",
-                                humanize(timeout),
-                                work.chunk.index
-                            ),
-                            n => format!(
-                                "timed out after {} with {n} chunks outstanding, the first {}",
-                                humanize(timeout),
-                                work.chunk.index
-                            ),
+                        KillCause::TimedOut {
+                            after: timeout,
+                            chunk: work.chunk.index,
+                            outstanding: s.in_flight.len(),
                         }
                     }
                     _ => continue,
                 },
                 _ => continue,
             };
-            self.kill(slot, &cause, fx);
+            self.kill(slot, cause, fx);
         }
     }
 
@@ -1052,7 +1106,7 @@ impl Dispatcher {
             match self.slots[slot].phase {
                 SlotPhase::Ready => self.stop(slot, now, fx),
                 SlotPhase::Starting { .. } | SlotPhase::Waiting { .. } => {
-                    self.kill(slot, "was not needed any more", fx)
+                    self.kill(slot, KillCause::NotNeeded, fx)
                 }
                 _ => {}
             }

@@ -40,7 +40,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, R
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio::task::JoinHandle;
 
-use crate::dispatcher::RunEvent;
+use crate::dispatcher::{KillCause, RunEvent};
 
 /// Upper bounds of the chunk-time buckets, in seconds: 100 µs to an hour, in
 /// steps of about ×2–×5, so both tiny and hour-long chunks get a useful shape.
@@ -101,39 +101,27 @@ impl RestartCause {
         }
     }
 
-    /// Classifies a worker's end from the dispatcher's words for it: `cause`
-    /// is why the supervisor killed it (none when it died by itself), and
-    /// `status` how it ended.
-    pub fn of(cause: Option<&str>, status: &str) -> Self {
-        let Some(cause) = cause else {
+    /// Classifies a worker's end: `cause` is why the supervisor ended it
+    /// (none when it died by itself), and `status` how it ended.
+    pub fn of(cause: Option<&KillCause>, status: &str) -> Self {
+        match cause {
             // A worker that could not even be spawned never ran to crash.
-            return if status.starts_with("could not be started") {
-                Self::Startup
-            } else {
-                Self::Crash
-            };
-        };
-        const PREFIXES: &[(&str, RestartCause)] = &[
-            ("timed out after", RestartCause::Timeout),
-            ("broke the protocol", RestartCause::Protocol),
-            ("did not say hello", RestartCause::Startup),
-            ("did not exit within", RestartCause::StuckStop),
-            ("did not give up its chunks", RestartCause::StuckStop),
-        ];
-        if cause.starts_with("closed its connection") {
-            // A worker that dies closes its socket too, and that news comes
-            // before its exit status: only one that was still alive to be
-            // stopped by the supervisor's SIGTERM merely hung up.
-            return if status.starts_with("killed by SIGTERM") {
+            None if status.starts_with("could not be started") => Self::Startup,
+            None => Self::Crash,
+            Some(KillCause::TimedOut { .. }) => Self::Timeout,
+            Some(KillCause::BrokeProtocol(_)) => Self::Protocol,
+            Some(KillCause::SilentStart(_)) => Self::Startup,
+            Some(KillCause::IgnoredStop(_) | KillCause::IgnoredCancel) => Self::StuckStop,
+            // Only a worker still alive when the supervisor's SIGTERM came
+            // merely hung up; one that died by itself is a crash.
+            Some(KillCause::Disconnected) if status.starts_with("killed by SIGTERM") => {
                 Self::Disconnect
-            } else {
-                Self::Crash
-            };
+            }
+            Some(KillCause::Disconnected) => Self::Crash,
+            Some(KillCause::SecondSignal | KillCause::Aborting | KillCause::NotNeeded) => {
+                Self::Other
+            }
         }
-        PREFIXES
-            .iter()
-            .find(|(prefix, _)| cause.starts_with(prefix))
-            .map_or(Self::Other, |&(_, kind)| kind)
     }
 }
 
@@ -333,7 +321,14 @@ mod tests {
 
     #[test]
     fn exit_causes_map_to_their_label() {
-        let cases = [
+        use std::time::Duration;
+        let minute = Duration::from_secs(60);
+        let timed_out = |outstanding| KillCause::TimedOut {
+            after: minute,
+            chunk: 2,
+            outstanding,
+        };
+        let cases: Vec<(Option<KillCause>, &str, &str)> = vec![
             (None, "killed by SIGKILL", "crash"),
             (None, "exit status 3", "crash"),
             (
@@ -341,48 +336,35 @@ mod tests {
                 "could not be started: No such file or directory",
                 "startup",
             ),
-            (Some("timed out after 1s on chunk 2"), "", "timeout"),
+            (Some(timed_out(1)), "", "timeout"),
+            (Some(timed_out(3)), "", "timeout"),
             (
-                Some("timed out after 1m with 3 chunks outstanding, the first 7"),
-                "",
-                "timeout",
-            ),
-            (
-                Some("broke the protocol: malformed message"),
+                Some(KillCause::BrokeProtocol("malformed message".into())),
                 "",
                 "protocol",
             ),
             (
-                Some("closed its connection"),
+                Some(KillCause::Disconnected),
                 "killed by SIGTERM",
                 "disconnect",
             ),
-            (Some("closed its connection"), "killed by SIGABRT", "crash"),
+            (Some(KillCause::Disconnected), "killed by SIGABRT", "crash"),
             (
-                Some("closed its connection"),
+                Some(KillCause::Disconnected),
                 "killed by SIGKILL, core dumped",
                 "crash",
             ),
-            (Some("closed its connection"), "exit status 3", "crash"),
-            (Some("did not say hello within 30s"), "", "startup"),
-            (
-                Some("did not exit within 10s of being stopped"),
-                "",
-                "stuck_stop",
-            ),
-            (
-                Some("did not give up its chunks when cancelled"),
-                "",
-                "stuck_stop",
-            ),
-            (Some("was stopped by a second signal"), "", "other"),
-            (Some("the run is aborting"), "", "other"),
-            (Some("was not needed any more"), "", "other"),
-            (Some("something new"), "", "other"),
+            (Some(KillCause::Disconnected), "exit status 3", "crash"),
+            (Some(KillCause::SilentStart(minute)), "", "startup"),
+            (Some(KillCause::IgnoredStop(minute)), "", "stuck_stop"),
+            (Some(KillCause::IgnoredCancel), "", "stuck_stop"),
+            (Some(KillCause::SecondSignal), "", "other"),
+            (Some(KillCause::Aborting), "", "other"),
+            (Some(KillCause::NotNeeded), "", "other"),
         ];
         for (cause, status, label) in cases {
             assert_eq!(
-                RestartCause::of(cause, status).label(),
+                RestartCause::of(cause.as_ref(), status).label(),
                 label,
                 "{cause:?} {status:?}"
             );
@@ -422,10 +404,15 @@ mod tests {
             worker: 0,
             error: "boom",
         });
+        let timed_out = KillCause::TimedOut {
+            after: std::time::Duration::from_secs(1),
+            chunk: 0,
+            outstanding: 1,
+        };
         let exits = [
-            (Some("timed out after 1s on chunk 0"), false),
+            (Some(&timed_out), false),
             (None, false),
-            (Some("was not needed any more"), true),
+            (Some(&KillCause::NotNeeded), true),
         ];
         for (cause, expected) in exits {
             metrics.observe(&RunEvent::WorkerExited {

@@ -552,6 +552,7 @@ fn three_digits(value: f64) -> String {
 mod tests {
     use super::*;
     use crate::chunks::ChunkSpec;
+    use crate::dispatcher::KillCause;
 
     fn chunk(index: u64) -> ChunkSpec {
         ChunkSpec {
@@ -717,7 +718,11 @@ mod tests {
             slot: 1,
             pid: Some(11),
             status: "killed by SIGTERM",
-            cause: Some("timed out after 1s on chunk 2"),
+            cause: Some(&KillCause::TimedOut {
+                after: Duration::from_secs(1),
+                chunk: 2,
+                outstanding: 1,
+            }),
             expected: false,
         });
         collector.observe(&done(1, 1, 0.01, 0.0));
@@ -775,8 +780,12 @@ mod tests {
     #[test]
     fn exit_causes_per_slot_are_capped() {
         let mut collector = ReportCollector::new(1, Instant::now());
-        let causes: Vec<String> = (0..EXIT_CAUSES_CAP + 10)
-            .map(|i| format!("timed out after 1s on chunk {i}"))
+        let causes: Vec<KillCause> = (0..EXIT_CAUSES_CAP + 10)
+            .map(|i| KillCause::TimedOut {
+                after: Duration::from_secs(1),
+                chunk: i as u64,
+                outstanding: 1,
+            })
             .collect();
         for cause in &causes {
             collector.observe(&RunEvent::WorkerExited {
