@@ -26,10 +26,7 @@ use crate::progress::Progress;
 use crate::reorder::ResultMeta;
 use crate::report::ReportCollector;
 use crate::slot::{Control, News, NewsKind, Watch, write_loop};
-use crate::worker_log::forward_stderr;
-
-/// "No chunk" for the chunk a worker's stderr lines are attributed to.
-const IDLE: u64 = u64::MAX;
+use crate::worker_log::{NO_CHUNK, forward_stderr};
 
 /// A live worker as the run loop sees it.
 struct SlotHandle {
@@ -99,7 +96,7 @@ impl<'a> Edges<'a> {
             write_error: None,
             ready: vec![false; job.supervisor.workers],
             busy: (0..job.supervisor.workers)
-                .map(|_| Arc::new(AtomicU64::new(IDLE)))
+                .map(|_| Arc::new(AtomicU64::new(NO_CHUNK)))
                 .collect(),
             report,
             metrics,
@@ -263,7 +260,7 @@ impl Effects for Edges<'_> {
                 return;
             }
         };
-        self.busy[slot].store(IDLE, Ordering::Relaxed);
+        self.busy[slot].store(NO_CHUNK, Ordering::Relaxed);
         tokio::spawn(forward_stderr(
             slot,
             started.pid,
@@ -362,7 +359,7 @@ impl Effects for Edges<'_> {
         match *event {
             RunEvent::ChunkDispatched { .. } | RunEvent::ChunkDone { .. } => {}
             RunEvent::WorkerBusy { slot, chunk } => {
-                self.busy[slot].store(chunk.unwrap_or(IDLE), Ordering::Relaxed)
+                self.busy[slot].store(chunk.unwrap_or(NO_CHUNK), Ordering::Relaxed)
             }
             RunEvent::ChunkFailed {
                 chunk,

@@ -30,19 +30,14 @@ pub struct Reporting {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// What a finished run reports to `main`.
+/// What a finished run reports to `main`; the figures are in `report`.
 pub struct RunSummary {
     pub report: Report,
     pub exit_code: u8,
     pub outcome: Outcome,
     pub counts: Counts,
-    pub elapsed: Duration,
     /// Where the failed chunks are listed, when there are any.
     pub failed_file: Option<std::path::PathBuf>,
-    /// Chunks an earlier run finished, and those it failed for good that
-    /// this run did not retry.
-    pub done_before: u64,
-    pub failed_before: u64,
 }
 
 /// Pending news a worker task may have queued before the loop takes it.
@@ -79,7 +74,7 @@ pub async fn run(
     let prepared = resume::prepare(job, options)?;
     let progress = reporting.progress;
     progress.start(
-        job_total(job),
+        Some(job.chunk_count()),
         prepared.done_before + prepared.failed_before,
     );
     let (news_tx, mut news_rx) = mpsc::channel(NEWS_QUEUE);
@@ -195,10 +190,7 @@ pub async fn run(
         exit_code,
         outcome,
         counts,
-        elapsed,
         failed_file,
-        done_before: prepared.done_before,
-        failed_before: prepared.failed_before,
     })
 }
 
@@ -211,10 +203,6 @@ pub fn exit_code(outcome: &Outcome, failed_before: u64) -> u8 {
         Outcome::Drained { signal } => u8::try_from(128 + signal).unwrap_or(u8::MAX),
         Outcome::Aborted { .. } => 3,
     }
-}
-
-fn job_total(job: &Job) -> Option<u64> {
-    Some(job.chunk_count())
 }
 
 /// The last group commit, then everything made durable: the journal never
