@@ -64,13 +64,15 @@ mod tests {
             start: 2,
             end: 3,
             attempt: 4,
+            first_item: 5,
         });
         encode_frame(&msg, &mut out).unwrap();
-        let mut expected = vec![32, 0, 0, 0, 1, 0, 0, 0];
+        let mut expected = vec![40, 0, 0, 0, 1, 0, 0, 0];
         for v in [1u64, 2, 3] {
             expected.extend_from_slice(&v.to_le_bytes());
         }
         expected.extend_from_slice(&4u32.to_le_bytes());
+        expected.extend_from_slice(&5u64.to_le_bytes());
         assert_eq!(out, expected);
         assert_eq!(decode_supervisor_message(&out[4..]).unwrap(), msg);
     }

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Both sides send their version first; a mismatch ends the handshake.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Messages from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +53,21 @@ pub struct Welcome {
     pub worker_id: u32,
     /// The job's `[worker] params` table, as a JSON text.
     pub params: String,
+    /// What the chunks' ranges point into.
+    pub input: Input,
+}
+
+/// The job's source, as a worker needs to know it: what `start` and `end`
+/// count, and the file a chunk's byte range lies in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// `[start, end)` are integers; there is no file.
+    Range,
+    /// `[start, end)` are byte offsets into `path`, cut just after a delimiter.
+    File { path: String },
+    /// `[start, end)` are byte offsets into `path`, cut at line ends;
+    /// `first_item` is the number of the chunk's first line.
+    Lines { path: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +78,10 @@ pub struct Assign {
     pub end: u64,
     /// 1 for the first attempt.
     pub attempt: u32,
+    /// The number of the chunk's first item, counted from 0 over the whole
+    /// job: `start` for a range, the first byte (`start`) for a file, the
+    /// first line's number for lines.
+    pub first_item: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

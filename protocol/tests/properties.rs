@@ -11,7 +11,7 @@ use proptest::sample::Index;
 use protocol::codec::{decode_supervisor_message, decode_worker_message, encode_frame};
 use protocol::connection::{FrameBuffer, frames};
 use protocol::frame::{HEADER_LEN, MAX_FRAME_LEN, split_frame};
-use protocol::message::{Assign, Cancel, Cancelled, Done, Failed, Hello, Welcome};
+use protocol::message::{Assign, Cancel, Cancelled, Done, Failed, Hello, Input, Welcome};
 use protocol::{ProtocolError, SupervisorMessage, WorkerMessage};
 
 /// Records the largest single allocation each thread requests. Per thread
@@ -146,25 +146,42 @@ fn text(max: usize) -> impl Strategy<Value = String> {
     prop::collection::vec(any::<char>(), 0..max).prop_map(String::from_iter)
 }
 
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        Just(Input::Range),
+        text(100).prop_map(|path| Input::File { path }),
+        text(100).prop_map(|path| Input::Lines { path }),
+    ]
+}
+
 fn supervisor_message() -> impl Strategy<Value = SupervisorMessage> {
     prop_oneof![
-        (u32_edges(), u32_edges(), text(300)).prop_map(|(protocol_version, worker_id, params)| {
-            SupervisorMessage::Welcome(Welcome {
-                protocol_version,
-                worker_id,
-                params,
-            })
-        }),
-        (u64_edges(), u64_edges(), u64_edges(), u32_edges()).prop_map(
-            |(index, start, end, attempt)| {
+        (u32_edges(), u32_edges(), text(300), input()).prop_map(
+            |(protocol_version, worker_id, params, input)| {
+                SupervisorMessage::Welcome(Welcome {
+                    protocol_version,
+                    worker_id,
+                    params,
+                    input,
+                })
+            }
+        ),
+        (
+            u64_edges(),
+            u64_edges(),
+            u64_edges(),
+            u32_edges(),
+            u64_edges()
+        )
+            .prop_map(|(index, start, end, attempt, first_item)| {
                 SupervisorMessage::Assign(Assign {
                     index,
                     start,
                     end,
                     attempt,
+                    first_item,
                 })
-            }
-        ),
+            }),
         u64_edges().prop_map(|index| SupervisorMessage::Cancel(Cancel { index })),
         Just(SupervisorMessage::Stop),
     ]

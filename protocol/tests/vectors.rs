@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use protocol::codec::{decode_supervisor_message, decode_worker_message, encode_frame};
 use protocol::frame::{HEADER_LEN, MAX_FRAME_LEN, split_frame};
-use protocol::message::{Assign, Cancel, Cancelled, Done, Failed, Hello, Welcome};
+use protocol::message::{Assign, Cancel, Cancelled, Done, Failed, Hello, Input, Welcome};
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 
 const PROTOCOL_MD: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md"));
@@ -308,12 +308,23 @@ fn supervisor_message(name: &str, mut f: Fields) -> SupervisorMessage {
             protocol_version: f.u32("protocol_version"),
             worker_id: f.u32("worker_id"),
             params: f.string("params"),
+            input: match f.string("input").as_str() {
+                "Range" => Input::Range,
+                "File" => Input::File {
+                    path: f.string("input_path"),
+                },
+                "Lines" => Input::Lines {
+                    path: f.string("input_path"),
+                },
+                other => panic!("line {}: no input {other:?}", f.line),
+            },
         }),
         "Assign" => SupervisorMessage::Assign(Assign {
             index: f.u64("index"),
             start: f.u64("start"),
             end: f.u64("end"),
             attempt: f.u32("attempt"),
+            first_item: f.u64("first_item"),
         }),
         "Cancel" => SupervisorMessage::Cancel(Cancel {
             index: f.u64("index"),

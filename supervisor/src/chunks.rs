@@ -1,12 +1,21 @@
 //! The chunks of a job, produced lazily one index after the other: a job of
 //! ten million chunks never holds ten million of anything.
 
+mod file;
+mod lines;
+
+pub use file::FileChunks;
+pub use lines::{LineCount, LinesChunks, count_lines};
+
 /// One chunk: its index and the half-open range `[start, end)` it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkSpec {
     pub index: u64,
     pub start: u64,
     pub end: u64,
+    /// The number of its first item over the whole job: `start` for a range
+    /// or a file (whose items are bytes), the first line's number for lines.
+    pub first_item: u64,
 }
 
 /// Where chunks come from, in index order.
@@ -15,6 +24,11 @@ pub trait ChunkSource {
     fn next_chunk(&mut self) -> Option<ChunkSpec>;
     /// How many chunks the whole job has, when that is known up front.
     fn total(&self) -> Option<u64>;
+    /// Why the source stopped early: `next_chunk` returned `None` because the
+    /// input could not be read, not because the job has no more chunks.
+    fn error(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// An integer range cut into chunks of `chunk` items: chunk k covers
@@ -56,6 +70,7 @@ impl ChunkSource for RangeChunks {
             index,
             start,
             end: start.saturating_add(self.chunk).min(self.end),
+            first_item: start,
         })
     }
 
@@ -82,17 +97,20 @@ mod tests {
                 ChunkSpec {
                     index: 0,
                     start: 10,
-                    end: 20
+                    end: 20,
+                    first_item: 10
                 },
                 ChunkSpec {
                     index: 1,
                     start: 20,
-                    end: 30
+                    end: 30,
+                    first_item: 20
                 },
                 ChunkSpec {
                     index: 2,
                     start: 30,
-                    end: 35
+                    end: 35,
+                    first_item: 30
                 },
             ]
         );

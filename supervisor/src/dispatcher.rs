@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use protocol::message::{Assign, Welcome};
+use protocol::message::{Assign, Input, Welcome};
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 
 use fixedbitset::FixedBitSet;
@@ -38,6 +38,8 @@ pub struct Settings {
     pub ordered: bool,
     /// The job's params as JSON, handed to every worker in its welcome.
     pub params_json: String,
+    /// The job's source as workers see it, also in the welcome.
+    pub input: Input,
     /// Chunks outstanding on one worker at most.
     pub max_in_flight: usize,
     /// How much queued work to keep at a worker beyond the chunk it runs:
@@ -73,6 +75,7 @@ impl Settings {
             restart_within: Duration::from_secs(60),
             ordered: true,
             params_json: "{}".to_owned(),
+            input: Input::Range,
             max_in_flight: 64,
             queue_target: Duration::from_millis(5),
             stop_grace: Duration::from_secs(10),
@@ -667,6 +670,7 @@ impl Dispatcher {
                     protocol_version: PROTOCOL_VERSION,
                     worker_id: slot as u32,
                     params: self.settings.params_json.clone(),
+                    input: self.settings.input.clone(),
                 });
                 fx.send(slot, s.generation, &welcome);
                 fx.observe(&RunEvent::WorkerReady { slot });
@@ -1167,6 +1171,7 @@ impl Dispatcher {
                     start: work.chunk.start,
                     end: work.chunk.end,
                     attempt: work.attempt,
+                    first_item: work.chunk.first_item,
                 });
                 fx.send(slot, s.generation, &assign);
                 fx.observe(&RunEvent::ChunkDispatched {

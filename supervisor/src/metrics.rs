@@ -383,6 +383,7 @@ mod tests {
             index: 0,
             start: 0,
             end: 10,
+            first_item: 0,
         };
         for (seconds, waited) in [(0.02, 0.0), (2.0, 0.3)] {
             metrics.observe(&RunEvent::ChunkDispatched {

@@ -495,6 +495,7 @@ mod tests {
         index: 0,
         start: 0,
         end: 1,
+        first_item: 0,
     };
 
     fn done() -> RunEvent<'static> {

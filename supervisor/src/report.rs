@@ -559,6 +559,7 @@ mod tests {
             index,
             start: index * 100,
             end: index * 100 + 100,
+            first_item: index * 100,
         }
     }
 

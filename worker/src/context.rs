@@ -1,15 +1,20 @@
 //! What a handler is given: the chunk to work on and the worker's [`Context`].
 
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
-use protocol::message::Assign;
+use protocol::message::{Assign, Input};
 use serde::de::DeserializeOwned;
 
 use crate::error::WorkerError;
 use crate::inbox::Inbox;
 
-/// One chunk of the job: the items (or bytes) in `[start, end)`.
+/// One chunk of the job: the items in `[start, end)` of a range source, or
+/// the bytes in `[start, end)` of the input file of a `file` or `lines` source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chunk {
     pub index: u64,
@@ -17,6 +22,20 @@ pub struct Chunk {
     pub end: u64,
     /// 1 for the first attempt; a retry after a crash, hang or failure counts up.
     pub attempt: u32,
+    /// The number of the chunk's first item over the whole job, from 0: for a
+    /// `lines` source the number of its first line, otherwise `start`.
+    pub first_item: u64,
+}
+
+impl Chunk {
+    /// `end - start`: items for a range, bytes for a file.
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl From<Assign> for Chunk {
@@ -26,6 +45,7 @@ impl From<Assign> for Chunk {
             start: a.start,
             end: a.end,
             attempt: a.attempt,
+            first_item: a.first_item,
         }
     }
 }
@@ -35,6 +55,9 @@ impl From<Assign> for Chunk {
 pub struct Context {
     worker_id: u32,
     params: String,
+    input: Input,
+    /// The input file, opened on first use and kept for every later chunk.
+    file: OnceLock<File>,
     inbox: Arc<Inbox>,
     socket: UnixStream,
 }
@@ -43,12 +66,15 @@ impl Context {
     pub(crate) fn new(
         worker_id: u32,
         params: String,
+        input: Input,
         inbox: Arc<Inbox>,
         socket: UnixStream,
     ) -> Self {
         Self {
             worker_id,
             params,
+            input,
+            file: OnceLock::new(),
             inbox,
             socket,
         }
@@ -71,6 +97,55 @@ impl Context {
             text => text,
         };
         serde_json::from_str(text).map_err(WorkerError::Params)
+    }
+
+    /// The job's source: a range, or the file that chunks' byte ranges lie in.
+    pub fn input(&self) -> &Input {
+        &self.input
+    }
+
+    /// The input file of a `file` or `lines` source; `None` for a range.
+    pub fn input_path(&self) -> Option<&Path> {
+        match &self.input {
+            Input::Range => None,
+            Input::File { path } | Input::Lines { path } => Some(Path::new(path)),
+        }
+    }
+
+    /// Appends the chunk's bytes (`[start, end)` of the input file) to `buf`.
+    /// The file is opened once per worker and read with positioned reads, so
+    /// chunks never share a file offset.
+    ///
+    /// # Errors
+    ///
+    /// When the job has no input file, the file cannot be opened, or it ends
+    /// before `end` (it changed since the supervisor cut it).
+    pub fn read_chunk(&self, chunk: &Chunk, buf: &mut Vec<u8>) -> io::Result<()> {
+        let file = self.input_file()?;
+        let len = usize::try_from(chunk.len()).map_err(io::Error::other)?;
+        let at = buf.len();
+        buf.resize(at + len, 0);
+        let read = file.read_exact_at(&mut buf[at..], chunk.start);
+        if read.is_err() {
+            buf.truncate(at);
+        }
+        read
+    }
+
+    /// The input file, opened on first use.
+    pub fn input_file(&self) -> io::Result<&File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let path = self.input_path().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "the job's source is a range: there is no input file",
+            )
+        })?;
+        let file = File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Ok(self.file.get_or_init(|| file))
     }
 
     /// True once the supervisor has cancelled the chunk running now, or has

@@ -229,6 +229,7 @@ mod tests {
             start: 0,
             end: 1,
             attempt,
+            first_item: 0,
         }
     }
 

@@ -182,6 +182,7 @@ mod tests {
             start: index * 10,
             end: index * 10 + 10,
             attempt: 1,
+            first_item: index * 10,
         })
     }
 
@@ -262,6 +263,7 @@ mod tests {
             protocol_version: protocol::PROTOCOL_VERSION,
             worker_id: 0,
             params: String::new(),
+            input: protocol::message::Input::Range,
         });
         let err = receive(&Inbox::default(), &[welcome]).unwrap_err();
         assert!(matches!(err, ProtocolError::Unexpected(_)));

@@ -62,6 +62,7 @@ where
     let ctx = Context::new(
         welcome.worker_id,
         welcome.params,
+        welcome.input,
         Arc::clone(&inbox),
         socket,
     );

@@ -305,6 +305,7 @@ pub fn welcome(protocol_version: u32, params: &str) -> SupervisorMessage {
         protocol_version,
         worker_id: 3,
         params: params.into(),
+        input: protocol::message::Input::Range,
     })
 }
 
@@ -314,6 +315,7 @@ pub fn assign(index: u64, start: u64, end: u64, attempt: u32) -> SupervisorMessa
         start,
         end,
         attempt,
+        first_item: start,
     })
 }
 
