@@ -1,6 +1,441 @@
 //! A `file` source: byte ranges of about `chunk` bytes, each boundary just
 //! after a delimiter, found lazily with positioned reads.
 
-// Stub: being written.
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memchr::memmem::Finder;
+
+use super::{ChunkSource, ChunkSpec};
+
+/// Big enough that one read nearly always finds the delimiter after a
+/// nominal position, small enough that a chunk costs microseconds.
+const BLOCK_SIZE: usize = 64 * 1024;
+
+/// One file cut into about `chunk` bytes per chunk, like GNU parallel's
+/// `--pipepart`.
+///
+/// Chunk `k` is `[boundary(k), boundary(k+1))` where `boundary(0) = 0`,
+/// `boundary(count) = size`, and in between `boundary(k)` is the smallest
+/// `p >= k·chunk` that is the end of the file or just after a delimiter. So
+/// the count is `ceil(size / chunk)` without reading anything, and a record
+/// longer than a chunk leaves empty chunks behind it rather than changing the
+/// count.
+///
+/// A delimiter that can overlap itself (`"\n\n"` inside `"\n\n\n"`) is taken
+/// at its nearest occurrence ending at or after the nominal position, which is
+/// not always where a left-to-right split into records would put it: the
+/// boundary always follows a whole delimiter, but may fall inside what such a
+/// split calls the next record's leading bytes.
 #[derive(Debug)]
-pub struct FileChunks;
+pub struct FileChunks {
+    file: File,
+    path: PathBuf,
+    finder: Finder<'static>,
+    delimiter_len: usize,
+    chunk: u64,
+    /// The length at open: a file that grows afterwards is cut as it was.
+    size: u64,
+    count: u64,
+    next_index: u64,
+    /// `boundary(next_index)`, kept so each boundary is searched for once.
+    next_start: u64,
+    /// The window of the file last read, `[base, base + filled)`, reused when
+    /// the next search starts inside it: with chunks smaller than a block,
+    /// most boundaries cost no read at all. `block_size + delimiter_len - 1`
+    /// long, so a block always fits after the carried-over tail.
+    buf: Vec<u8>,
+    base: u64,
+    filled: usize,
+    error: Option<String>,
+}
+
+impl FileChunks {
+    /// Opens `path` and takes its current length as the size to cut.
+    ///
+    /// Panics if `delimiter` is empty or `chunk` is 0: the configuration
+    /// rules both out.
+    pub fn open(path: &Path, delimiter: Vec<u8>, chunk: u64) -> io::Result<Self> {
+        assert!(!delimiter.is_empty(), "the delimiter must not be empty");
+        assert!(chunk > 0, "chunk size must be positive");
+        let file = File::open(path)?;
+        let size = file.metadata()?.len();
+        let delimiter_len = delimiter.len();
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            finder: Finder::new(&delimiter).into_owned(),
+            delimiter_len,
+            chunk,
+            size,
+            count: Self::chunk_count(size, chunk),
+            next_index: 0,
+            next_start: 0,
+            buf: vec![0; BLOCK_SIZE + delimiter_len - 1],
+            base: 0,
+            filled: 0,
+            error: None,
+        })
+    }
+
+    /// Reads in blocks of `block_size` bytes instead of 64 KiB; tests use a
+    /// tiny one so that delimiters straddle block edges.
+    pub fn with_block_size(mut self, block_size: usize) -> Self {
+        assert!(block_size > 0, "block size must be positive");
+        self.buf = vec![0; block_size + self.delimiter_len - 1];
+        self.filled = 0;
+        self
+    }
+
+    /// How many chunks a file of `size` bytes is cut into: known before the
+    /// file is read, so a job's chunk count is fixed when it is loaded.
+    pub fn chunk_count(size: u64, chunk: u64) -> u64 {
+        size.div_ceil(chunk)
+    }
+
+    /// The length the file had when it was opened, which is what is cut.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The smallest `p >= nominal` just after a delimiter, or the size.
+    fn find_boundary(&mut self, nominal: u64) -> io::Result<u64> {
+        let d = self.delimiter_len;
+        // A delimiter ending at `nominal` starts `d` bytes before it; any
+        // match starting at or after `from` ends at or after `nominal`, so the
+        // leftmost match is the answer.
+        let from = nominal.saturating_sub(d as u64);
+        let mut at = if from >= self.base && from < self.base + self.filled as u64 {
+            (from - self.base) as usize
+        } else {
+            self.base = from;
+            self.filled = 0;
+            0
+        };
+        loop {
+            if let Some(i) = self.finder.find(&self.buf[at..self.filled]) {
+                return Ok(self.base + (at + i + d) as u64);
+            }
+            // A delimiter may begin in the last d-1 bytes and end in the
+            // next block: keep them in front of it.
+            let keep = (self.filled - at).min(d - 1);
+            self.buf.copy_within(self.filled - keep..self.filled, 0);
+            self.base += (self.filled - keep) as u64;
+            self.filled = keep;
+            at = 0;
+            let offset = self.base + keep as u64;
+            if offset >= self.size {
+                return Ok(self.size);
+            }
+            let room = self.buf.len() - keep;
+            let want = room.min(usize::try_from(self.size - offset).unwrap_or(room));
+            let n = read_at(&self.file, &mut self.buf[keep..keep + want], offset)?;
+            if n == 0 {
+                // The file shrank since it was opened: what is left ends here.
+                return Ok(self.size);
+            }
+            self.filled += n;
+        }
+    }
+}
+
+impl ChunkSource for FileChunks {
+    fn next_chunk(&mut self) -> Option<ChunkSpec> {
+        if self.error.is_some() || self.next_index >= self.count {
+            return None;
+        }
+        let index = self.next_index;
+        let start = self.next_start;
+        let end = if index + 1 == self.count {
+            self.size
+        } else {
+            let nominal = (index + 1) * self.chunk;
+            if start >= nominal {
+                // A record longer than a chunk carried this chunk's start past
+                // the next nominal position; no delimiter ends between them,
+                // so the next boundary is the same one: an empty chunk.
+                start
+            } else {
+                match self.find_boundary(nominal) {
+                    Ok(end) => end,
+                    Err(e) => {
+                        self.error = Some(format!("cannot read {}: {e}", self.path.display()));
+                        return None;
+                    }
+                }
+            }
+        };
+        self.next_index += 1;
+        self.next_start = end;
+        Some(ChunkSpec {
+            index,
+            start,
+            end,
+            first_item: start,
+        })
+    }
+
+    fn total(&self) -> Option<u64> {
+        Some(self.count)
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+/// `read_at` that retries when a signal interrupts it, since the supervisor
+/// runs with signal handlers installed.
+pub(super) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    loop {
+        match file.read_at(buf, offset) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn temp_file(contents: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(contents).unwrap();
+        file.flush().unwrap();
+        file
+    }
+
+    fn all(source: &mut FileChunks) -> Vec<ChunkSpec> {
+        std::iter::from_fn(|| source.next_chunk()).collect()
+    }
+
+    fn ranges(contents: &[u8], delimiter: &[u8], chunk: u64, block: usize) -> Vec<(u64, u64)> {
+        let file = temp_file(contents);
+        let mut source = FileChunks::open(file.path(), delimiter.to_vec(), chunk)
+            .unwrap()
+            .with_block_size(block);
+        let chunks = all(&mut source);
+        assert_eq!(source.error(), None);
+        chunks.iter().map(|c| (c.start, c.end)).collect()
+    }
+
+    /// The rule itself, by brute force.
+    fn expected_boundary(contents: &[u8], delimiter: &[u8], nominal: usize) -> usize {
+        let d = delimiter.len();
+        (nominal..contents.len())
+            .find(|&p| p >= d && &contents[p - d..p] == delimiter)
+            .unwrap_or(contents.len())
+    }
+
+    /// Whether a delimiter can overlap a shifted copy of itself, like "aa" or "aba".
+    fn overlaps_itself(delimiter: &[u8]) -> bool {
+        let d = delimiter.len();
+        (1..d).any(|j| delimiter[..j] == delimiter[d - j..])
+    }
+
+    #[test]
+    fn an_empty_file_has_no_chunks() {
+        let file = temp_file(b"");
+        let mut source = FileChunks::open(file.path(), b"\n".to_vec(), 10).unwrap();
+        assert_eq!(source.total(), Some(0));
+        assert_eq!(source.next_chunk(), None);
+        assert_eq!(source.error(), None);
+    }
+
+    #[test]
+    fn the_last_record_needs_no_delimiter() {
+        assert_eq!(
+            ranges(b"aa\nbb\ncc", b"\n", 4, BLOCK_SIZE),
+            [(0, 6), (6, 8)]
+        );
+    }
+
+    #[test]
+    fn a_delimiter_ending_at_the_nominal_position_is_the_boundary() {
+        assert_eq!(
+            ranges(b"abcd\nefgh\n", b"\n", 5, BLOCK_SIZE),
+            [(0, 5), (5, 10)]
+        );
+        assert_eq!(ranges(b"abc||fg||", b"||", 5, 1), [(0, 5), (5, 9)]);
+    }
+
+    #[test]
+    fn a_record_longer_than_several_chunks_leaves_empty_chunks() {
+        let mut contents = b"x\n".to_vec();
+        contents.extend([b'y'; 50]);
+        contents.extend(b"\nz\n");
+        // 55 bytes, chunks of 10: the long record runs from 2 to 53.
+        for block in [1, 3, 7, BLOCK_SIZE] {
+            assert_eq!(
+                ranges(&contents, b"\n", 10, block),
+                [(0, 53), (53, 53), (53, 53), (53, 53), (53, 53), (53, 55)],
+                "block {block}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_running_to_the_end_leaves_empty_chunks_at_the_end() {
+        let contents = [b"a\n".as_slice(), &[b'b'; 30]].concat();
+        assert_eq!(
+            ranges(&contents, b"\n", 8, 4),
+            [(0, 32), (32, 32), (32, 32), (32, 32)]
+        );
+    }
+
+    #[test]
+    fn multi_byte_delimiters_straddling_block_edges() {
+        let crlf = b"ab\r\ncd\r\nef\r\n\r\ngh\r\nij";
+        let pipes = b"ab||cd||ef||||gh||ij";
+        // Delimiters end at 4, 8, 12, 14 and 18; nominal positions are
+        // multiples of 3, and the one at 12 is itself a boundary.
+        let expected = [
+            (0, 4),
+            (4, 8),
+            (8, 12),
+            (12, 12),
+            (12, 18),
+            (18, 18),
+            (18, 20),
+        ];
+        for block in 1..=crlf.len() + 1 {
+            assert_eq!(ranges(crlf, b"\r\n", 3, block), expected, "block {block}");
+            assert_eq!(ranges(pipes, b"||", 3, block), expected, "block {block}");
+        }
+    }
+
+    #[test]
+    fn a_self_overlapping_delimiter_is_taken_at_its_nearest_end() {
+        // Split left to right, "\n\n" makes the records "a\n\n" and "\nb";
+        // with a nominal position of 4 the boundary follows the second and
+        // third newlines instead.
+        assert_eq!(ranges(b"a\n\n\nb", b"\n\n", 4, 1), [(0, 4), (4, 5)]);
+    }
+
+    #[test]
+    fn a_chunk_larger_than_the_file_is_the_whole_file() {
+        assert_eq!(ranges(b"a\nb\nc\n", b"\n", 1000, BLOCK_SIZE), [(0, 6)]);
+    }
+
+    #[test]
+    fn chunk_count_is_the_ceiling() {
+        assert_eq!(FileChunks::chunk_count(0, 5), 0);
+        assert_eq!(FileChunks::chunk_count(5, 5), 1);
+        assert_eq!(FileChunks::chunk_count(6, 5), 2);
+        assert_eq!(FileChunks::chunk_count(u64::MAX, 1), u64::MAX);
+    }
+
+    #[test]
+    fn a_file_that_shrinks_after_open_still_ends() {
+        let contents = b"line\n".repeat(100);
+        let file = temp_file(&contents);
+        let mut source = FileChunks::open(file.path(), b"\n".to_vec(), 7).unwrap();
+        file.as_file().set_len(120).unwrap();
+        let chunks = all(&mut source);
+        assert_eq!(chunks.len() as u64, source.total().unwrap());
+        assert_eq!(chunks.last().unwrap().end, 500);
+        for pair in chunks.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+        }
+        assert_eq!(source.error(), None);
+    }
+
+    #[test]
+    fn a_read_error_stops_the_chunks_and_names_the_path() {
+        // A directory opens, has a length, and fails every read (EISDIR).
+        let dir = tempfile::tempdir().unwrap();
+        let mut source = FileChunks::open(dir.path(), b"\n".to_vec(), 1).unwrap();
+        if source.total().unwrap() < 2 {
+            // A file system that gives directories no length: nothing to read.
+            return;
+        }
+        assert_eq!(source.next_chunk(), None);
+        let error = source.error().unwrap();
+        assert!(error.contains(&dir.path().display().to_string()), "{error}");
+        assert!(error.contains("directory"), "{error}");
+        assert_eq!(source.next_chunk(), None);
+        assert!(source.error().is_some());
+    }
+
+    #[test]
+    fn a_missing_file_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = FileChunks::open(&dir.path().join("missing"), b"\n".to_vec(), 1).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound);
+    }
+
+    const ALPHABET: &[u8] = b"ab\n|\r";
+
+    fn contents() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![9 => proptest::sample::select(ALPHABET), 1 => any::<u8>()];
+        proptest::collection::vec(byte, 0..3000)
+    }
+
+    fn delimiter() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(proptest::sample::select(ALPHABET), 1..=4)
+    }
+
+    fn block_size() -> impl Strategy<Value = usize> {
+        prop_oneof![Just(BLOCK_SIZE), 1usize..80]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn chunks_tile_the_file_at_delimiters(
+            contents in contents(),
+            delimiter in delimiter(),
+            chunk in 1u64..500,
+            block in block_size(),
+        ) {
+            let size = contents.len() as u64;
+            let d = delimiter.len();
+            let file = temp_file(&contents);
+            let mut source = FileChunks::open(file.path(), delimiter.clone(), chunk)
+                .unwrap()
+                .with_block_size(block);
+            let total = source.total().unwrap();
+            prop_assert_eq!(total, size.div_ceil(chunk));
+            prop_assert_eq!(total, FileChunks::chunk_count(size, chunk));
+            let chunks = all(&mut source);
+            prop_assert_eq!(source.error(), None);
+            prop_assert_eq!(chunks.len() as u64, total);
+
+            // Without self-overlap, the ends of a left-to-right split into
+            // records are exactly the ends of the delimiter's occurrences.
+            let record_ends: Vec<u64> = Finder::new(&delimiter)
+                .find_iter(&contents)
+                .map(|i| (i + d) as u64)
+                .collect();
+            let mut expected_start = 0;
+            for (k, c) in chunks.iter().enumerate() {
+                prop_assert_eq!(c.index, k as u64);
+                prop_assert_eq!(c.start, expected_start);
+                prop_assert_eq!(c.first_item, c.start);
+                prop_assert!(c.end >= c.start);
+                expected_start = c.end;
+                let b = c.start as usize;
+                let nominal = k * chunk as usize;
+                if k == 0 {
+                    prop_assert_eq!(b, 0);
+                    continue;
+                }
+                prop_assert_eq!(b, expected_boundary(&contents, &delimiter, nominal));
+                if b != contents.len() {
+                    prop_assert!(b >= nominal);
+                    prop_assert_eq!(&contents[b - d..b], delimiter.as_slice());
+                    if !overlaps_itself(&delimiter) {
+                        prop_assert!(record_ends.binary_search(&(b as u64)).is_ok());
+                    }
+                }
+            }
+            prop_assert_eq!(expected_start, size);
+        }
+    }
+}

@@ -1,8 +1,356 @@
-//! A `lines` source: `chunk` lines per chunk, as byte ranges.
+//! A `lines` source: `chunk` lines per chunk, as byte ranges, and the line
+//! count that fixes how many chunks there are before the run.
 
-// Stub: being written.
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use memchr::memchr_iter;
+
+use super::file::read_at;
+use super::{ChunkSource, ChunkSpec};
+
+/// Large enough that counting runs at memory speed rather than syscall speed.
+const BLOCK_SIZE: usize = 1024 * 1024;
+
+/// What [`count_lines`] found: the chunk count is `ceil(lines / chunk)`, and
+/// the chunks are cut from the first `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineCount {
+    /// Lines, each ending with `\n` except perhaps a non-empty last one.
+    pub lines: u64,
+    pub size: u64,
+}
+
+/// Counts the lines of `path` in one sequential pass.
+pub fn count_lines(path: &Path) -> io::Result<LineCount> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0; BLOCK_SIZE];
+    let mut newlines = 0u64;
+    let mut size = 0u64;
+    // As if the file began just after a newline, so that an empty file has no
+    // lines and only a non-empty unterminated tail adds one.
+    let mut last = b'\n';
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        newlines += memchr_iter(b'\n', &buf[..n]).count() as u64;
+        size += n as u64;
+        last = buf[n - 1];
+    }
+    Ok(LineCount {
+        lines: newlines + u64::from(last != b'\n'),
+        size,
+    })
+}
+
+/// One file cut into chunks of `chunk` lines, walked with a cursor: chunk `k`
+/// starts where chunk `k-1` ended, and every chunk but the last ends just
+/// after its `chunk`-th newline.
+///
+/// The last chunk ends at the counted size without being scanned: only a
+/// file with fewer lines than counted is noticed (the cursor runs out of
+/// lines before the last chunk), since that is the change that makes the
+/// chunks impossible to cut.
 #[derive(Debug)]
-pub struct LinesChunks;
-#[derive(Debug)]
-pub struct LineCount;
-pub fn count_lines() {}
+pub struct LinesChunks {
+    file: File,
+    path: PathBuf,
+    chunk: u64,
+    lines: u64,
+    size: u64,
+    total: u64,
+    next_index: u64,
+    /// Where the next chunk starts; always inside or at the end of the window.
+    offset: u64,
+    /// The window of the file last read, `[base, base + filled)`: chunks of a
+    /// few lines are cut from it without another read.
+    buf: Vec<u8>,
+    base: u64,
+    filled: usize,
+    error: Option<String>,
+}
+
+impl LinesChunks {
+    /// Opens `path` to cut it as `count` (from [`count_lines`]) describes.
+    ///
+    /// Panics if `chunk` is 0: the configuration rules it out.
+    pub fn open(path: &Path, count: LineCount, chunk: u64) -> io::Result<Self> {
+        assert!(chunk > 0, "chunk size must be positive");
+        let file = File::open(path)?;
+        // A small file needs no megabyte of buffer.
+        let block = usize::try_from(count.size)
+            .unwrap_or(BLOCK_SIZE)
+            .clamp(1, BLOCK_SIZE);
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            chunk,
+            lines: count.lines,
+            size: count.size,
+            total: count.lines.div_ceil(chunk),
+            next_index: 0,
+            offset: 0,
+            buf: vec![0; block],
+            base: 0,
+            filled: 0,
+            error: None,
+        })
+    }
+
+    /// Reads in blocks of `block_size` bytes instead of up to 1 MiB; tests
+    /// use a tiny one so that lines straddle block edges.
+    pub fn with_block_size(mut self, block_size: usize) -> Self {
+        assert!(block_size > 0, "block size must be positive");
+        self.buf = vec![0; block_size];
+        // The window is dropped, so it must restart at the cursor.
+        self.base = self.offset;
+        self.filled = 0;
+        self
+    }
+
+    /// The offset just after the next `lines` newlines from the cursor, or
+    /// `None` if the file (up to the counted size) runs out first.
+    fn skip_lines(&mut self, lines: u64) -> io::Result<Option<u64>> {
+        let mut need = lines;
+        let mut at = (self.offset - self.base) as usize;
+        loop {
+            let window = &self.buf[at..self.filled];
+            // Iterating rather than counting the whole window first: with a
+            // chunk of one line, counting would rescan the rest of the window
+            // for every chunk.
+            for i in memchr_iter(b'\n', window) {
+                need -= 1;
+                if need == 0 {
+                    return Ok(Some(self.base + (at + i + 1) as u64));
+                }
+            }
+            self.base += self.filled as u64;
+            self.filled = 0;
+            at = 0;
+            if self.base >= self.size {
+                return Ok(None);
+            }
+            let room = self.buf.len();
+            let want = room.min(usize::try_from(self.size - self.base).unwrap_or(room));
+            let n = read_at(&self.file, &mut self.buf[..want], self.base)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.filled = n;
+        }
+    }
+}
+
+impl ChunkSource for LinesChunks {
+    fn next_chunk(&mut self) -> Option<ChunkSpec> {
+        if self.error.is_some() || self.next_index >= self.total {
+            return None;
+        }
+        let index = self.next_index;
+        let start = self.offset;
+        let end = if index + 1 == self.total {
+            self.size
+        } else {
+            match self.skip_lines(self.chunk) {
+                Ok(Some(end)) => end,
+                Ok(None) => {
+                    self.error = Some(format!(
+                        "{} has fewer than the {} lines counted before the run: it changed",
+                        self.path.display(),
+                        self.lines,
+                    ));
+                    return None;
+                }
+                Err(e) => {
+                    self.error = Some(format!("cannot read {}: {e}", self.path.display()));
+                    return None;
+                }
+            }
+        };
+        self.next_index += 1;
+        self.offset = end;
+        Some(ChunkSpec {
+            index,
+            start,
+            end,
+            first_item: index * self.chunk,
+        })
+    }
+
+    fn total(&self) -> Option<u64> {
+        Some(self.total)
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    fn temp_file(contents: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(contents).unwrap();
+        file.flush().unwrap();
+        file
+    }
+
+    fn all(source: &mut LinesChunks) -> Vec<ChunkSpec> {
+        std::iter::from_fn(|| source.next_chunk()).collect()
+    }
+
+    /// Lines the obvious way: split after each newline, keep a non-empty tail.
+    fn naive_lines(contents: &[u8]) -> Vec<&[u8]> {
+        let mut lines: Vec<&[u8]> = contents.split_inclusive(|&b| b == b'\n').collect();
+        if lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        lines
+    }
+
+    fn count(contents: &[u8]) -> LineCount {
+        count_lines(temp_file(contents).path()).unwrap()
+    }
+
+    #[test]
+    fn counting_lines() {
+        assert_eq!(count(b""), LineCount { lines: 0, size: 0 });
+        assert_eq!(count(b"a"), LineCount { lines: 1, size: 1 });
+        assert_eq!(count(b"a\n"), LineCount { lines: 1, size: 2 });
+        assert_eq!(count(b"a\nb"), LineCount { lines: 2, size: 3 });
+        assert_eq!(count(b"\n\n"), LineCount { lines: 2, size: 2 });
+        // Across the 1 MiB buffer's edge.
+        let big = b"0123456789abcde\n".repeat(100_000);
+        assert_eq!(
+            count(&big),
+            LineCount {
+                lines: 100_000,
+                size: 1_600_000
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_file_has_no_chunks() {
+        let file = temp_file(b"");
+        let count = count_lines(file.path()).unwrap();
+        let mut source = LinesChunks::open(file.path(), count, 3).unwrap();
+        assert_eq!(source.total(), Some(0));
+        assert_eq!(source.next_chunk(), None);
+        assert_eq!(source.error(), None);
+    }
+
+    #[test]
+    fn the_last_chunk_takes_the_unterminated_line() {
+        let file = temp_file(b"a\nbb\nccc\nd");
+        let count = count_lines(file.path()).unwrap();
+        let mut source = LinesChunks::open(file.path(), count, 2).unwrap();
+        let spec = |index, start, end, first_item| ChunkSpec {
+            index,
+            start,
+            end,
+            first_item,
+        };
+        assert_eq!(all(&mut source), [spec(0, 0, 5, 0), spec(1, 5, 10, 2)]);
+        assert_eq!(source.error(), None);
+    }
+
+    #[test]
+    fn a_file_that_shrinks_after_open_is_an_error() {
+        let contents = b"line\n".repeat(100);
+        let file = temp_file(&contents);
+        let count = count_lines(file.path()).unwrap();
+        let mut source = LinesChunks::open(file.path(), count, 7).unwrap();
+        file.as_file().set_len(120).unwrap();
+        let chunks = all(&mut source);
+        // 120 bytes hold 24 lines: three chunks of 7, then not enough.
+        assert_eq!(chunks.len(), 3);
+        let error = source.error().unwrap();
+        assert!(error.contains("fewer than the 100 lines"), "{error}");
+        assert!(
+            error.contains(&file.path().display().to_string()),
+            "{error}"
+        );
+        assert_eq!(source.next_chunk(), None);
+    }
+
+    #[test]
+    fn a_read_error_stops_the_chunks_and_names_the_path() {
+        // A directory opens and fails every read (EISDIR).
+        let dir = tempfile::tempdir().unwrap();
+        assert!(count_lines(dir.path()).is_err());
+        let count = LineCount {
+            lines: 10,
+            size: 100,
+        };
+        let mut source = LinesChunks::open(dir.path(), count, 1).unwrap();
+        assert_eq!(source.next_chunk(), None);
+        let error = source.error().unwrap();
+        assert!(error.contains(&dir.path().display().to_string()), "{error}");
+        assert!(error.contains("directory"), "{error}");
+    }
+
+    fn contents() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            3 => Just(b'\n'),
+            6 => proptest::sample::select(b"ab".as_slice()),
+            1 => any::<u8>(),
+        ];
+        proptest::collection::vec(byte, 0..3000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn chunks_hold_chunk_lines_each(
+            contents in contents(),
+            chunk in prop_oneof![1u64..20, 1u64..500],
+            block in prop_oneof![Just(BLOCK_SIZE), 1usize..80],
+        ) {
+            let expected = naive_lines(&contents);
+            let file = temp_file(&contents);
+            let count = count_lines(file.path()).unwrap();
+            prop_assert_eq!(count, LineCount {
+                lines: expected.len() as u64,
+                size: contents.len() as u64,
+            });
+            let mut source = LinesChunks::open(file.path(), count, chunk)
+                .unwrap()
+                .with_block_size(block);
+            let total = source.total().unwrap();
+            prop_assert_eq!(total, count.lines.div_ceil(chunk));
+            let chunks = all(&mut source);
+            prop_assert_eq!(source.error(), None);
+            prop_assert_eq!(chunks.len() as u64, total);
+
+            let mut expected_start = 0;
+            let mut lines = Vec::new();
+            for (k, c) in chunks.iter().enumerate() {
+                prop_assert_eq!(c.index, k as u64);
+                prop_assert_eq!(c.start, expected_start);
+                prop_assert_eq!(c.first_item, k as u64 * chunk);
+                expected_start = c.end;
+                let held = naive_lines(&contents[c.start as usize..c.end as usize]);
+                let want = if k as u64 + 1 == total {
+                    count.lines - k as u64 * chunk
+                } else {
+                    chunk
+                };
+                prop_assert_eq!(held.len() as u64, want);
+                lines.extend(held);
+            }
+            prop_assert_eq!(expected_start, contents.len() as u64);
+            prop_assert_eq!(lines, expected);
+        }
+    }
+}
