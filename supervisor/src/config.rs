@@ -10,7 +10,7 @@ mod validate;
 
 pub use error::ConfigError;
 pub use job::{
-    Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source, SupervisorSpec,
-    WorkerSpec,
+    InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
+    SupervisorSpec, WorkerSpec,
 };
 pub use validate::load;

@@ -1073,7 +1073,14 @@ impl Dispatcher {
             RunPhase::Running => {
                 self.dispatch(now, fx);
                 self.retire_exhausted(now, fx);
-                if self.phase == RunPhase::Running && self.nothing_left() {
+                let finished = self.phase == RunPhase::Running && self.nothing_left();
+                if let Some(error) = self.source.error() {
+                    // The source ran dry because it could not read the input:
+                    // finishing now would leave chunks never written.
+                    let reason = format!("cannot read the input: {error}");
+                    return self.abort(reason, now, fx);
+                }
+                if finished {
                     self.end(
                         Outcome::Finished {
                             failed: self.counts.failed,

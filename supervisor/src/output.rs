@@ -1,5 +1,6 @@
-//! Writing results: the jsonl output file, one record per chunk, and the
-//! failed file, one record per chunk that ran out of attempts.
+//! Writing results: the output file (a jsonl record per chunk, or the
+//! chunks' raw bytes back to back), and the failed file, one record per
+//! chunk that ran out of attempts.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read as _, Seek as _, SeekFrom, Write};
@@ -9,7 +10,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde::de::IgnoredAny;
 
-use crate::config::OutputPath;
+use crate::config::{OutputFormat, OutputPath};
 use crate::dispatcher::{AttemptError, ChunkFailure};
 use crate::reorder::ResultMeta;
 
@@ -36,9 +37,10 @@ impl Write for Sink {
     }
 }
 
-/// The output file in `jsonl` format.
+/// The output file.
 pub struct ResultWriter {
     out: BufWriter<Sink>,
+    format: OutputFormat,
     /// Where the next record starts: the journal records each chunk's bytes
     /// by offset and length, and a resumed output starts past earlier runs'.
     position: u64,
@@ -53,6 +55,7 @@ impl ResultWriter {
         };
         Ok(Self {
             out: BufWriter::with_capacity(BUFFER, sink),
+            format: OutputFormat::Jsonl,
             position: 0,
         })
     }
@@ -87,8 +90,14 @@ impl ResultWriter {
         }
         Ok(Self {
             out: BufWriter::with_capacity(BUFFER, Sink::File(file)),
+            format: OutputFormat::Jsonl,
             position: len,
         })
+    }
+
+    /// Writes records in `format` (`jsonl` unless told otherwise).
+    pub fn in_format(self, format: OutputFormat) -> Self {
+        Self { format, ..self }
     }
 
     /// Bytes written so far, counting those an earlier run left: where the
@@ -113,14 +122,18 @@ impl ResultWriter {
     }
 
     /// Appends one record and returns where it landed, `(offset, len)`:
-    /// `{"index":…,"start":…,"end":…,"attempt":…,"worker":…,"seconds":…,"output":…}`.
+    /// `{"index":…,"start":…,"end":…,"attempt":…,"worker":…,"seconds":…,"output":…}`
+    /// in `jsonl`, the output's bytes as they are in `raw`.
     pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<(u64, u64)> {
         let offset = self.position;
         let mut out = Counted {
             inner: &mut self.out,
             count: 0,
         };
-        let written = write_record(&mut out, meta, output);
+        let written = match self.format {
+            OutputFormat::Jsonl => write_record(&mut out, meta, output),
+            OutputFormat::Raw => out.write_all(output),
+        };
         let len = out.count;
         // Counted even on an error: the bytes that did go out moved the end.
         self.position += len;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 
-use crate::config::{Job, Order, OutputFormat, OutputPath, Source};
+use crate::config::{Job, Order, OutputPath, Source};
 use crate::journal::{self, JournalError, Recovered};
 use crate::run::output_name;
 
@@ -16,9 +16,6 @@ const SHOWN_VALUE: usize = 60;
 /// any, to tell whether a run would resume; writes nothing.
 pub fn describe(job: &Job) -> String {
     let mut plan = String::new();
-    let chunks = job.chunk_count();
-    let Source::Range { start, end } = job.source;
-    let last = (end - start) - (chunks - 1) * job.chunk;
     let worker = &job.worker;
     let command = std::iter::once(worker.program.display().to_string())
         .chain(worker.args.iter().cloned())
@@ -31,18 +28,12 @@ pub fn describe(job: &Job) -> String {
         Order::Index => "index",
         Order::Completion => "completion",
     };
-    let format = match job.output.format {
-        OutputFormat::Jsonl => "jsonl",
-    };
+    let format = job.output.format.name();
     let restart = &job.supervisor.restart;
     // Writing into a String cannot fail.
     let _ = writeln!(plan, "job: {} ({})", job.name, job.file.display());
-    let _ = writeln!(plan, "source: range [{start}, {end})");
-    let _ = writeln!(
-        plan,
-        "chunks: {chunks} of {} items (the last {last})",
-        job.chunk
-    );
+    let _ = writeln!(plan, "source: {}", source(&job.source));
+    let _ = writeln!(plan, "chunks: {}", chunks(job));
     let _ = writeln!(plan, "workers: {}", job.supervisor.workers);
     let _ = writeln!(plan, "command: {command}");
     let _ = writeln!(
@@ -79,6 +70,50 @@ pub fn describe(job: &Job) -> String {
     let _ = writeln!(plan, "state: {}", job.state_dir.display());
     let _ = writeln!(plan, "resume: {}", resume(job));
     plan
+}
+
+fn source(source: &Source) -> String {
+    match source {
+        Source::Range { start, end } => format!("range [{start}, {end})"),
+        Source::File { input, delimiter } => format!(
+            "file {} ({}), records end with {}",
+            input.path.display(),
+            bytes(input.size),
+            serde_json::to_string(&String::from_utf8_lossy(delimiter)).expect("a string")
+        ),
+        Source::Lines { input, lines } => format!(
+            "lines {} ({lines} lines, {})",
+            input.path.display(),
+            bytes(input.size)
+        ),
+    }
+}
+
+/// How the source is cut: the count, the size, and the last chunk's size
+/// when it is known without reading the input.
+fn chunks(job: &Job) -> String {
+    let count = job.chunk_count();
+    let size = job.chunk;
+    let short = |total: u64| match count {
+        0 => 0,
+        _ => total - (count - 1) * size,
+    };
+    match &job.source {
+        Source::Range { start, end } => {
+            format!("{count} of {size} items (the last {})", short(end - start))
+        }
+        Source::File { .. } => format!(
+            "{count} of about {}, each cut just after a delimiter",
+            bytes(size)
+        ),
+        Source::Lines { lines, .. } => {
+            format!("{count} of {size} lines (the last {})", short(*lines))
+        }
+    }
+}
+
+fn bytes(n: u64) -> String {
+    format!("{n} bytes, {}", bytesize::ByteSize(n).display().iec())
 }
 
 /// Whether a run would resume, and from what, as `resume.rs` would decide.

@@ -41,6 +41,7 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
+        .current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .env(protocol::WORKER_FD_ENV, their_fd.to_string())
         // systemd talks to the supervisor alone.

@@ -63,7 +63,8 @@ pub fn prepare(job: &Job, options: Options) -> Result<Prepared, SetupError> {
                 journal: None,
                 output: ResultWriter::create(&job.output.path)
                     .context("cannot write to stdout")
-                    .map_err(SetupError::Failed)?,
+                    .map_err(SetupError::Failed)?
+                    .in_format(job.output.format),
                 failures: new_failures(&failed_path, false)?,
                 skip: None,
                 done_before: 0,
@@ -97,7 +98,8 @@ pub fn prepare(job: &Job, options: Options) -> Result<Prepared, SetupError> {
         ResultWriter::create(&job.output.path)
             .with_context(|| format!("cannot create the output {}", path.display()))
             .map_err(SetupError::Failed)?
-    };
+    }
+    .in_format(job.output.format);
     let done_before = recovered.done.count_ones(..) as u64;
     let failed_earlier = recovered.failed.count_ones(..) as u64;
     let skip = if options.retry_failed {

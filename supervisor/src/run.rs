@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
+use protocol::message::Input;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tracing::warn;
 
-use crate::chunks::RangeChunks;
-use crate::config::{Job, Order, OutputPath, Source};
+use crate::chunks::{ChunkSource, FileChunks, LineCount, LinesChunks, RangeChunks};
+use crate::config::{InputFile, Job, Order, OutputPath, Source};
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
 use crate::edges::{Edges, Observers};
 use crate::journal::JournalWriter;
@@ -91,8 +92,7 @@ pub async fn run(
             progress: progress.clone(),
         },
     );
-    let Source::Range { start, end } = job.source;
-    let source = Box::new(RangeChunks::new(start, end, job.chunk));
+    let source = chunk_source(job)?;
     let mut dispatcher = Dispatcher::new(settings(job), source, prepared.skip, Instant::now());
     dispatcher.start(Instant::now(), &mut edges);
 
@@ -228,6 +228,53 @@ fn finish_files(
         .map_err(|e| format!("cannot write the failed file: {e}"))
 }
 
+/// The job's chunks, produced lazily as the run goes.
+fn chunk_source(job: &Job) -> Result<Box<dyn ChunkSource>, SetupError> {
+    let cannot_read = |path: &std::path::Path, e: std::io::Error| {
+        SetupError::Failed(anyhow!("cannot read the input {}: {e}", path.display()))
+    };
+    // Chunks were counted from the file as the job was loaded; cutting a
+    // file that changed since would disagree with that count.
+    if let Some(input) = job.source.input() {
+        let now = std::fs::metadata(&input.path).map_err(|e| cannot_read(&input.path, e))?;
+        if now.len() != input.size || now.modified().ok() != input.modified {
+            return Err(SetupError::Refused(anyhow!(
+                "the input {} changed while the job was being loaded; run again",
+                input.path.display()
+            )));
+        }
+    }
+    Ok(match &job.source {
+        Source::Range { start, end } => Box::new(RangeChunks::new(*start, *end, job.chunk)),
+        Source::File { input, delimiter } => Box::new(
+            FileChunks::open(&input.path, delimiter.clone(), job.chunk)
+                .map_err(|e| cannot_read(&input.path, e))?,
+        ),
+        Source::Lines { input, lines } => Box::new(
+            LinesChunks::open(
+                &input.path,
+                LineCount {
+                    lines: *lines,
+                    size: input.size,
+                },
+                job.chunk,
+            )
+            .map_err(|e| cannot_read(&input.path, e))?,
+        ),
+    })
+}
+
+/// The source as workers are told it in their welcome.
+fn worker_input(source: &Source) -> Input {
+    // Validation made sure the path is UTF-8.
+    let path = |input: &InputFile| input.path.to_string_lossy().into_owned();
+    match source {
+        Source::Range { .. } => Input::Range,
+        Source::File { input, .. } => Input::File { path: path(input) },
+        Source::Lines { input, .. } => Input::Lines { path: path(input) },
+    }
+}
+
 fn settings(job: &Job) -> Settings {
     let defaults = Settings::new(job.supervisor.workers);
     Settings {
@@ -238,6 +285,7 @@ fn settings(job: &Job) -> Settings {
         restart_within: job.supervisor.restart.within,
         ordered: job.output.order == Order::Index,
         params_json: job.worker.params_json.clone(),
+        input: worker_input(&job.source),
         drain_timeout: job.supervisor.drain_timeout,
         max_chunks: job.worker.max_chunks,
         seed: fastrand::u64(..),

@@ -369,3 +369,75 @@ fn a_bare_command_is_then_found_on_path() {
     let job = load(&job_file, None).unwrap();
     assert_eq!(job.worker.program, which::which("sh").unwrap());
 }
+
+#[test]
+fn a_file_source_is_measured_not_read() {
+    let scratch = Scratch::new("file-source");
+    let input = scratch.0.join("events.txt");
+    fs::write(&input, vec![b'x'; 3_000_000]).unwrap();
+    let job_file = scratch.0.join("events.toml");
+    fs::write(
+        &job_file,
+        "[source]\nfile = { path = \"events.txt\", delimiter = \"||\" }\n\n\
+         [worker]\ncommand = [\"sh\"]\n\n[output]\nformat = \"raw\"\n",
+    )
+    .unwrap();
+    let job = load(&job_file, None).unwrap();
+    let Source::File {
+        input: file,
+        delimiter,
+    } = &job.source
+    else {
+        panic!("{:?}", job.source);
+    };
+    assert_eq!(file.path, input);
+    assert_eq!(file.size, 3_000_000);
+    assert!(file.modified.is_some());
+    assert_eq!(delimiter, b"||");
+    // About 256 chunks, but never under 64 KiB.
+    assert_eq!(job.chunk, 64 << 10);
+    assert_eq!(job.chunk_count(), 3_000_000_u64.div_ceil(64 << 10));
+    assert_eq!(job.output.format, OutputFormat::Raw);
+    assert_eq!(
+        job.output.path,
+        OutputPath::File(scratch.0.join("events.out"))
+    );
+    assert_eq!(job.worker.cwd, scratch.0);
+
+    fs::write(
+        &job_file,
+        "[source]\nfile = { path = \"events.txt\" }\nchunk = \"1MiB\"\n\n\
+         [worker]\ncommand = [\"sh\"]\n",
+    )
+    .unwrap();
+    let job = load(&job_file, None).unwrap();
+    assert_eq!(job.chunk, 1 << 20);
+    assert_eq!(job.chunk_count(), 3);
+    assert!(matches!(&job.source, Source::File { delimiter, .. } if delimiter == b"\n"));
+}
+
+#[test]
+fn a_lines_source_is_counted_and_an_empty_file_has_no_chunks() {
+    let scratch = Scratch::new("lines-source");
+    fs::write(scratch.0.join("in.txt"), "a\nbb\n\nccc").unwrap();
+    fs::write(scratch.0.join("empty.txt"), "").unwrap();
+    let job_file = scratch.0.join("lines.toml");
+    let text = |path: &str, chunk: &str| {
+        format!(
+            "[source]\nlines = {{ path = \"{path}\" }}\n{chunk}\n[worker]\ncommand = [\"sh\"]\n"
+        )
+    };
+    fs::write(&job_file, text("in.txt", "chunk = 3")).unwrap();
+    let job = load(&job_file, None).unwrap();
+    assert!(
+        matches!(job.source, Source::Lines { lines: 4, .. }),
+        "{:?}",
+        job.source
+    );
+    assert_eq!(job.chunk_count(), 2);
+
+    fs::write(&job_file, text("empty.txt", "")).unwrap();
+    let job = load(&job_file, None).unwrap();
+    assert!(matches!(job.source, Source::Lines { lines: 0, .. }));
+    assert_eq!(job.chunk_count(), 0);
+}

@@ -1,7 +1,7 @@
 //! The validated job: what the rest of the supervisor runs from.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A validated job: everything the supervisor needs, with paths made absolute.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,8 +12,9 @@ pub struct Job {
     pub dir: PathBuf,
     pub name: String,
     pub source: Source,
-    /// Items per chunk. When the file sets none, a range is cut into about
-    /// 1024 chunks: `max(1, ceil(len / 1024))`.
+    /// Items per chunk: integers of a range, bytes of a file, lines of a
+    /// lines source. When the file sets none, a range or lines source is cut
+    /// into about 1024 chunks, a file into about 256 of 64 KiB to 16 MiB.
     pub chunk: u64,
     pub worker: WorkerSpec,
     pub supervisor: SupervisorSpec,
@@ -27,24 +28,65 @@ impl Job {
     /// How many chunks the source is cut into; chunk `k` covers
     /// `[start + k·chunk, min(start + (k+1)·chunk, end))`.
     pub fn chunk_count(&self) -> u64 {
-        match self.source {
+        match &self.source {
             Source::Range { start, end } => (end - start).div_ceil(self.chunk),
+            Source::File { input, .. } => input.size.div_ceil(self.chunk),
+            Source::Lines { lines, .. } => lines.div_ceil(self.chunk),
         }
     }
 }
 
-/// Where the items come from. Always non-empty (`start < end`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where the items come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
+    /// Integers in `[start, end)`; never empty.
     Range { start: u64, end: u64 },
+    /// One file cut into byte ranges, each ending just after `delimiter`
+    /// (or at the end of the file); an empty file has no chunks.
+    File {
+        input: InputFile,
+        /// Never empty; `\n` by default.
+        delimiter: Vec<u8>,
+    },
+    /// One file, `chunk` lines per chunk.
+    Lines {
+        input: InputFile,
+        /// Counted when the job was loaded.
+        lines: u64,
+    },
+}
+
+/// The input file of a `file` or `lines` source, as it was when the job was
+/// loaded: a resumed run must see the same file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Absolute, and valid UTF-8: workers are handed it as text.
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+impl Source {
+    /// The input file, for the sources that have one.
+    pub fn input(&self) -> Option<&InputFile> {
+        match self {
+            Source::Range { .. } => None,
+            Source::File { input, .. } | Source::Lines { input, .. } => Some(input),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerSpec {
-    /// The resolved absolute path of `command[0]`.
+    /// The resolved absolute path of `command[0]`; for an `exec` job, the
+    /// `exec-worker` that hosts the per-chunk command.
     pub program: PathBuf,
-    /// `command[1..]`.
+    /// `command[1..]`; for an `exec` job, the host's options, `--`, then the
+    /// resolved command and its arguments.
     pub args: Vec<String>,
+    /// Workers run in the job file's folder, so relative paths in their
+    /// arguments mean what they mean in the job file.
+    pub cwd: PathBuf,
     /// Extra environment for the worker, sorted by name.
     pub env: Vec<(String, String)>,
     /// The `[worker] params` table as JSON text; `{}` when absent. TOML
@@ -101,7 +143,19 @@ pub enum OutputPath {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
+    /// One JSON record per chunk.
     Jsonl,
+    /// The workers' bytes, concatenated.
+    Raw,
+}
+
+impl OutputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Raw => "raw",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

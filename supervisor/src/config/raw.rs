@@ -50,20 +50,17 @@ pub(super) struct RawRange {
     pub(super) end: Spanned<i64>,
 }
 
-// Parsed so that typos in them are reported, though the sources are refused.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code, reason = "checked for shape only until file sources exist")]
 pub(super) struct RawFileSource {
-    pub(super) path: String,
-    pub(super) delimiter: Option<String>,
+    pub(super) path: Spanned<String>,
+    pub(super) delimiter: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code, reason = "checked for shape only until lines sources exist")]
 pub(super) struct RawLinesSource {
-    pub(super) path: String,
+    pub(super) path: Spanned<String>,
 }
 
 /// `chunk` is an item count for a range but a byte size or `"auto"` for other
@@ -107,8 +104,8 @@ impl<'de> Deserialize<'de> for RawChunk {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWorker {
     pub(super) command: Option<Spanned<Vec<String>>>,
-    pub(super) exec: Option<Spanned<toml::Value>>,
-    pub(super) stdin: Option<Spanned<toml::Value>>,
+    pub(super) exec: Option<Spanned<Vec<String>>>,
+    pub(super) stdin: Option<Spanned<RawStdin>>,
     pub(super) env: Option<BTreeMap<String, Spanned<String>>>,
     pub(super) params: Option<Spanned<toml::Table>>,
     pub(super) timeout: Option<Spanned<String>>,
@@ -142,6 +139,13 @@ pub(super) struct RawOutput {
     pub(super) path: Option<Spanned<String>>,
     pub(super) format: Option<Spanned<RawFormat>>,
     pub(super) order: Option<Spanned<RawOrder>>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawStdin {
+    Chunk,
+    None,
 }
 
 #[derive(Deserialize)]

@@ -42,8 +42,8 @@ pub(super) fn memory_limit(value: &toml::Value) -> Result<u64, String> {
     Ok(bytes)
 }
 
-/// Bytes in `text`, which must end in a unit.
-fn parse(text: &str) -> Result<u64, String> {
+/// Bytes in `text`, which must end in a unit: a memory limit or a chunk size.
+pub(super) fn parse(text: &str) -> Result<u64, String> {
     let trimmed = text.trim();
     let number_len = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

@@ -9,13 +9,13 @@ use toml::Spanned;
 
 use super::error::{ConfigError, JobText};
 use super::job::{
-    Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source, SupervisorSpec,
-    WorkerSpec,
+    InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
+    SupervisorSpec, WorkerSpec,
 };
 use super::paths::{job_dir, resolve, resolve_program};
 use super::raw::{
-    self, RawChunk, RawFormat, RawJob, RawJobFile, RawOrder, RawOutput, RawSource, RawSupervisor,
-    RawWorker,
+    self, RawChunk, RawFormat, RawJob, RawJobFile, RawOrder, RawOutput, RawSource, RawStdin,
+    RawSupervisor, RawWorker,
 };
 use super::size;
 
@@ -23,8 +23,19 @@ use super::size;
 /// (done, failed), 256 MiB at this count.
 const MAX_CHUNKS: u64 = 1 << 30;
 
-/// Without `chunk`, a range source is cut into about this many chunks.
+/// Without `chunk`, a range or lines source is cut into about this many chunks.
 const DEFAULT_CHUNKS: u64 = 1024;
+/// Without `chunk`, a file is cut into about this many chunks, of sizes
+/// within these bounds: large enough that a per-chunk command's start costs
+/// little, small enough that its output fits in one frame.
+const DEFAULT_FILE_CHUNKS: u64 = 256;
+const MIN_DEFAULT_FILE_CHUNK: u64 = 64 << 10;
+const MAX_DEFAULT_FILE_CHUNK: u64 = 16 << 20;
+/// The program that runs an `exec` job's command once per chunk.
+const EXEC_HOST: &str = "exec-worker";
+/// Placeholders that need an input file, and the one that needs lines.
+const FILE_PLACEHOLDERS: [&str; 3] = ["{path}", "{offset}", "{length}"];
+const LINES_PLACEHOLDER: &str = "{line}";
 /// Without `[worker] timeout`, an attempt may run this long.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Without `[worker] start_timeout`, a new worker has this long to say hello.
@@ -71,7 +82,7 @@ impl JobText<'_> {
                 "the job file has no `[source]` table; set one of `range`, `file`, `lines` in it",
             ));
         };
-        let (source, chunk) = self.source(source)?;
+        let (source, chunk) = self.source(source, &dir)?;
         let Some(worker) = raw.worker else {
             return Err(self.error(
                 0..0,
@@ -79,9 +90,9 @@ impl JobText<'_> {
                 "the job file has no `[worker]` table; set `command` in it",
             ));
         };
-        let worker = self.worker(worker, &dir)?;
+        let worker = self.worker(worker, &dir, &source)?;
         let supervisor = self.supervisor(raw.supervisor, workers_override)?;
-        let output = self.output(raw.output, &dir, &name)?;
+        let output = self.output(raw.output, &dir, &name, source.input())?;
         let state_dir = match raw.state.and_then(|s| s.dir) {
             Some(d) => resolve(&dir, self.non_empty_path(&d, "state.dir")?),
             None => {
@@ -129,7 +140,7 @@ impl JobText<'_> {
         Ok(stem.to_owned())
     }
 
-    fn source(&self, source: Spanned<RawSource>) -> Result<(Source, u64)> {
+    fn source(&self, source: Spanned<RawSource>, dir: &Path) -> Result<(Source, u64)> {
         let span = source.span();
         let source = source.into_inner();
         let given: Vec<(&str, Range<usize>)> = [
@@ -159,70 +170,74 @@ impl JobText<'_> {
             }
             [_] => {}
         }
-        if let Some(file) = &source.file {
-            return self.unsupported(file.span(), "source.file");
-        }
-        if let Some(lines) = &source.lines {
-            return self.unsupported(lines.span(), "source.lines");
-        }
-        let range = source.range.expect("exactly one source is set");
-        let range_span = range.span();
-        let range = range.into_inner();
-        let start = self.int_in(&range.start, "source.range.start", 0..=i64::MAX)?;
-        let end = self.int_in(&range.end, "source.range.end", 0..=i64::MAX)?;
-        let (start, end) = (start as u64, end as u64);
-        if start == end {
-            return Err(self.error(
-                range_span,
-                "source.range",
-                format!("the range is empty (start = end = {start}); `end` is exclusive"),
-            ));
-        }
-        if start > end {
-            return Err(self.error(
-                range_span,
-                "source.range",
-                format!("start ({start}) is greater than end ({end})"),
-            ));
-        }
-        let chunk_span = source
-            .chunk
-            .as_ref()
-            .map_or(range_span.clone(), |c| c.span());
-        let chunk = match source.chunk {
-            None => (end - start).div_ceil(DEFAULT_CHUNKS).max(1),
-            Some(chunk) => match chunk.get_ref() {
-                RawChunk::Count(n) if *n > 0 => *n as u64,
-                RawChunk::Count(n) => {
+        let chunk = source.chunk;
+        let chunk_span = chunk.as_ref().map(Spanned::span);
+        let (source, source_span, chunk) = if let Some(file) = source.file {
+            let file_span = file.span();
+            let file = file.into_inner();
+            let input = self.input_file(&file.path, "source.file.path", dir)?;
+            let delimiter = match &file.delimiter {
+                Some(d) if d.get_ref().is_empty() => {
                     return Err(self.error(
-                        chunk.span(),
-                        "source.chunk",
-                        format!("must be a positive number of items, got {n}"),
+                        d.span(),
+                        "source.file.delimiter",
+                        "must not be empty: records end with it (the default is \"\\n\")",
                     ));
                 }
-                RawChunk::Text(t) if t == "auto" => {
-                    return Err(self.error(
-                        chunk.span(),
-                        "source.chunk",
-                        "`chunk = \"auto\"` is not supported by this version of supervisor; \
-                         give the number of items per chunk",
-                    ));
-                }
-                RawChunk::Text(t) => {
-                    return Err(self.error(
-                        chunk.span(),
-                        "source.chunk",
-                        format!(
-                            "for a `range` source, `chunk` counts items: use a positive integer, not \"{t}\""
-                        ),
-                    ));
-                }
-            },
+                Some(d) => d.get_ref().as_bytes().to_vec(),
+                None => b"\n".to_vec(),
+            };
+            let chunk = self.file_chunk(chunk.as_ref(), input.size)?;
+            (Source::File { input, delimiter }, file_span, chunk)
+        } else if let Some(lines) = source.lines {
+            let lines_span = lines.span();
+            let lines = lines.into_inner();
+            let input = self.input_file(&lines.path, "source.lines.path", dir)?;
+            let count = crate::chunks::count_lines(&input.path).map_err(|e| {
+                self.error(
+                    lines.path.span(),
+                    "source.lines.path",
+                    format!("cannot read {}: {e}", input.path.display()),
+                )
+            })?;
+            let chunk = self.count_chunk(chunk.as_ref(), count.lines, "lines")?;
+            let source = Source::Lines {
+                input,
+                lines: count.lines,
+            };
+            (source, lines_span, chunk)
+        } else {
+            let range = source.range.expect("exactly one source is set");
+            let range_span = range.span();
+            let range = range.into_inner();
+            let start = self.int_in(&range.start, "source.range.start", 0..=i64::MAX)?;
+            let end = self.int_in(&range.end, "source.range.end", 0..=i64::MAX)?;
+            let (start, end) = (start as u64, end as u64);
+            if start == end {
+                return Err(self.error(
+                    range_span,
+                    "source.range",
+                    format!("the range is empty (start = end = {start}); `end` is exclusive"),
+                ));
+            }
+            if start > end {
+                return Err(self.error(
+                    range_span,
+                    "source.range",
+                    format!("start ({start}) is greater than end ({end})"),
+                ));
+            }
+            let chunk = self.count_chunk(chunk.as_ref(), end - start, "items")?;
+            (Source::Range { start, end }, range_span, chunk)
         };
-        let chunks = (end - start).div_ceil(chunk);
+        let chunks = match &source {
+            Source::Range { start, end } => (end - start).div_ceil(chunk),
+            Source::File { input, .. } => input.size.div_ceil(chunk),
+            Source::Lines { lines, .. } => lines.div_ceil(chunk),
+        };
         if chunks > MAX_CHUNKS {
             return Err(self.error(
-                chunk_span,
+                chunk_span.unwrap_or(source_span),
                 "source.chunk",
                 format!(
                     "{chunks} chunks is more than the {MAX_CHUNKS} a job may have \
@@ -230,35 +245,166 @@ impl JobText<'_> {
                 ),
             ));
         }
-        Ok((Source::Range { start, end }, chunk))
+        Ok((source, chunk))
     }
 
-    fn worker(&self, worker: Spanned<RawWorker>, dir: &Path) -> Result<WorkerSpec> {
+    /// The input file of a `file` or `lines` source: it must exist, be a
+    /// regular file, and have a UTF-8 path (workers are handed it as text).
+    fn input_file(&self, path: &Spanned<String>, key: &str, dir: &Path) -> Result<InputFile> {
+        let resolved = resolve(dir, self.non_empty_path(path, key)?);
+        let fail = |message: String| self.error(path.span(), key, message);
+        let meta = std::fs::metadata(&resolved).map_err(|e| {
+            fail(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!(
+                        "the input file does not exist (looked for {})",
+                        resolved.display()
+                    )
+                }
+                _ => format!("cannot read the input file {}: {e}", resolved.display()),
+            })
+        })?;
+        if !meta.is_file() {
+            return Err(fail(format!(
+                "{} is not a regular file: a `file` or `lines` source is cut by byte offsets",
+                resolved.display()
+            )));
+        }
+        if let Err(e) = std::fs::File::open(&resolved) {
+            return Err(fail(format!(
+                "cannot read the input file {}: {e}",
+                resolved.display()
+            )));
+        }
+        if resolved.to_str().is_none() {
+            return Err(fail(format!(
+                "the path {} is not valid UTF-8, and workers are handed it as text",
+                resolved.display()
+            )));
+        }
+        Ok(InputFile {
+            path: resolved,
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    /// `chunk` for a source that counts things (`items` of a range, `lines`):
+    /// a positive integer, or about 1024 chunks by default.
+    fn count_chunk(
+        &self,
+        chunk: Option<&Spanned<RawChunk>>,
+        total: u64,
+        unit: &str,
+    ) -> Result<u64> {
+        let Some(chunk) = chunk else {
+            return Ok(total.div_ceil(DEFAULT_CHUNKS).max(1));
+        };
+        match chunk.get_ref() {
+            RawChunk::Count(n) if *n > 0 => Ok(*n as u64),
+            RawChunk::Count(n) => Err(self.error(
+                chunk.span(),
+                "source.chunk",
+                format!("must be a positive number of {unit}, got {n}"),
+            )),
+            RawChunk::Text(t) if t == "auto" => Err(self.auto_chunk(chunk.span(), unit)),
+            RawChunk::Text(t) => {
+                let source = if unit == "lines" { "lines" } else { "range" };
+                Err(self.error(
+                    chunk.span(),
+                    "source.chunk",
+                    format!(
+                        "for a `{source}` source, `chunk` counts {unit}: use a positive integer, not \"{t}\""
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// `chunk` for a `file` source: bytes, as an integer or a size with a
+    /// unit; by default about 256 chunks of 64 KiB to 16 MiB.
+    fn file_chunk(&self, chunk: Option<&Spanned<RawChunk>>, size: u64) -> Result<u64> {
+        let Some(chunk) = chunk else {
+            return Ok(size
+                .div_ceil(DEFAULT_FILE_CHUNKS)
+                .clamp(MIN_DEFAULT_FILE_CHUNK, MAX_DEFAULT_FILE_CHUNK));
+        };
+        let bytes = match chunk.get_ref() {
+            RawChunk::Count(n) => *n,
+            RawChunk::Text(t) if t == "auto" => return Err(self.auto_chunk(chunk.span(), "bytes")),
+            RawChunk::Text(t) => {
+                let bytes = size::parse(t)
+                    .map_err(|message| self.error(chunk.span(), "source.chunk", message))?;
+                i64::try_from(bytes).unwrap_or(i64::MAX)
+            }
+        };
+        if bytes <= 0 {
+            return Err(self.error(
+                chunk.span(),
+                "source.chunk",
+                format!("must be a positive number of bytes, got {bytes}"),
+            ));
+        }
+        Ok(bytes as u64)
+    }
+
+    fn auto_chunk(&self, span: Range<usize>, unit: &str) -> ConfigError {
+        self.error(
+            span,
+            "source.chunk",
+            format!(
+                "`chunk = \"auto\"` is not supported by this version of supervisor; \
+                 give the number of {unit} per chunk"
+            ),
+        )
+    }
+
+    fn worker(
+        &self,
+        worker: Spanned<RawWorker>,
+        dir: &Path,
+        source: &Source,
+    ) -> Result<WorkerSpec> {
         let span = worker.span();
         let worker = worker.into_inner();
-        if let Some(exec) = &worker.exec {
-            return self.unsupported(exec.span(), "worker.exec");
-        }
-        if let Some(stdin) = &worker.stdin {
-            return self.unsupported(stdin.span(), "worker.stdin");
-        }
-        let Some(command) = worker.command else {
-            return Err(self.error(
-                span,
-                "worker.command",
-                "missing key `command`: the worker program and its arguments, e.g. [\"squares-worker\"]",
-            ));
+        let (program, args) = match (worker.command, worker.exec) {
+            (Some(_), Some(exec)) => {
+                return Err(self.error(
+                    exec.span(),
+                    "worker.exec",
+                    "`command` and `exec` are both set: `command` is a program that speaks the \
+                     worker protocol, `exec` a command run once per chunk; set one",
+                ));
+            }
+            (None, None) => {
+                return Err(self.error(
+                    span,
+                    "worker.command",
+                    "missing key `command`: the worker program and its arguments, e.g. \
+                     [\"squares-worker\"] (or `exec`, a command run once per chunk)",
+                ));
+            }
+            (Some(command), None) => {
+                if let Some(stdin) = &worker.stdin {
+                    return Err(self.error(
+                        stdin.span(),
+                        "worker.stdin",
+                        "`stdin` goes with `exec`: a `command` worker reads its input itself",
+                    ));
+                }
+                let Some((program, args)) = command.get_ref().split_first() else {
+                    return Err(self.error(
+                        command.span(),
+                        "worker.command",
+                        "must not be empty: give the worker program and its arguments",
+                    ));
+                };
+                let program = resolve_program(program, dir)
+                    .map_err(|message| self.error(command.span(), "worker.command", message))?;
+                (program, args.to_vec())
+            }
+            (None, Some(exec)) => self.exec(&exec, worker.stdin.as_ref(), dir, source)?,
         };
-        let Some((program, args)) = command.get_ref().split_first() else {
-            return Err(self.error(
-                command.span(),
-                "worker.command",
-                "must not be empty: give the worker program and its arguments",
-            ));
-        };
-        let program = resolve_program(program, dir)
-            .map_err(|message| self.error(command.span(), "worker.command", message))?;
-        let args = args.to_vec();
 
         let mut env = Vec::new();
         for (name, value) in worker.env.unwrap_or_default() {
@@ -311,6 +457,7 @@ impl JobText<'_> {
         Ok(WorkerSpec {
             program,
             args,
+            cwd: dir.to_path_buf(),
             env,
             params_json,
             timeout: Some(timeout),
@@ -319,6 +466,65 @@ impl JobText<'_> {
             max_chunks,
             memory_limit,
         })
+    }
+
+    /// An `exec` job: its command, resolved and checked against the source,
+    /// run once per chunk by the `exec-worker` host, which speaks the protocol.
+    fn exec(
+        &self,
+        exec: &Spanned<Vec<String>>,
+        stdin: Option<&Spanned<RawStdin>>,
+        dir: &Path,
+        source: &Source,
+    ) -> Result<(std::path::PathBuf, Vec<String>)> {
+        let fail = |message: String| self.error(exec.span(), "worker.exec", message);
+        let Some((program, args)) = exec.get_ref().split_first() else {
+            return Err(fail(
+                "must not be empty: give the command to run for each chunk and its arguments"
+                    .to_owned(),
+            ));
+        };
+        let program = resolve_program(program, dir).map_err(fail)?;
+        for word in args {
+            if matches!(source, Source::Range { .. })
+                && let Some(p) = FILE_PLACEHOLDERS.iter().find(|p| word.contains(**p))
+            {
+                return Err(fail(format!(
+                    "`{p}` needs an input file, but the source is a `range`"
+                )));
+            }
+            if !matches!(source, Source::Lines { .. }) && word.contains(LINES_PLACEHOLDER) {
+                return Err(fail(format!(
+                    "`{LINES_PLACEHOLDER}` (the chunk's first line) needs a `lines` source"
+                )));
+            }
+        }
+        let stdin_mode = match stdin {
+            Some(s) if *s.get_ref() == RawStdin::Chunk => {
+                if matches!(source, Source::Range { .. }) {
+                    return Err(self.error(
+                        s.span(),
+                        "worker.stdin",
+                        "`stdin = \"chunk\"` needs an input file, but the source is a `range`",
+                    ));
+                }
+                "chunk"
+            }
+            _ => "none",
+        };
+        let host = resolve_program(EXEC_HOST, dir).map_err(|message| {
+            fail(format!(
+                "`exec` runs each chunk's command through `{EXEC_HOST}`, which is missing: {message}"
+            ))
+        })?;
+        let mut host_args = vec![
+            "--stdin".to_owned(),
+            stdin_mode.to_owned(),
+            "--".to_owned(),
+            program.to_string_lossy().into_owned(),
+        ];
+        host_args.extend(args.iter().cloned());
+        Ok((host, host_args))
     }
 
     fn supervisor(
@@ -360,30 +566,46 @@ impl JobText<'_> {
         })
     }
 
-    fn output(&self, raw: Option<RawOutput>, dir: &Path, name: &str) -> Result<OutputSpec> {
+    fn output(
+        &self,
+        raw: Option<RawOutput>,
+        dir: &Path,
+        name: &str,
+        input: Option<&InputFile>,
+    ) -> Result<OutputSpec> {
         let raw = raw.unwrap_or(RawOutput {
             path: None,
             format: None,
             order: None,
         });
-        let path = match &raw.path {
-            Some(p) if p.get_ref() == "-" => OutputPath::Stdout,
-            Some(p) => OutputPath::File(resolve(dir, self.non_empty_path(p, "output.path")?)),
-            None => OutputPath::File(dir.join(format!("{name}.jsonl"))),
-        };
         let format = match &raw.format {
             None => OutputFormat::Jsonl,
             Some(f) => match f.get_ref() {
                 RawFormat::Jsonl => OutputFormat::Jsonl,
-                RawFormat::Raw => {
-                    return Err(self.error(
-                        f.span(),
-                        "output.format",
-                        "`format = \"raw\"` is not supported by this version of supervisor; use \"jsonl\"",
-                    ));
-                }
+                RawFormat::Raw => OutputFormat::Raw,
             },
         };
+        let path = match &raw.path {
+            Some(p) if p.get_ref() == "-" => OutputPath::Stdout,
+            Some(p) => OutputPath::File(resolve(dir, self.non_empty_path(p, "output.path")?)),
+            None => OutputPath::File(dir.join(match format {
+                OutputFormat::Jsonl => format!("{name}.jsonl"),
+                OutputFormat::Raw => format!("{name}.out"),
+            })),
+        };
+        if let (OutputPath::File(out), Some(input)) = (&path, input)
+            && same_file(out, &input.path)
+        {
+            let span = raw.path.as_ref().map_or(0..0, Spanned::span);
+            return Err(self.error(
+                span,
+                "output.path",
+                format!(
+                    "{} is the input file: the output would overwrite what it is made from",
+                    out.display()
+                ),
+            ));
+        }
         let order = match raw.order.as_ref().map(Spanned::get_ref) {
             None | Some(RawOrder::Index) => Order::Index,
             Some(RawOrder::Completion) => Order::Completion,
@@ -439,6 +661,19 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether two paths name one file: the same path, or (when both exist) the
+/// same device and inode, so a link or another spelling is caught too.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn available_workers() -> usize {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{Job, Order, OutputFormat, OutputPath, Source};
+use crate::config::{Job, Order, OutputPath, Source};
 
 /// What a journal was written for. Two jobs with the same digest cut the same
 /// chunks and write them the same way, so one can resume the other.
@@ -21,7 +21,8 @@ pub struct Fingerprint {
 
 /// The fingerprint of `job`.
 ///
-/// In it: the source and its range, the chunk size, the worker command (the
+/// In it: the source and its range (or its input file's path, size and
+/// modification time, and the delimiter), the chunk size, the worker command (the
 /// resolved program path and the arguments), the params, the output's format,
 /// order and path. The path is in because the journal records byte offsets
 /// into that one file: pointed elsewhere, a resumed run would miss every
@@ -36,12 +37,31 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
     let mut set = |key: &str, value: String| {
         fields.insert(key.to_owned(), value);
     };
-    match job.source {
+    match &job.source {
         Source::Range { start, end } => {
             set("source", "range".to_owned());
             set("source.start", start.to_string());
             set("source.end", end.to_string());
         }
+        Source::File { delimiter, .. } => {
+            set("source", "file".to_owned());
+            set(
+                "source.delimiter",
+                serde_json::to_string(&String::from_utf8_lossy(delimiter)).expect("a string"),
+            );
+        }
+        Source::Lines { .. } => set("source", "lines".to_owned()),
+    }
+    // Chunks are byte ranges of the input: another file, or the same one
+    // changed, would cut differently and disagree with the output so far.
+    if let Some(input) = job.source.input() {
+        set("source.path", input.path.to_string_lossy().into_owned());
+        set("source.size", input.size.to_string());
+        let modified = input
+            .modified
+            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(|| "unknown".to_owned(), |d| d.as_nanos().to_string());
+        set("source.modified", modified);
     }
     set("chunk", job.chunk.to_string());
     set(
@@ -50,13 +70,7 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
     );
     set("worker.args", json(&job.worker.args));
     set("worker.params", canonical_json(&job.worker.params_json));
-    set(
-        "output.format",
-        match job.output.format {
-            OutputFormat::Jsonl => "jsonl",
-        }
-        .to_owned(),
-    );
+    set("output.format", job.output.format.name().to_owned());
     set(
         "output.order",
         match job.output.order {

@@ -6,7 +6,9 @@ mod drain;
 mod harness;
 mod metrics;
 mod progress;
+mod python;
 mod report;
+mod sources;
 
 use std::collections::BTreeMap;
 
