@@ -38,7 +38,7 @@ pub fn count_lines(path: &Path) -> io::Result<LineCount> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        newlines += memchr_iter(b'\n', &buf[..n]).count() as u64;
+        newlines += bytecount::count(&buf[..n], b'\n') as u64;
         size += n as u64;
         last = buf[n - 1];
     }
