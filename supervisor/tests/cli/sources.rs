@@ -427,3 +427,33 @@ fn a_worker_reads_its_own_byte_range_and_the_counts_add_up_to_wc() {
     }
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn a_command_that_hangs_is_killed_at_the_timeout_and_its_chunk_retried() {
+    let scenario = Scenario::new();
+    text_file(&scenario.path("input.txt"), 400, true);
+    // Chunk 2 hangs on its first attempt only.
+    let job = scenario.job(
+        "hang.toml",
+        r#"
+[source]
+file = { path = "input.txt" }
+chunk = "4KiB"
+
+[worker]
+exec = ["sh", "-c", "if [ \"$0\" = 2 ] && [ \"$1\" = 1 ]; then sleep 600; fi; wc -l", "{index}", "{attempt}"]
+stdin = "chunk"
+timeout = "1s"
+"#,
+    );
+    let finished = scenario.run(&["--workers", "2", job.to_str().unwrap()]);
+    finished.expect_code(0);
+    assert!(finished.stderr.contains("timed out"), "{}", finished.stderr);
+    let records = read_records(&scenario.path("hang.jsonl"));
+    for record in &records {
+        let expected = if record.index == 2 { 2 } else { 1 };
+        assert_eq!(record.attempt, expected, "{record:?}");
+    }
+    // The hung `sleep` went with its host: nothing of the run is left.
+    scenario.assert_no_survivors();
+}
