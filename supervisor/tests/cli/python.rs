@@ -52,6 +52,17 @@ def very_slow(chunk):
     time.sleep(0.3)
     return squares(chunk)
 
+def hold_5(chunk):
+    """The first run of chunk 5 holds on (a minute at most) until it is
+    killed. A marker file in the job's folder (the workers' working
+    directory) tells a rerun, whose attempt may still be 1: a worker that
+    dies with several chunks outstanding costs none of them an attempt."""
+    announce(chunk)
+    if chunk.index == 5 and not os.path.exists("held-5"):
+        open("held-5", "w").close()
+        time.sleep(60)
+    return squares(chunk)
+
 def until_cancelled(chunk):
     """Runs until the supervisor cancels the chunk, or a minute at most."""
     announce(chunk)
@@ -240,6 +251,32 @@ fn a_python_worker_that_aborts_is_replaced_and_its_chunk_retried() {
             .join(".supervisor/crash/failed.jsonl")
             .exists()
     );
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn a_python_worker_killed_mid_chunk_is_replaced_and_no_chunk_is_lost() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "held.toml",
+        &python_job(&scenario, "hold_5", 10_000, 1000, ""),
+    );
+    let mut run = scenario.start(&["-w", "2", job.to_str().unwrap()]);
+    let line = run.wait_for_line("chunk 5 starting", |line| {
+        parse_announcement(line).is_some_and(|a| a.index == 5)
+    });
+    let held = parse_announcement(&line).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(held.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let finished = run.finish();
+    finished.expect_code(0);
+    assert_stderr_contains(&finished, "killed by SIGKILL");
+    let records = read_records(&scenario.path("held.jsonl"));
+    assert_exactly_once(&records, 10);
+    assert!(scenario.path("held-5").exists());
     scenario.assert_no_survivors();
 }
 
