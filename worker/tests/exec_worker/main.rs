@@ -1,16 +1,25 @@
 //! The exec-worker binary driven over a real socket by a hand-played
 //! supervisor, running real commands.
 
+mod files;
+#[path = "../common/harness.rs"]
 mod harness;
+mod procfs;
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use harness::{
-    Reply, TempFile, Worker, assign, assign_from, cancel, children, eventually, file_input,
-    is_dead, process,
-};
+use files::{TempFile, file_input};
+use harness::{Reply, Worker, assign, assign_from, cancel};
+use procfs::{children, eventually, is_dead, process};
 use protocol::SupervisorMessage;
 use protocol::message::Input;
+
+const EXEC_WORKER: &str = env!("CARGO_BIN_EXE_exec-worker");
+
+/// Starts exec-worker as the supervisor does.
+fn spawn(args: &[&str]) -> Worker {
+    Worker::spawn(EXEC_WORKER, args)
+}
 
 /// Lowercase text of `len` bytes in lines of varying length, the same every time.
 fn text(len: usize) -> Vec<u8> {
@@ -31,7 +40,7 @@ fn text(len: usize) -> Vec<u8> {
 
 #[test]
 fn placeholders_are_filled_in_and_other_braces_are_left_alone() {
-    let mut w = Worker::spawn(&[
+    let mut w = spawn(&[
         "--",
         "/bin/echo",
         "{index}",
@@ -44,7 +53,7 @@ fn placeholders_are_filled_in_and_other_braces_are_left_alone() {
     w.send(&[assign(7, 700, 800, 1)]);
     assert_eq!(w.recv(), Some(Reply::done(7, "7 700 800 1 x7y\n")));
 
-    let mut w = Worker::spawn(&[
+    let mut w = spawn(&[
         "--",
         "/bin/echo",
         "{print $1}",
@@ -65,7 +74,7 @@ fn placeholders_are_filled_in_and_other_braces_are_left_alone() {
 fn file_placeholders_name_the_input_and_the_byte_range() {
     let input = TempFile::new(b"one\ntwo\nthree\n");
     let path = input.path().to_str().unwrap();
-    let mut w = Worker::spawn(&[
+    let mut w = spawn(&[
         "--",
         "/bin/echo",
         "{path}",
@@ -80,13 +89,13 @@ fn file_placeholders_name_the_input_and_the_byte_range() {
 
 #[test]
 fn a_file_placeholder_in_a_range_job_fails_the_chunk() {
-    let mut w = Worker::spawn(&["--", "/bin/echo", "{path}"]);
+    let mut w = spawn(&["--", "/bin/echo", "{path}"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let error = w.recv().unwrap().failure(0);
     assert!(error.contains("{path} needs an input file"), "{error}");
 
-    let mut w = Worker::spawn(&["--stdin", "chunk", "--", "/bin/cat"]);
+    let mut w = spawn(&["--stdin", "chunk", "--", "/bin/cat"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1), SupervisorMessage::Stop]);
     let error = w.recv().unwrap().failure(0);
@@ -102,7 +111,7 @@ fn a_file_placeholder_in_a_range_job_fails_the_chunk() {
 fn stdin_chunk_feeds_exactly_the_chunk_bytes() {
     let contents = text(100_000);
     let input = TempFile::new(&contents);
-    let mut w = Worker::spawn(&["--stdin", "chunk", "--", "/usr/bin/tr", "a-z", "A-Z"]);
+    let mut w = spawn(&["--stdin", "chunk", "--", "/usr/bin/tr", "a-z", "A-Z"]);
     w.handshake(file_input(input.path()));
     w.send(&[
         assign(0, 1234, 5678, 1),
@@ -124,7 +133,7 @@ fn a_chunk_bigger_than_a_pipe_buffer_goes_through_both_ways() {
     const LEN: usize = 6 << 20;
     let contents = text(LEN + 1000);
     let input = TempFile::new(&contents);
-    let mut w = Worker::spawn(&["--stdin", "chunk", "--", "/usr/bin/tr", "a-z", "A-Z"]);
+    let mut w = spawn(&["--stdin", "chunk", "--", "/usr/bin/tr", "a-z", "A-Z"]);
     w.handshake(file_input(input.path()));
     w.send(&[assign(0, 500, 500 + LEN as u64, 1)]);
     let output = w.recv().unwrap().output(0);
@@ -141,7 +150,7 @@ fn wc_counts_the_lines_of_the_chunk() {
     let (start, end) = (newline_after(10_000), newline_after(150_000));
     let lines = contents[start..end].iter().filter(|&&b| b == b'\n').count();
 
-    let mut w = Worker::spawn(&["--stdin", "chunk", "--", "/usr/bin/wc", "-l"]);
+    let mut w = spawn(&["--stdin", "chunk", "--", "/usr/bin/wc", "-l"]);
     w.handshake(Input::Lines {
         path: input.path().to_str().unwrap().into(),
     });
@@ -156,12 +165,12 @@ fn a_command_that_reads_part_of_its_stdin_is_fine() {
     let input = TempFile::new(&contents);
     let len = contents.len() as u64;
 
-    let mut w = Worker::spawn(&["--stdin", "chunk", "--", "/usr/bin/head", "-c", "10"]);
+    let mut w = spawn(&["--stdin", "chunk", "--", "/usr/bin/head", "-c", "10"]);
     w.handshake(file_input(input.path()));
     w.send(&[assign(0, 0, len, 1)]);
     assert_eq!(w.recv().unwrap().output(0), contents[..10]);
 
-    let mut w = Worker::spawn(&["--stdin", "chunk", "--", "/bin/true"]);
+    let mut w = spawn(&["--stdin", "chunk", "--", "/bin/true"]);
     w.handshake(file_input(input.path()));
     w.send(&[assign(0, 0, len, 1)]);
     assert_eq!(w.recv(), Some(Reply::done(0, "")));
@@ -170,7 +179,7 @@ fn a_command_that_reads_part_of_its_stdin_is_fine() {
 #[test]
 fn a_file_that_ends_before_the_chunk_fails_it() {
     let input = TempFile::new(b"short\n");
-    let mut w = Worker::spawn(&["--stdin", "chunk", "--", "/bin/cat"]);
+    let mut w = spawn(&["--stdin", "chunk", "--", "/bin/cat"]);
     w.handshake(file_input(input.path()));
     w.send(&[assign(0, 0, 100, 1)]);
     let error = w.recv().unwrap().failure(0);
@@ -182,7 +191,7 @@ fn a_file_that_ends_before_the_chunk_fails_it() {
 
 #[test]
 fn stdin_none_is_empty() {
-    let mut w = Worker::spawn(&["--", "/bin/cat"]);
+    let mut w = spawn(&["--", "/bin/cat"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     assert_eq!(w.recv(), Some(Reply::done(0, "")));
@@ -191,7 +200,7 @@ fn stdin_none_is_empty() {
 #[test]
 fn a_failing_chunk_fails_alone_and_the_worker_keeps_serving() {
     let script = r#"if [ "$1" = 3 ]; then echo boom >&2; exit 3; fi; echo ok"#;
-    let mut w = Worker::spawn(&["--", "/bin/sh", "-c", script, "sh", "{index}"]);
+    let mut w = spawn(&["--", "/bin/sh", "-c", script, "sh", "{index}"]);
     w.handshake(Input::Range);
     let batch: Vec<_> = (0..6).map(|i| assign(i, i * 10, i * 10 + 10, 1)).collect();
     w.send(&batch);
@@ -213,7 +222,7 @@ fn a_failing_chunk_fails_alone_and_the_worker_keeps_serving() {
 
 #[test]
 fn a_failure_without_stderr_says_only_the_status() {
-    let mut w = Worker::spawn(&["--", "/bin/false"]);
+    let mut w = spawn(&["--", "/bin/false"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     assert_eq!(
@@ -224,7 +233,7 @@ fn a_failure_without_stderr_says_only_the_status() {
 
 #[test]
 fn a_command_killed_by_a_signal_fails_naming_it() {
-    let mut w = Worker::spawn(&[
+    let mut w = spawn(&[
         "--",
         "/bin/sh",
         "-c",
@@ -242,7 +251,7 @@ fn a_command_killed_by_a_signal_fails_naming_it() {
 
 #[test]
 fn a_command_that_cannot_run_fails_with_the_os_error() {
-    let mut w = Worker::spawn(&["--", "/nonexistent/program", "{index}"]);
+    let mut w = spawn(&["--", "/nonexistent/program", "{index}"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1), assign(1, 10, 20, 1)]);
     for index in 0..2 {
@@ -257,7 +266,7 @@ fn a_command_that_cannot_run_fails_with_the_os_error() {
     let mut permissions = std::fs::metadata(script.path()).unwrap().permissions();
     permissions.set_mode(0o644);
     std::fs::set_permissions(script.path(), permissions).unwrap();
-    let mut w = Worker::spawn(&["--", script.path().to_str().unwrap()]);
+    let mut w = spawn(&["--", script.path().to_str().unwrap()]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let error = w.recv().unwrap().failure(0);
@@ -266,7 +275,7 @@ fn a_command_that_cannot_run_fails_with_the_os_error() {
 
 #[test]
 fn cancel_kills_a_running_command_and_leaves_no_process() {
-    let mut w = Worker::spawn(&["--", "/bin/sleep", "60"]);
+    let mut w = spawn(&["--", "/bin/sleep", "60"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let host = w.pid();
@@ -302,7 +311,7 @@ fn cancel_kills_a_running_command_and_leaves_no_process() {
 #[test]
 fn cancel_reaches_a_command_that_closed_its_output() {
     // Nothing left to read: only the exit or the Cancel can end the wait.
-    let mut w = Worker::spawn(&["--", "/bin/sh", "-c", "exec >&- 2>&-; exec sleep 60"]);
+    let mut w = spawn(&["--", "/bin/sh", "-c", "exec >&- 2>&-; exec sleep 60"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let host = w.pid();
@@ -316,7 +325,7 @@ fn cancel_reaches_a_command_that_closed_its_output() {
 
 #[test]
 fn the_command_dies_with_the_worker() {
-    let mut w = Worker::spawn(&["--", "/bin/sleep", "60"]);
+    let mut w = spawn(&["--", "/bin/sleep", "60"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let host = w.pid();
@@ -332,7 +341,7 @@ fn the_command_dies_with_the_worker() {
 
 #[test]
 fn the_command_dies_when_the_supervisor_goes_away() {
-    let mut w = Worker::spawn(&["--", "/bin/sleep", "60"]);
+    let mut w = spawn(&["--", "/bin/sleep", "60"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let host = w.pid();
@@ -348,7 +357,7 @@ fn the_command_dies_when_the_supervisor_goes_away() {
 
 #[test]
 fn output_past_the_frame_limit_fails_the_chunk() {
-    let mut w = Worker::spawn(&["--", "/usr/bin/head", "-c", "70000000", "/dev/zero"]);
+    let mut w = spawn(&["--", "/usr/bin/head", "-c", "70000000", "/dev/zero"]);
     w.handshake(Input::Range);
     w.send(&[
         assign(0, 0, 10, 1),
@@ -369,7 +378,7 @@ fn output_past_the_frame_limit_fails_the_chunk() {
 #[test]
 fn output_just_under_the_limit_is_done() {
     const MAX: usize = 67_108_836;
-    let mut w = Worker::spawn(&["--", "/usr/bin/head", "-c", &MAX.to_string(), "/dev/zero"]);
+    let mut w = spawn(&["--", "/usr/bin/head", "-c", &MAX.to_string(), "/dev/zero"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let output = w.recv().unwrap().output(0);
@@ -380,7 +389,7 @@ fn output_just_under_the_limit_is_done() {
 #[test]
 fn stderr_lines_are_passed_on_as_they_come() {
     let script = "echo first line >&2; echo out; printf 'second line\\nno newline' >&2";
-    let mut w = Worker::spawn(&["--", "/bin/sh", "-c", script]);
+    let mut w = spawn(&["--", "/bin/sh", "-c", script]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     assert_eq!(w.wait_for_stderr("first"), "first line\n");
@@ -390,7 +399,7 @@ fn stderr_lines_are_passed_on_as_they_come() {
 
     // A line comes through while the command still runs.
     let script = "echo started >&2; sleep 60";
-    let mut w = Worker::spawn(&["--", "/bin/sh", "-c", script]);
+    let mut w = spawn(&["--", "/bin/sh", "-c", script]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     w.wait_for_stderr("started");
@@ -400,7 +409,7 @@ fn stderr_lines_are_passed_on_as_they_come() {
 
 #[test]
 fn the_command_gets_the_chunk_in_its_environment_and_not_the_socket() {
-    let mut w = Worker::spawn(&["--", "/usr/bin/env"]);
+    let mut w = spawn(&["--", "/usr/bin/env"]);
     w.handshake(Input::Range);
     w.send(&[assign(7, 700, 800, 2)]);
     let output = String::from_utf8(w.recv().unwrap().output(7)).unwrap();
@@ -421,7 +430,7 @@ fn signal_mask(status: &str, field: &str) -> u64 {
 
 #[test]
 fn the_command_starts_with_default_signal_handling_in_the_worker_group() {
-    let mut w = Worker::spawn(&["--", "/bin/cat", "/proc/self/status", "/proc/self/stat"]);
+    let mut w = spawn(&["--", "/bin/cat", "/proc/self/status", "/proc/self/stat"]);
     w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let output = String::from_utf8(w.recv().unwrap().output(0)).unwrap();
@@ -445,7 +454,7 @@ fn the_command_starts_with_default_signal_handling_in_the_worker_group() {
 
 #[test]
 fn stop_answers_every_chunk_then_exits_0() {
-    let mut w = Worker::spawn(&["--", "/bin/echo", "chunk", "{index}"]);
+    let mut w = spawn(&["--", "/bin/echo", "chunk", "{index}"]);
     w.handshake(Input::Range);
     let mut batch: Vec<_> = (0..20).map(|i| assign(i, i, i + 1, 1)).collect();
     batch.push(SupervisorMessage::Stop);
@@ -466,7 +475,7 @@ fn a_missing_command_is_a_usage_error_before_hello() {
         &["--", ""],
         &["--stdin", "all", "--", "/bin/cat"],
     ] {
-        let mut w = Worker::spawn(args);
+        let mut w = spawn(args);
         assert_eq!(w.recv(), None, "{args:?}");
         let (status, stderr) = w.wait_with_stderr();
         assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");

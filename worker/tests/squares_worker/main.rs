@@ -1,24 +1,41 @@
 //! The squares-worker binary driven over a real socket by a hand-played supervisor.
 
+#[path = "../common/harness.rs"]
 mod harness;
 
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Reply, Worker, assign, cancel, expected, welcome};
-use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage};
+use harness::{Reply, Worker, assign, cancel, welcome};
+use protocol::message::Input;
+use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage, WORKER_FD_ENV};
+
+const SQUARES_WORKER: &str = env!("CARGO_BIN_EXE_squares-worker");
+
+/// Starts squares-worker as the supervisor does.
+fn spawn(args: &[&str]) -> Worker {
+    Worker::spawn(SQUARES_WORKER, args)
+}
 
 const MODULUS: u64 = 10_007;
 
+/// The squares job's answer for `[start, end)`, computed the slow, obvious way.
+fn expected(start: u64, end: u64, modulus: u64) -> String {
+    (start..end)
+        .map(|i| u128::from(i) * u128::from(i) % u128::from(modulus))
+        .sum::<u128>()
+        .to_string()
+}
+
 fn done(index: u64, start: u64, end: u64) -> Reply {
-    Reply::Done(index, expected(start, end, MODULUS))
+    Reply::done(index, &expected(start, end, MODULUS))
 }
 
 #[test]
 fn answers_assigns_in_order_with_the_right_sums() {
-    let mut w = Worker::spawn(&[]);
-    let hello = w.handshake("{}");
+    let mut w = spawn(&[]);
+    let hello = w.handshake(Input::Range);
     assert_eq!(hello.protocol_version, PROTOCOL_VERSION);
     assert_eq!(hello.pid, w.pid());
 
@@ -30,6 +47,7 @@ fn answers_assigns_in_order_with_the_right_sums() {
             panic!("chunk {index} was not done");
         };
         assert_eq!(got, index);
+        let output = String::from_utf8(output).expect("UTF-8 output");
         total += output.parse::<u128>().expect("a decimal number");
     }
     assert_eq!(total, 49_259_937_824);
@@ -41,8 +59,8 @@ fn answers_assigns_in_order_with_the_right_sums() {
 
 #[test]
 fn many_assigns_sent_in_one_write_are_all_answered_in_order() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake("{}");
+    let mut w = spawn(&[]);
+    w.handshake(Input::Range);
     let batch: Vec<_> = (0..2000)
         .map(|i| assign(i, i * 500, i * 500 + 500, 1))
         .collect();
@@ -57,16 +75,16 @@ fn many_assigns_sent_in_one_write_are_all_answered_in_order() {
 
 #[test]
 fn params_choose_the_modulus() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake(r#"{"modulus": 7, "unrelated": true}"#);
+    let mut w = spawn(&[]);
+    w.handshake_with(r#"{"modulus": 7, "unrelated": true}"#, Input::Range);
     w.send(&[assign(0, 0, 1000, 1)]);
-    assert_eq!(w.recv(), Some(Reply::Done(0, expected(0, 1000, 7))));
+    assert_eq!(w.recv(), Some(Reply::done(0, &expected(0, 1000, 7))));
 }
 
 #[test]
 fn bad_params_fail_the_chunk() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake(r#"{"modulus": 0}"#);
+    let mut w = spawn(&[]);
+    w.handshake_with(r#"{"modulus": 0}"#, Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     let Some(Reply::Failed(0, error)) = w.recv() else {
         panic!("expected Failed");
@@ -76,8 +94,8 @@ fn bad_params_fail_the_chunk() {
 
 #[test]
 fn a_fail_fault_answers_failed_with_the_message() {
-    let mut w = Worker::spawn(&["--fault", "fail:1"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--fault", "fail:1"]);
+    w.handshake(Input::Range);
     w.send(&[
         assign(0, 0, 10, 1),
         assign(1, 10, 20, 2),
@@ -96,22 +114,22 @@ fn a_fail_fault_answers_failed_with_the_message() {
 #[test]
 fn a_crash_below_two_kills_the_first_attempt_and_spares_the_retry() {
     let args = ["--fault", "crash:5:2"];
-    let mut first = Worker::spawn(&args);
-    first.handshake("{}");
+    let mut first = spawn(&args);
+    first.handshake(Input::Range);
     first.send(&[assign(5, 500, 600, 1)]);
     assert_eq!(first.recv(), None);
     assert_eq!(first.wait().signal(), Some(libc::SIGABRT));
 
-    let mut second = Worker::spawn(&args);
-    second.handshake("{}");
+    let mut second = spawn(&args);
+    second.handshake(Input::Range);
     second.send(&[assign(5, 500, 600, 2)]);
     assert_eq!(second.recv(), Some(done(5, 500, 600)));
 }
 
 #[test]
 fn an_exit_fault_exits_with_status_3() {
-    let mut w = Worker::spawn(&["--fault", "exit:0"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--fault", "exit:0"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     assert_eq!(w.recv(), None);
     assert_eq!(w.wait().code(), Some(3));
@@ -121,8 +139,8 @@ fn an_exit_fault_exits_with_status_3() {
 fn queued_chunks_that_are_cancelled_never_run_and_are_answered_in_order() {
     // Chunk 0 sleeps until it is cancelled, so chunks 1 and 2 are still
     // queued when their Cancels arrive.
-    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake(Input::Range);
     w.send(&[
         assign(0, 0, 10, 1),
         assign(1, 10, 20, 1),
@@ -152,8 +170,8 @@ fn queued_chunks_that_are_cancelled_never_run_and_are_answered_in_order() {
 
 #[test]
 fn cancelling_the_running_chunk_ends_it_early() {
-    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     // Each line names the process, so a test can tell which one ran a chunk.
     let pid = w.pid();
@@ -171,8 +189,8 @@ fn cancelling_the_running_chunk_ends_it_early() {
 #[test]
 fn done_carries_the_handler_time_of_its_chunk() {
     const SLOW: Duration = Duration::from_millis(300);
-    let mut w = Worker::spawn(&["--slow-ms", "300"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--slow-ms", "300"]);
+    w.handshake(Input::Range);
     // Sent together: the second waits in the queue while the first runs.
     w.send(&[assign(0, 0, 10, 1), assign(1, 10, 20, 1)]);
     for index in 0..2 {
@@ -186,8 +204,8 @@ fn done_carries_the_handler_time_of_its_chunk() {
 
 #[test]
 fn stop_answers_every_queued_chunk_then_exits_0() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake("{}");
+    let mut w = spawn(&[]);
+    w.handshake(Input::Range);
     let mut batch: Vec<_> = (0..5)
         .map(|i| assign(i, i * 1000, i * 1000 + 1000, 1))
         .collect();
@@ -201,8 +219,8 @@ fn stop_answers_every_queued_chunk_then_exits_0() {
 
 #[test]
 fn the_worker_exits_when_the_supervisor_goes_away() {
-    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     w.wait_for_stderr("chunk 0 attempt 1");
     w.close();
@@ -211,8 +229,8 @@ fn the_worker_exits_when_the_supervisor_goes_away() {
 
 #[test]
 fn the_worker_exits_even_when_its_handler_hangs() {
-    let mut w = Worker::spawn(&["--fault", "hang:0", "--stderr-lines", "1"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--fault", "hang:0", "--stderr-lines", "1"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     w.wait_for_stderr("chunk 0 attempt 1");
     w.close();
@@ -221,7 +239,7 @@ fn the_worker_exits_even_when_its_handler_hangs() {
 
 #[test]
 fn the_worker_exits_when_the_supervisor_goes_away_before_welcome() {
-    let mut w = Worker::spawn(&[]);
+    let mut w = spawn(&[]);
     assert!(matches!(w.recv(), Some(Reply::Hello(_))));
     w.close();
     let (status, stderr) = w.wait_with_stderr();
@@ -231,9 +249,9 @@ fn the_worker_exits_when_the_supervisor_goes_away_before_welcome() {
 
 #[test]
 fn a_version_mismatch_in_welcome_is_fatal() {
-    let mut w = Worker::spawn(&[]);
+    let mut w = spawn(&[]);
     assert!(matches!(w.recv(), Some(Reply::Hello(_))));
-    w.send(&[welcome(PROTOCOL_VERSION + 1, "{}")]);
+    w.send(&[welcome(PROTOCOL_VERSION + 1, "{}", Input::Range)]);
     assert_eq!(w.recv(), None);
     let (status, stderr) = w.wait_with_stderr();
     assert!(!status.success());
@@ -242,7 +260,7 @@ fn a_version_mismatch_in_welcome_is_fatal() {
 
 #[test]
 fn work_before_welcome_is_fatal() {
-    let mut w = Worker::spawn(&[]);
+    let mut w = spawn(&[]);
     assert!(matches!(w.recv(), Some(Reply::Hello(_))));
     w.send(&[assign(0, 0, 10, 1)]);
     let (status, stderr) = w.wait_with_stderr();
@@ -252,8 +270,8 @@ fn work_before_welcome_is_fatal() {
 
 #[test]
 fn a_frame_that_does_not_decode_is_fatal() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake("{}");
+    let mut w = spawn(&[]);
+    w.handshake(Input::Range);
     w.send_raw(&[4, 0, 0, 0, 9, 0, 0, 0]);
     assert_eq!(w.recv(), None);
     let (status, stderr) = w.wait_with_stderr();
@@ -263,16 +281,16 @@ fn a_frame_that_does_not_decode_is_fatal() {
 
 #[test]
 fn garbage_fault_sends_a_frame_that_is_no_message() {
-    let mut w = Worker::spawn(&["--fault", "garbage:0"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--fault", "garbage:0"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     assert!(matches!(w.try_recv(), Err(ProtocolError::Decode(_))));
 }
 
 #[test]
 fn oversized_fault_announces_a_frame_beyond_the_limit() {
-    let mut w = Worker::spawn(&["--fault", "oversized:0"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--fault", "oversized:0"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     assert!(matches!(
         w.try_recv(),
@@ -285,14 +303,23 @@ fn oversized_fault_announces_a_frame_beyond_the_limit() {
 
 #[test]
 fn exit_at_start_exits_1_without_hello() {
-    let mut w = Worker::spawn(&["--exit-at-start"]);
+    let mut w = spawn(&["--exit-at-start"]);
     assert_eq!(w.wait().code(), Some(1));
     assert_eq!(w.recv(), None);
 }
 
+/// Starts the worker with no socket and no fd variable, as someone trying it
+/// by hand would.
+fn spawn_unsupervised(args: &[&str]) -> Worker {
+    let mut command = harness::command(SQUARES_WORKER, args);
+    command.env_remove(WORKER_FD_ENV);
+    let child = command.spawn().expect("spawn squares-worker");
+    Worker::wrap(&command, child, None)
+}
+
 #[test]
 fn without_a_supervisor_it_says_so() {
-    let mut w = Worker::spawn_unsupervised(&[]);
+    let mut w = spawn_unsupervised(&[]);
     let (status, stderr) = w.wait_with_stderr();
     assert_eq!(status.code(), Some(1));
     assert!(
@@ -303,8 +330,8 @@ fn without_a_supervisor_it_says_so() {
 
 #[test]
 fn ctrl_c_is_left_to_the_supervisor() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake("{}");
+    let mut w = spawn(&[]);
+    w.handshake(Input::Range);
     // SAFETY: kill only sends a signal.
     assert_eq!(unsafe { libc::kill(w.pid_t(), libc::SIGINT) }, 0);
     // The worker has to wake from its read to take this Assign, so the signal
@@ -335,8 +362,8 @@ fn ignoring_line(sender: u32) -> String {
 
 #[test]
 fn a_sigterm_from_anyone_but_the_supervisor_is_ignored() {
-    let mut w = Worker::spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--slow-ms", "600000", "--stderr-lines", "1"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     w.wait_for_stderr("chunk 0 attempt 1");
 
@@ -360,8 +387,8 @@ fn a_sigterm_from_anyone_but_the_supervisor_is_ignored() {
 
 #[test]
 fn a_sigterm_from_anyone_else_leaves_the_answers_right() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake("{}");
+    let mut w = spawn(&[]);
+    w.handshake(Input::Range);
     let sender = sigterm_from_a_stranger(w.pid());
     w.wait_for_stderr(&ignoring_line(sender));
     w.send(&[assign(0, 0, 1000, 1), SupervisorMessage::Stop]);
@@ -373,8 +400,8 @@ fn a_sigterm_from_anyone_else_leaves_the_answers_right() {
 #[test]
 fn a_sigterm_from_the_supervisor_ends_a_hung_worker_at_once() {
     // This test process is the worker's parent, as the supervisor is.
-    let mut w = Worker::spawn(&["--fault", "hang:0", "--stderr-lines", "1"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--fault", "hang:0", "--stderr-lines", "1"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     w.wait_for_stderr("chunk 0 attempt 1");
     // To the whole group, as the supervisor's kill ladder does it.
@@ -388,8 +415,8 @@ fn a_sigterm_from_the_supervisor_ends_a_hung_worker_at_once() {
 
 #[test]
 fn a_sigterm_from_the_supervisor_ends_a_worker_that_ignored_another() {
-    let mut w = Worker::spawn(&[]);
-    w.handshake("{}");
+    let mut w = spawn(&[]);
+    w.handshake(Input::Range);
     let sender = sigterm_from_a_stranger(w.pid());
     w.wait_for_stderr(&ignoring_line(sender));
     // SAFETY: kill only sends a signal.
@@ -412,8 +439,8 @@ fn peak_resident_bytes(pid: u32) -> u64 {
 
 #[test]
 fn alloc_mb_makes_the_memory_resident_on_every_chunk_and_still_answers() {
-    let mut w = Worker::spawn(&["--alloc-mb", "64"]);
-    w.handshake("{}");
+    let mut w = spawn(&["--alloc-mb", "64"]);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1), assign(1, 10, 20, 1)]);
     assert_eq!(w.recv_n(2), [done(0, 0, 10), done(1, 10, 20)]);
     // Touched pages count, reserved ones would not; the peak stays after
@@ -429,10 +456,32 @@ fn alloc_mb_makes_the_memory_resident_on_every_chunk_and_still_answers() {
 /// far below what `--alloc-mb 1024` asks for.
 const ADDRESS_SPACE: u64 = 512 << 20;
 
+/// Starts the worker with its address space limited to `limit` bytes
+/// (`RLIMIT_AS`), as `memory_limit` does.
+fn spawn_with_address_space_limit(args: &[&str], limit: u64) -> Worker {
+    let mut command = harness::command(SQUARES_WORKER, args);
+    // SAFETY: the closure only calls setrlimit, which is async-signal-safe,
+    // and allocates nothing.
+    unsafe { command.pre_exec(move || limit_address_space(limit)) };
+    Worker::spawn_command(command)
+}
+
+fn limit_address_space(bytes: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit reads the struct it is given and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[test]
 fn alloc_mb_past_the_address_space_limit_aborts_the_worker() {
-    let mut w = Worker::spawn_with_address_space_limit(&["--alloc-mb", "1024"], ADDRESS_SPACE);
-    w.handshake("{}");
+    let mut w = spawn_with_address_space_limit(&["--alloc-mb", "1024"], ADDRESS_SPACE);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1)]);
     assert_eq!(w.recv(), None);
     let (status, stderr) = w.wait_with_stderr();
@@ -445,8 +494,8 @@ fn alloc_mb_past_the_address_space_limit_aborts_the_worker() {
 
 #[test]
 fn alloc_mb_within_the_address_space_limit_is_fine() {
-    let mut w = Worker::spawn_with_address_space_limit(&["--alloc-mb", "16"], ADDRESS_SPACE);
-    w.handshake("{}");
+    let mut w = spawn_with_address_space_limit(&["--alloc-mb", "16"], ADDRESS_SPACE);
+    w.handshake(Input::Range);
     w.send(&[assign(0, 0, 10, 1), SupervisorMessage::Stop]);
     assert_eq!(w.recv(), Some(done(0, 0, 10)));
     assert_eq!(w.recv(), None);
@@ -455,8 +504,8 @@ fn alloc_mb_within_the_address_space_limit_is_fine() {
 
 #[test]
 fn an_unknown_argument_is_a_usage_error() {
-    let mut w = Worker::spawn_unsupervised(&["--no-such-switch"]);
+    let mut w = spawn_unsupervised(&["--no-such-switch"]);
     assert_eq!(w.wait().code(), Some(2));
-    let mut w = Worker::spawn_unsupervised(&["--fault", "crash:x"]);
+    let mut w = spawn_unsupervised(&["--fault", "crash:x"]);
     assert_eq!(w.wait().code(), Some(2));
 }
