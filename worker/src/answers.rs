@@ -28,6 +28,12 @@ pub(crate) struct Answers<'a> {
     buf: Vec<u8>,
     /// When the main thread last wrote or woke up with new work.
     since: Instant,
+    /// A moving average of how long chunks take here: what the next one
+    /// will probably take.
+    typical: Option<Duration>,
+    /// The buffer holds a `Failed` or `Cancelled`: rare answers, which go
+    /// out before the next chunk starts whatever chunks take.
+    urgent: bool,
     /// Reused for handler error messages.
     error: String,
 }
@@ -39,6 +45,8 @@ impl<'a> Answers<'a> {
             inbox,
             buf: Vec::new(),
             since: Instant::now(),
+            typical: None,
+            urgent: false,
             error: String::new(),
         }
     }
@@ -53,6 +61,12 @@ impl<'a> Answers<'a> {
         started: Instant,
         finished: Instant,
     ) -> Result<(), WorkerError> {
+        let elapsed = finished.saturating_duration_since(started);
+        self.typical = Some(match self.typical {
+            // An eighth of the new, so one odd chunk moves it little.
+            Some(typical) => (typical * 7 + elapsed) / 8,
+            None => elapsed,
+        });
         if cancelled {
             return self.cancelled_at(index, finished);
         }
@@ -60,7 +74,6 @@ impl<'a> Answers<'a> {
         self.error.clear();
         match result {
             Ok(()) => {
-                let elapsed = finished.saturating_duration_since(started);
                 let done = WorkerMessage::Done(Done {
                     index,
                     elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
@@ -87,6 +100,7 @@ impl<'a> Answers<'a> {
             error: &self.error,
         });
         encode_frame(&failed, &mut self.buf)?;
+        self.urgent = true;
         self.flush_if_due(finished)
     }
 
@@ -99,6 +113,7 @@ impl<'a> Answers<'a> {
             &WorkerMessage::Cancelled(Cancelled { index }),
             &mut self.buf,
         )?;
+        self.urgent = true;
         self.flush_if_due(now)
     }
 
@@ -111,6 +126,20 @@ impl<'a> Answers<'a> {
         Ok(())
     }
 
+    /// Before a chunk starts: answers still held go out now, unless they
+    /// are all `Done`s and chunks here are short (batching them is what
+    /// makes short chunks cheap). Otherwise a quick answer (a chunk that
+    /// failed at once, say) would wait for the whole of a long chunk after
+    /// it, and the supervisor, which times each chunk from the answer before
+    /// it, would charge that wait to the wrong chunk.
+    pub(crate) fn before_chunk(&mut self) -> Result<(), WorkerError> {
+        let short = self.typical.is_some_and(|t| t < FLUSH_AFTER);
+        if self.buf.is_empty() || (short && !self.urgent) {
+            return Ok(());
+        }
+        self.flush()
+    }
+
     /// Work arrived after a wait: the time spent waiting is no reason to flush.
     pub(crate) fn start_batch(&mut self) {
         self.since = Instant::now();
@@ -118,6 +147,7 @@ impl<'a> Answers<'a> {
 
     pub(crate) fn flush(&mut self) -> Result<(), WorkerError> {
         self.since = Instant::now();
+        self.urgent = false;
         if self.buf.is_empty() {
             return Ok(());
         }

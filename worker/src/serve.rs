@@ -123,6 +123,7 @@ where
         };
         match next {
             Next::Run(chunk) => {
+                answers.before_chunk()?;
                 output.clear();
                 let started = Instant::now();
                 let result = handler(ctx, &chunk, &mut output);

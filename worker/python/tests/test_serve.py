@@ -111,6 +111,16 @@ def file_bytes(chunk):
 
 def read_range(chunk):
     return chunk.read()
+
+def fails_then_runs_long(chunk):
+    """Chunk 0 fails at once; chunk 1 runs until it is cancelled (a minute at most)."""
+    if chunk.index == 0:
+        raise RuntimeError("quick failure")
+    announce(chunk)
+    deadline = time.monotonic() + 60
+    while not chunk.cancelled and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return "done"
 '''
 
 SCRIPT = '''
@@ -322,6 +332,21 @@ class Conversation(ServeTestCase):
         self.assertIs(type(done), Done)
         self.assertEqual(len(done.output), 64 * 1024 * 1024 - 28)
         self.assertEqual(worker.wait(), 0)
+
+
+class Batching(ServeTestCase):
+    def test_a_quick_failure_is_not_held_back_by_the_long_chunk_after_it(self):
+        worker = self.start("handlers:fails_then_runs_long")
+        worker.handshake()
+        worker.send(Assign(0, 0, 1, 1, 0), Assign(1, 1, 2, 1, 1))
+        # Chunk 1 runs until cancelled: the failure must arrive before that.
+        failed = worker.receive()
+        self.assertIs(type(failed), Failed, failed)
+        self.assertEqual(failed.index, 0)
+        worker.wait_line("running 1")
+        worker.send(Cancel(1), Stop())
+        self.assertEqual(worker.receive(), Cancelled(1))
+        self.assertEqual(worker.wait(), 0, worker.stderr())
 
 
 class Cancelling(ServeTestCase):

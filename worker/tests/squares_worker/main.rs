@@ -112,6 +112,33 @@ fn a_fail_fault_answers_failed_with_the_message() {
 }
 
 #[test]
+fn a_quick_failure_is_sent_before_a_long_chunk_after_it_starts() {
+    // Both in one write: batching must not hold the failure until the
+    // hanging chunk ends (it never does), or the supervisor would time the
+    // failed chunk as the hanging one.
+    let mut w = spawn(&[
+        "--fault",
+        "fail:0",
+        "--fault",
+        "hang:1",
+        "--stderr-lines",
+        "1",
+    ]);
+    w.handshake(Input::Range);
+    w.send(&[assign(0, 0, 10, 1), assign(1, 10, 20, 1)]);
+    assert_eq!(
+        w.recv(),
+        Some(Reply::Failed(
+            0,
+            "injected failure on chunk 0 attempt 1".into()
+        ))
+    );
+    w.wait_for_stderr("chunk 1 attempt 1");
+    w.close();
+    assert_eq!(w.wait().code(), Some(0));
+}
+
+#[test]
 fn a_crash_below_two_kills_the_first_attempt_and_spares_the_retry() {
     let args = ["--fault", "crash:5:2"];
     let mut first = spawn(&args);
