@@ -36,6 +36,7 @@ pub fn describe(job: &Job) -> String {
     let _ = writeln!(plan, "chunks: {}", chunks(job));
     let _ = writeln!(plan, "workers: {}", job.supervisor.workers);
     let _ = writeln!(plan, "command: {command}");
+    let _ = writeln!(plan, "working directory: {}", worker.cwd.display());
     let _ = writeln!(
         plan,
         "per attempt: timeout {timeout}, retries {}",
@@ -113,6 +114,9 @@ fn chunks(job: &Job) -> String {
 }
 
 fn bytes(n: u64) -> String {
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
     format!("{n} bytes, {}", bytesize::ByteSize(n).display().iec())
 }
 
@@ -290,6 +294,39 @@ command = ["/bin/sh", "-c", "true"]
         assert!(
             !job.state_dir.exists(),
             "check must not create the state folder"
+        );
+    }
+
+    #[test]
+    fn a_file_source_is_described_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.txt"), vec![b'x'; 5000]).unwrap();
+        let path = dir.path().join("cut.toml");
+        std::fs::write(
+            &path,
+            "[source]\nfile = { path = \"in.txt\", delimiter = \"\\r\\n\" }\nchunk = 2048\n\n\
+             [worker]\ncommand = [\"/bin/sh\"]\n",
+        )
+        .unwrap();
+        let job = crate::config::load(&path, None).unwrap();
+        let plan = describe(&job);
+        let input = dir.path().join("in.txt").canonicalize().unwrap();
+        assert!(
+            plan.contains(&format!(
+                "source: file {} (5000 bytes, 4.9 KiB), records end with \"\\r\\n\"\n",
+                input.display()
+            )),
+            "{plan}"
+        );
+        assert!(
+            plan.contains(
+                "chunks: 3 of about 2048 bytes, 2.0 KiB, each cut just after a delimiter\n"
+            ),
+            "{plan}"
+        );
+        assert!(
+            plan.contains(&format!("working directory: {}\n", job.dir.display())),
+            "{plan}"
         );
     }
 
