@@ -729,3 +729,66 @@ fn chunks_settled_by_an_earlier_run_are_skipped_in_order() {
     assert_eq!(h.dispatcher.counts().skipped, 3);
     assert_eq!(h.stopped(), [0]);
 }
+
+/// A source that yields `good` chunks of a range, then fails to read.
+struct FailingSource {
+    inner: RangeChunks,
+    good: u64,
+    error: Option<String>,
+}
+
+impl crate::chunks::ChunkSource for FailingSource {
+    fn next_chunk(&mut self) -> Option<crate::chunks::ChunkSpec> {
+        if self.good == 0 {
+            self.error = Some("input.txt: Input/output error".to_owned());
+            return None;
+        }
+        self.good -= 1;
+        self.inner.next_chunk()
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.inner.total()
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+}
+
+#[test]
+fn an_input_that_cannot_be_read_aborts_the_run_instead_of_finishing_it() {
+    let now = Instant::now();
+    let source = Box::new(FailingSource {
+        inner: RangeChunks::new(0, 60, 10),
+        good: 2,
+        error: None,
+    });
+    let mut h = Harness {
+        dispatcher: Dispatcher::new(settings(1), source, None, now),
+        fx: Recorder::default(),
+        now,
+        generations: vec![0],
+        answered: Default::default(),
+    };
+    h.dispatcher.start(now, &mut h.fx);
+    h.track_spawns();
+    h.hello(0);
+    h.serve_all(0);
+    // The abort comes as soon as the source fails: what was written stays
+    // (the journal keeps it for a rerun), what was in flight is abandoned.
+    assert!(
+        [&[0][..], &[0, 1][..]].contains(&h.fx.results().as_slice()),
+        "{:?}",
+        h.fx.results()
+    );
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)));
+    h.exited(0);
+    let Some(Outcome::Aborted { reason }) = h.dispatcher.outcome() else {
+        panic!("expected an abort, got {:?}", h.dispatcher.outcome());
+    };
+    assert_eq!(
+        reason,
+        "cannot read the input: input.txt: Input/output error"
+    );
+}
