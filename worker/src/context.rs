@@ -167,3 +167,52 @@ impl Context {
         &self.socket
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(input: Input) -> Context {
+        let (socket, _) = UnixStream::pair().unwrap();
+        Context::new(0, "{}".into(), input, Arc::default(), socket)
+    }
+
+    fn chunk(start: u64, end: u64) -> Chunk {
+        Chunk {
+            index: 0,
+            start,
+            end,
+            attempt: 1,
+            first_item: start,
+        }
+    }
+
+    #[test]
+    fn read_chunk_appends_exactly_the_chunks_bytes() {
+        let dir = std::env::temp_dir().join(format!("worker-context-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("input.txt");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let ctx = context(Input::File {
+            path: path.to_str().unwrap().to_owned(),
+        });
+        let mut buf = b">".to_vec();
+        ctx.read_chunk(&chunk(3, 7), &mut buf).unwrap();
+        ctx.read_chunk(&chunk(9, 9), &mut buf).unwrap();
+        assert_eq!(buf, b">3456");
+        // A range past the end (the file shrank) is an error and leaves the
+        // buffer as it was.
+        let err = ctx.read_chunk(&chunk(8, 12), &mut buf).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(buf, b">3456");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_range_job_has_no_input_file() {
+        let ctx = context(Input::Range);
+        assert_eq!(ctx.input_path(), None);
+        let err = ctx.read_chunk(&chunk(0, 1), &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}

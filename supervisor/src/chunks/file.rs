@@ -95,11 +95,6 @@ impl FileChunks {
         size.div_ceil(chunk)
     }
 
-    /// The length the file had when it was opened, which is what is cut.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// The smallest `p >= nominal` just after a delimiter, or the size.
     fn find_boundary(&mut self, nominal: u64) -> io::Result<u64> {
         let d = self.delimiter_len;

@@ -28,11 +28,7 @@ impl Job {
     /// How many chunks the source is cut into; chunk `k` covers
     /// `[start + k·chunk, min(start + (k+1)·chunk, end))`.
     pub fn chunk_count(&self) -> u64 {
-        match &self.source {
-            Source::Range { start, end } => (end - start).div_ceil(self.chunk),
-            Source::File { input, .. } => input.size.div_ceil(self.chunk),
-            Source::Lines { lines, .. } => lines.div_ceil(self.chunk),
-        }
+        self.source.chunk_count(self.chunk)
     }
 }
 
@@ -67,6 +63,16 @@ pub struct InputFile {
 }
 
 impl Source {
+    /// How many chunks of `chunk` items the source is cut into: integers,
+    /// bytes or lines. Known without reading the input.
+    pub fn chunk_count(&self, chunk: u64) -> u64 {
+        match self {
+            Source::Range { start, end } => (end - start).div_ceil(chunk),
+            Source::File { input, .. } => input.size.div_ceil(chunk),
+            Source::Lines { lines, .. } => lines.div_ceil(chunk),
+        }
+    }
+
     /// The input file, for the sources that have one.
     pub fn input(&self) -> Option<&InputFile> {
         match self {

@@ -200,7 +200,7 @@ impl JobText<'_> {
                     format!("cannot read {}: {e}", input.path.display()),
                 )
             })?;
-            let chunk = self.count_chunk(chunk.as_ref(), count.lines, "lines")?;
+            let chunk = self.count_chunk(chunk.as_ref(), count.lines, "lines", "lines")?;
             let source = Source::Lines {
                 input,
                 lines: count.lines,
@@ -227,14 +227,10 @@ impl JobText<'_> {
                     format!("start ({start}) is greater than end ({end})"),
                 ));
             }
-            let chunk = self.count_chunk(chunk.as_ref(), end - start, "items")?;
+            let chunk = self.count_chunk(chunk.as_ref(), end - start, "range", "items")?;
             (Source::Range { start, end }, range_span, chunk)
         };
-        let chunks = match &source {
-            Source::Range { start, end } => (end - start).div_ceil(chunk),
-            Source::File { input, .. } => input.size.div_ceil(chunk),
-            Source::Lines { lines, .. } => lines.div_ceil(chunk),
-        };
+        let chunks = source.chunk_count(chunk);
         if chunks > MAX_CHUNKS {
             return Err(self.error(
                 chunk_span.unwrap_or(source_span),
@@ -290,11 +286,13 @@ impl JobText<'_> {
     }
 
     /// `chunk` for a source that counts things (`items` of a range, `lines`):
-    /// a positive integer, or about 1024 chunks by default.
+    /// a positive integer, or about 1024 chunks by default. `source` and
+    /// `unit` name them in messages.
     fn count_chunk(
         &self,
         chunk: Option<&Spanned<RawChunk>>,
         total: u64,
+        source: &str,
         unit: &str,
     ) -> Result<u64> {
         let Some(chunk) = chunk else {
@@ -308,16 +306,13 @@ impl JobText<'_> {
                 format!("must be a positive number of {unit}, got {n}"),
             )),
             RawChunk::Text(t) if t == "auto" => Err(self.auto_chunk(chunk.span(), unit)),
-            RawChunk::Text(t) => {
-                let source = if unit == "lines" { "lines" } else { "range" };
-                Err(self.error(
-                    chunk.span(),
-                    "source.chunk",
-                    format!(
-                        "for a `{source}` source, `chunk` counts {unit}: use a positive integer, not \"{t}\""
-                    ),
-                ))
-            }
+            RawChunk::Text(t) => Err(self.error(
+                chunk.span(),
+                "source.chunk",
+                format!(
+                    "for a `{source}` source, `chunk` counts {unit}: use a positive integer, not \"{t}\""
+                ),
+            )),
         }
     }
 
