@@ -16,33 +16,15 @@ use nix::unistd::Pid;
 
 use super::{assert_exactly_once, failed_file};
 use crate::harness::{
-    Finished, Launch, NotifySocket, PATIENCE, Run, Scenario, read_records, squares_job,
+    self, Announced, Finished, Launch, NotifySocket, PATIENCE, Run, Scenario,
+    assert_stderr_contains, indices, read_records, squares_job, wait_for_busy_workers,
 };
 
-/// A chunk start that a worker announced on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Announced {
-    pid: u32,
-    index: u64,
-    attempt: u32,
-}
+/// How the reference worker tags its announcements.
+const TAG: &str = "squares-worker";
 
-/// Reads `squares-worker[PID]: chunk I attempt A line 1`, which arrives as
-/// the message of a log line (the supervisor logs its workers' stderr).
 fn parse_announcement(line: &str) -> Option<Announced> {
-    let (_, rest) = line.split_once("squares-worker[")?;
-    let (pid, rest) = rest.split_once("]: chunk ")?;
-    let mut words = rest.split(' ');
-    let index = words.next()?.parse().ok()?;
-    if words.next()? != "attempt" {
-        return None;
-    }
-    let attempt = words.next()?.parse().ok()?;
-    Some(Announced {
-        pid: pid.parse().ok()?,
-        index,
-        attempt,
-    })
+    harness::parse_announcement(TAG, line)
 }
 
 fn announcements(stderr: &str) -> Vec<Announced> {
@@ -68,21 +50,6 @@ fn wait_for_announcements(run: &mut Run, count: usize) {
             parse_announcement(line).is_some()
         });
     }
-}
-
-/// Waits until `workers` different workers are each busy with a chunk.
-fn wait_for_busy_workers(run: &mut Run, workers: usize) -> Vec<Announced> {
-    let mut busy: Vec<Announced> = Vec::new();
-    while busy.len() < workers {
-        let line = run.wait_for_line("a worker announcing a chunk", |line| {
-            parse_announcement(line).is_some()
-        });
-        let announced = parse_announcement(&line).unwrap();
-        if busy.iter().all(|a| a.pid != announced.pid) {
-            busy.push(announced);
-        }
-    }
-    busy
 }
 
 /// Polls `condition` until it holds, failing the test after the patience.
@@ -125,10 +92,6 @@ fn reference(end: u64, chunk: u64) -> Vec<String> {
     lines
 }
 
-fn indices(records: &[crate::harness::Record]) -> Vec<u64> {
-    records.iter().map(|r| r.index).collect()
-}
-
 fn state_dir(scenario: &Scenario, job_name: &str) -> PathBuf {
     scenario.dir().join(".supervisor").join(job_name)
 }
@@ -169,15 +132,6 @@ fn process_group(pid: u32) -> u32 {
     let (_, rest) = stat.rsplit_once(')').unwrap();
     // After the command: state, parent, group.
     rest.split_whitespace().nth(2).unwrap().parse().unwrap()
-}
-
-fn assert_stderr_contains(finished: &Finished, needle: &str) {
-    assert!(
-        finished.stderr.contains(needle),
-        "{}: no {needle:?} in stderr:\n{}",
-        finished.description,
-        finished.stderr
-    );
 }
 
 /// Interrupts a run of 30 slow chunks once chunk 4 has started, checks the
@@ -297,7 +251,7 @@ fn sigterm_to_every_process_as_systemd_sends_it_still_drains() {
     );
     let args = ["-w", "2", job.to_str().unwrap()];
     let mut run = scenario.start(&args);
-    let busy = wait_for_busy_workers(&mut run, 2);
+    let busy = wait_for_busy_workers(&mut run, TAG, 2);
     // KillMode=control-group: every process of the unit at once.
     for worker in &busy {
         kill(Pid::from_raw(worker.pid as i32), Signal::SIGTERM).unwrap();
@@ -341,7 +295,7 @@ fn a_second_sigterm_cancels_the_chunks_in_flight() {
         ),
     );
     let mut run = scenario.start(&["-w", "2", job.to_str().unwrap()]);
-    wait_for_busy_workers(&mut run, 2);
+    wait_for_busy_workers(&mut run, TAG, 2);
     run.signal(Signal::SIGTERM);
     // Two signals sent back to back may arrive as one.
     run.wait_for_line("the drain starting", |line| line.contains("draining"));
@@ -371,7 +325,7 @@ fn chunks_still_running_at_the_drain_timeout_are_cancelled_without_a_second_sign
         ),
     );
     let mut run = scenario.start(&["-w", "2", "--report", "report.json", job.to_str().unwrap()]);
-    wait_for_busy_workers(&mut run, 2);
+    wait_for_busy_workers(&mut run, TAG, 2);
     run.signal(Signal::SIGTERM);
     let finished = run.finish();
     finished.expect_code(143);
@@ -797,7 +751,7 @@ fn systemd_hears_ready_status_watchdog_stopping_and_extensions() {
     });
     notify.wait_for("a watchdog ping", |m| m == "WATCHDOG=1");
 
-    let busy = wait_for_busy_workers(&mut run, 2);
+    let busy = wait_for_busy_workers(&mut run, TAG, 2);
     for worker in &busy {
         // The worker is in the middle of a chunk, so it is alive.
         let environ = std::fs::read(format!("/proc/{}/environ", worker.pid)).unwrap();

@@ -469,3 +469,59 @@ impl NotifySocket {
         }
     }
 }
+
+/// A chunk start that a worker announced on stderr as `TAG[PID]: chunk I
+/// attempt A`, which arrives as the message of a log line (the supervisor
+/// logs its workers' stderr). The reference worker does it with
+/// `--stderr-lines 1`; the Python tests' handlers do it by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Announced {
+    pub pid: u32,
+    pub index: u64,
+    pub attempt: u32,
+}
+
+/// Reads an announcement by a worker whose lines start with `tag`.
+pub fn parse_announcement(tag: &str, line: &str) -> Option<Announced> {
+    let (_, rest) = line.split_once(&format!("{tag}["))?;
+    let (pid, rest) = rest.split_once("]: chunk ")?;
+    let mut words = rest.split(' ');
+    let index = words.next()?.parse().ok()?;
+    if words.next()? != "attempt" {
+        return None;
+    }
+    let attempt = words.next()?.trim_end().parse().ok()?;
+    Some(Announced {
+        pid: pid.parse().ok()?,
+        index,
+        attempt,
+    })
+}
+
+/// Waits until `workers` different workers tagged `tag` are each busy with a chunk.
+pub fn wait_for_busy_workers(run: &mut Run, tag: &str, workers: usize) -> Vec<Announced> {
+    let mut busy: Vec<Announced> = Vec::new();
+    while busy.len() < workers {
+        let line = run.wait_for_line(&format!("a {tag} announcing a chunk"), |line| {
+            parse_announcement(tag, line).is_some()
+        });
+        let announced = parse_announcement(tag, &line).unwrap();
+        if busy.iter().all(|a| a.pid != announced.pid) {
+            busy.push(announced);
+        }
+    }
+    busy
+}
+
+pub fn indices(records: &[Record]) -> Vec<u64> {
+    records.iter().map(|r| r.index).collect()
+}
+
+pub fn assert_stderr_contains(finished: &Finished, needle: &str) {
+    assert!(
+        finished.stderr.contains(needle),
+        "{}: no {needle:?} in stderr:\n{}",
+        finished.description,
+        finished.stderr
+    );
+}

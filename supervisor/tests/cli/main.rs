@@ -12,7 +12,10 @@ mod sources;
 
 use std::collections::BTreeMap;
 
-use harness::{Record, Scenario, parse_records, read_records, repo_root, squares_job};
+use harness::{
+    Record, Scenario, parse_announcement, parse_records, read_records, repo_root, squares_job,
+    wait_for_busy_workers,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -131,14 +134,10 @@ fn a_worker_killed_from_outside_mid_chunk_is_replaced_and_its_chunk_retried() {
     let mut run = scenario.start(&["-w", "2", job.to_str().unwrap()]);
     // The worker announces each chunk as it starts it; kill it right there.
     let line = run.wait_for_line("announcing chunk 3", |line| {
-        line.contains("]: chunk 3 attempt 1 ")
+        parse_announcement("squares-worker", line).is_some_and(|a| a.index == 3 && a.attempt == 1)
     });
-    let pid: i32 = line
-        .split_once("squares-worker[")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .and_then(|(pid, _)| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"));
-    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    let pid = parse_announcement("squares-worker", &line).unwrap().pid;
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
     let finished = run.finish();
     finished.expect_code(0);
     let records = read_records(&scenario.path("kill.jsonl"));
@@ -162,12 +161,7 @@ fn workers_die_with_a_supervisor_killed_by_sigkill() {
     );
     let mut run = scenario.start(&["-w", "2", job.to_str().unwrap()]);
     // Both workers are busy with a chunk when the supervisor dies.
-    let mut busy = std::collections::BTreeSet::new();
-    while busy.len() < 2 {
-        let line = run.wait_for_line("announcing a chunk", |line| line.contains("]: chunk "));
-        let pid = line.split_once("squares-worker[").unwrap().1;
-        busy.insert(pid.split_once(']').unwrap().0.to_owned());
-    }
+    wait_for_busy_workers(&mut run, "squares-worker", 2);
     kill(Pid::from_raw(run.pid() as i32), Signal::SIGKILL).unwrap();
     assert_eq!(run.finish().code, None, "killed by a signal");
     scenario.assert_no_survivors();

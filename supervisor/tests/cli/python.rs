@@ -19,7 +19,10 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::{SQUARES_TOTAL, assert_exactly_once, record};
-use crate::harness::{Finished, Run, Scenario, read_records, repo_root};
+use crate::harness::{
+    self, Announced, Scenario, assert_stderr_contains, indices, read_records, repo_root,
+    wait_for_busy_workers,
+};
 
 /// The handlers every test picks from, by name.
 const HANDLERS: &str = r#"
@@ -124,61 +127,15 @@ fn python_job_with_source(scenario: &Scenario, handler: &str, source: &str, extr
     )
 }
 
-/// A chunk start a handler announced on stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Announced {
-    pid: u32,
-    index: u64,
-    attempt: u32,
-}
+/// How the handlers tag their announcements.
+const TAG: &str = "pyworker";
 
-/// Reads `pyworker[PID]: chunk I attempt A`, the message of a log line.
 fn parse_announcement(line: &str) -> Option<Announced> {
-    let (_, rest) = line.split_once("pyworker[")?;
-    let (pid, rest) = rest.split_once("]: chunk ")?;
-    let mut words = rest.split(' ');
-    let index = words.next()?.parse().ok()?;
-    if words.next()? != "attempt" {
-        return None;
-    }
-    let attempt = words.next()?.trim_end().parse().ok()?;
-    Some(Announced {
-        pid: pid.parse().ok()?,
-        index,
-        attempt,
-    })
+    harness::parse_announcement(TAG, line)
 }
 
 fn announcements(stderr: &str) -> Vec<Announced> {
     stderr.lines().filter_map(parse_announcement).collect()
-}
-
-/// Waits until `workers` different workers are each busy with a chunk.
-fn wait_for_busy_workers(run: &mut Run, workers: usize) -> Vec<Announced> {
-    let mut busy: Vec<Announced> = Vec::new();
-    while busy.len() < workers {
-        let line = run.wait_for_line("a Python worker announcing a chunk", |line| {
-            parse_announcement(line).is_some()
-        });
-        let announced = parse_announcement(&line).unwrap();
-        if busy.iter().all(|a| a.pid != announced.pid) {
-            busy.push(announced);
-        }
-    }
-    busy
-}
-
-fn indices(records: &[crate::harness::Record]) -> Vec<u64> {
-    records.iter().map(|r| r.index).collect()
-}
-
-fn assert_stderr_contains(finished: &Finished, needle: &str) {
-    assert!(
-        finished.stderr.contains(needle),
-        "{}: no {needle:?} in stderr:\n{}",
-        finished.description,
-        finished.stderr
-    );
 }
 
 fn read_report(path: &Path) -> Value {
@@ -289,7 +246,7 @@ fn sigterm_drains_python_workers_exits_143_and_the_same_command_resumes() {
     );
     let args = ["-w", "2", job.to_str().unwrap()];
     let mut run = scenario.start(&args);
-    wait_for_busy_workers(&mut run, 2);
+    wait_for_busy_workers(&mut run, TAG, 2);
     run.signal(Signal::SIGTERM);
     let finished = run.finish();
     finished.expect_code(143);
@@ -343,7 +300,7 @@ fn python_workers_ignore_a_sigterm_from_anyone_but_the_supervisor() {
     );
     let args = ["-w", "2", job.to_str().unwrap()];
     let mut run = scenario.start(&args);
-    let busy = wait_for_busy_workers(&mut run, 2);
+    let busy = wait_for_busy_workers(&mut run, TAG, 2);
     // KillMode=control-group: every process of the unit at once. The test is
     // not the workers' parent.
     for worker in &busy {
@@ -393,7 +350,7 @@ fn a_second_sigterm_cancels_the_chunks_python_workers_are_running() {
         report.to_str().unwrap(),
         job.to_str().unwrap(),
     ]);
-    wait_for_busy_workers(&mut run, 2);
+    wait_for_busy_workers(&mut run, TAG, 2);
     run.signal(Signal::SIGTERM);
     // Two signals sent back to back may arrive as one.
     run.wait_for_line("the drain starting", |line| line.contains("draining"));
@@ -448,7 +405,7 @@ fn python_workers_answer_cancelled_at_the_drain_timeout_and_exit_when_stopped() 
         report.to_str().unwrap(),
         job.to_str().unwrap(),
     ]);
-    wait_for_busy_workers(&mut run, 2);
+    wait_for_busy_workers(&mut run, TAG, 2);
     run.signal(Signal::SIGTERM);
     let finished = run.finish();
     finished.expect_code(143);
