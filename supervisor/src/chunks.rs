@@ -79,6 +79,25 @@ impl ChunkSource for RangeChunks {
     }
 }
 
+/// What the sources' tests share: real files, and every chunk a source gives.
+#[cfg(test)]
+mod test_files {
+    use std::io::Write as _;
+
+    use super::{ChunkSource, ChunkSpec};
+
+    pub(super) fn temp_file(contents: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(contents).unwrap();
+        file.flush().unwrap();
+        file
+    }
+
+    pub(super) fn all(source: &mut impl ChunkSource) -> Vec<ChunkSpec> {
+        std::iter::from_fn(|| source.next_chunk()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,20 +194,9 @@ pub(super) fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<us
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_files::{all, temp_file};
     use super::*;
     use proptest::prelude::*;
-    use std::io::Write;
-
-    fn temp_file(contents: &[u8]) -> tempfile::NamedTempFile {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(contents).unwrap();
-        file.flush().unwrap();
-        file
-    }
-
-    fn all(source: &mut FileChunks) -> Vec<ChunkSpec> {
-        std::iter::from_fn(|| source.next_chunk()).collect()
-    }
 
     fn ranges(contents: &[u8], delimiter: &[u8], chunk: u64, block: usize) -> Vec<(u64, u64)> {
         let file = temp_file(contents);

@@ -193,20 +193,9 @@ impl ChunkSource for LinesChunks {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_files::{all, temp_file};
     use super::*;
     use proptest::prelude::*;
-    use std::io::Write;
-
-    fn temp_file(contents: &[u8]) -> tempfile::NamedTempFile {
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        file.write_all(contents).unwrap();
-        file.flush().unwrap();
-        file
-    }
-
-    fn all(source: &mut LinesChunks) -> Vec<ChunkSpec> {
-        std::iter::from_fn(|| source.next_chunk()).collect()
-    }
 
     /// Lines the obvious way: split after each newline, keep a non-empty tail.
     fn naive_lines(contents: &[u8]) -> Vec<&[u8]> {
