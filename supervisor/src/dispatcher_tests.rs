@@ -84,11 +84,19 @@ struct Harness {
 
 impl Harness {
     fn new(settings: Settings, chunks: u64) -> Self {
-        let now = Instant::now();
         let source = Box::new(RangeChunks::new(0, chunks * 10, 10));
+        Self::with_source(settings, source, None)
+    }
+
+    fn with_source(
+        settings: Settings,
+        source: Box<dyn crate::chunks::ChunkSource>,
+        skip: Option<FixedBitSet>,
+    ) -> Self {
+        let now = Instant::now();
         let workers = settings.workers;
         let mut harness = Self {
-            dispatcher: Dispatcher::new(settings, source, None, now),
+            dispatcher: Dispatcher::new(settings, source, skip, now),
             fx: Recorder::default(),
             now,
             generations: vec![0; workers],
@@ -709,20 +717,11 @@ fn repeated_crashes_back_off_before_the_restart() {
 
 #[test]
 fn chunks_settled_by_an_earlier_run_are_skipped_in_order() {
-    let now = Instant::now();
     let mut skip = FixedBitSet::with_capacity(6);
     skip.insert_range(0..2);
     skip.insert(3);
     let source = Box::new(RangeChunks::new(0, 60, 10));
-    let mut h = Harness {
-        dispatcher: Dispatcher::new(settings(1), source, Some(skip), now),
-        fx: Recorder::default(),
-        now,
-        generations: vec![0],
-        answered: Default::default(),
-    };
-    h.dispatcher.start(now, &mut h.fx);
-    h.track_spawns();
+    let mut h = Harness::with_source(settings(1), source, Some(skip));
     h.hello(0);
     h.serve_all(0);
     assert_eq!(h.fx.results(), [2, 4, 5]);
@@ -758,21 +757,12 @@ impl crate::chunks::ChunkSource for FailingSource {
 
 #[test]
 fn an_input_that_cannot_be_read_aborts_the_run_instead_of_finishing_it() {
-    let now = Instant::now();
     let source = Box::new(FailingSource {
         inner: RangeChunks::new(0, 60, 10),
         good: 2,
         error: None,
     });
-    let mut h = Harness {
-        dispatcher: Dispatcher::new(settings(1), source, None, now),
-        fx: Recorder::default(),
-        now,
-        generations: vec![0],
-        answered: Default::default(),
-    };
-    h.dispatcher.start(now, &mut h.fx);
-    h.track_spawns();
+    let mut h = Harness::with_source(settings(1), source, None);
     h.hello(0);
     h.serve_all(0);
     // The abort comes as soon as the source fails: what was written stays
