@@ -11,6 +11,14 @@ use crate::error::ProtocolError;
 use crate::frame::{self, MAX_FRAME_LEN};
 use crate::message::{SupervisorMessage, WorkerMessage};
 
+/// Bytes of a `Done` payload before its output: variant, index,
+/// elapsed_ns and the output's length (PROTOCOL.md).
+const DONE_OVERHEAD: usize = 28;
+
+/// The largest output one `Done` can carry within the frame limit: a worker
+/// can stop collecting output past it rather than fail at the encoding.
+pub const MAX_DONE_OUTPUT: usize = MAX_FRAME_LEN as usize - DONE_OVERHEAD;
+
 type Config = Configuration<LittleEndian, Fixint, Limit<{ MAX_FRAME_LEN as usize }>>;
 
 const CONFIG: Config = bincode::config::standard()
@@ -75,6 +83,19 @@ mod tests {
         expected.extend_from_slice(&5u64.to_le_bytes());
         assert_eq!(out, expected);
         assert_eq!(decode_supervisor_message(&out[4..]).unwrap(), msg);
+    }
+
+    #[test]
+    fn the_output_limit_is_what_a_done_frame_leaves() {
+        let done = WorkerMessage::Done(Done {
+            index: u64::MAX,
+            elapsed_ns: u64::MAX,
+            output: &[],
+        });
+        let mut frame = Vec::new();
+        encode_frame(&done, &mut frame).unwrap();
+        assert_eq!(frame.len() - frame::HEADER_LEN, DONE_OVERHEAD);
+        assert_eq!(MAX_DONE_OUTPUT, 67_108_836);
     }
 
     #[test]

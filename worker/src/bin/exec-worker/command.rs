@@ -41,12 +41,8 @@ const CHUNK_INDEX_ENV: &str = "SUPERVISOR_CHUNK_INDEX";
 /// The chunk's attempt, from 1.
 const CHUNK_ATTEMPT_ENV: &str = "SUPERVISOR_CHUNK_ATTEMPT";
 
-/// Bytes in a `Done` payload before its output (variant, index, elapsed_ns,
-/// output length); see PROTOCOL.md.
-const DONE_OVERHEAD: usize = 28;
-
 /// The most output a chunk's `Done` can carry.
-const MAX_OUTPUT: usize = protocol::frame::MAX_FRAME_LEN as usize - DONE_OVERHEAD;
+const MAX_OUTPUT: usize = protocol::codec::MAX_DONE_OUTPUT;
 
 /// How often a running command looks at the cancel flag: well inside the
 /// ~50 ms a Cancel may take to be noticed, and rare enough to cost nothing.
@@ -511,19 +507,6 @@ impl Input {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_output_limit_is_what_a_done_frame_leaves() {
-        let done = protocol::WorkerMessage::Done(protocol::message::Done {
-            index: u64::MAX,
-            elapsed_ns: u64::MAX,
-            output: &[],
-        });
-        let mut frame = Vec::new();
-        protocol::codec::encode_frame(&done, &mut frame).unwrap();
-        assert_eq!(frame.len() - protocol::frame::HEADER_LEN, DONE_OVERHEAD);
-        assert_eq!(MAX_OUTPUT, 67_108_836);
-    }
 
     #[test]
     fn output_stops_past_the_limit() {
