@@ -9,7 +9,7 @@ use std::io::Read;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use protocol::codec::{decode_supervisor_message, decode_worker_message, encode_frame};
-use protocol::connection::{FrameBuffer, frames};
+use protocol::connection::{FrameBatch, FrameReader};
 use protocol::frame::{HEADER_LEN, MAX_FRAME_LEN, split_frame};
 use protocol::message::{Assign, Cancel, Cancelled, Done, Failed, Hello, Input, Welcome};
 use protocol::{ProtocolError, SupervisorMessage, WorkerMessage};
@@ -66,7 +66,7 @@ const CAP: usize = MAX_FRAME_LEN as usize;
 /// Enough for an error message; far below any length a peer could claim.
 const SMALL: usize = 4096;
 
-/// What a [`FrameBuffer`] may hold for `received` bytes: its read window
+/// What a [`FrameReader`] may hold for `received` bytes: its read window
 /// (64 KiB) on top of them, doubled for `Vec` growth.
 fn frame_buffer_bound(received: usize) -> usize {
     2 * (received + 64 * 1024)
@@ -284,7 +284,7 @@ fn check_bytes(bytes: &[u8], sizes: &[usize]) {
 
     let mut payloads = Vec::new();
     let (_, peak) = peak_alloc(|| {
-        let mut buffer = FrameBuffer::new();
+        let mut buffer = FrameReader::new();
         let mut reader = Trickle::new(bytes, sizes);
         loop {
             loop {
@@ -430,11 +430,13 @@ proptest! {
     ) {
         let stream: Vec<u8> = messages.iter().flat_map(AnyMessage::frame).collect();
         let mut reader = Trickle::new(&stream, &sizes);
-        let mut buffer = FrameBuffer::new();
+        let mut buffer = FrameReader::new();
+        let mut batch = FrameBatch::default();
         let mut expected = messages.iter();
         loop {
             if batched {
-                for payload in frames(buffer.complete_frames().unwrap()) {
+                buffer.take_frames(&mut batch).unwrap();
+                for payload in batch.payloads() {
                     expected.next().expect("no more frames than sent").assert_decodes_from(payload);
                 }
             } else {
@@ -528,7 +530,7 @@ fn an_oversized_header_is_refused_before_its_payload_is_reserved() {
         ));
 
         let (result, peak) = peak_alloc(|| {
-            let mut buffer = FrameBuffer::new();
+            let mut buffer = FrameReader::new();
             assert!(buffer.fill_from(&mut &bytes[..]).unwrap());
             buffer.next_frame().map(|frame| frame.is_some())
         });
@@ -548,7 +550,7 @@ fn a_frame_announced_at_the_cap_is_not_reserved_before_it_arrives() {
     let mut bytes = MAX_FRAME_LEN.to_le_bytes().to_vec();
     bytes.extend_from_slice(&[1, 0, 0, 0, 7]);
     let (result, peak) = peak_alloc(|| {
-        let mut buffer = FrameBuffer::new();
+        let mut buffer = FrameReader::new();
         let mut reader = &bytes[..];
         assert!(buffer.fill_from(&mut reader).unwrap());
         assert!(buffer.next_frame().unwrap().is_none());

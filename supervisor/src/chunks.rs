@@ -3,9 +3,11 @@
 
 mod file;
 mod lines;
+mod prefetch;
 
 pub use file::FileChunks;
 pub use lines::{LineCount, LinesChunks, count_lines};
+pub use prefetch::Prefetch;
 
 /// One chunk: its index and the half-open range `[start, end)` it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,17 +20,39 @@ pub struct ChunkSpec {
     pub first_item: u64,
 }
 
-/// Where chunks come from, in index order.
+/// What a source has next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Chunk(ChunkSpec),
+    /// Nothing ready yet: the source is reading ahead and says when it has
+    /// more (see [`Prefetch::ready`]).
+    Later,
+    /// No more chunks, or the input could not be read ([`ChunkSource::error`]).
+    End,
+}
+
+/// Where the dispatcher takes chunks from, in index order. It never blocks:
+/// a source that must read its input does so on a thread of its own.
 pub trait ChunkSource {
-    /// The next chunk, or `None` when the job has no more.
-    fn next_chunk(&mut self) -> Option<ChunkSpec>;
+    fn next_chunk(&mut self) -> Next;
     /// How many chunks the whole job has, when that is known up front.
     fn total(&self) -> Option<u64>;
-    /// Why the source stopped early: `next_chunk` returned `None` because the
+    /// Why the source ended early: it returned [`Next::End`] because the
     /// input could not be read, not because the job has no more chunks.
     fn error(&self) -> Option<&str> {
         None
     }
+}
+
+/// Cuts an input into chunks in index order, reading it as it goes. It may
+/// block on the disk, so the run loop never calls it: [`Prefetch`] runs it
+/// on a thread.
+pub trait Cutter: Send {
+    /// The next chunk, or `None` when the job has no more.
+    fn next_chunk(&mut self) -> Option<ChunkSpec>;
+    fn total(&self) -> Option<u64>;
+    /// Why `next_chunk` returned `None` early, when the input could not be read.
+    fn error(&self) -> Option<&str>;
 }
 
 /// An integer range cut into chunks of `chunk` items: chunk k covers
@@ -59,14 +83,14 @@ impl RangeChunks {
 }
 
 impl ChunkSource for RangeChunks {
-    fn next_chunk(&mut self) -> Option<ChunkSpec> {
+    fn next_chunk(&mut self) -> Next {
         if self.next_index >= self.count() {
-            return None;
+            return Next::End;
         }
         let index = self.next_index;
         self.next_index += 1;
         let start = self.start + index * self.chunk;
-        Some(ChunkSpec {
+        Next::Chunk(ChunkSpec {
             index,
             start,
             end: start.saturating_add(self.chunk).min(self.end),
@@ -84,7 +108,7 @@ impl ChunkSource for RangeChunks {
 mod test_files {
     use std::io::Write as _;
 
-    use super::{ChunkSource, ChunkSpec};
+    use super::{ChunkSpec, Cutter};
 
     pub(super) fn temp_file(contents: &[u8]) -> tempfile::NamedTempFile {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -93,7 +117,7 @@ mod test_files {
         file
     }
 
-    pub(super) fn all(source: &mut impl ChunkSource) -> Vec<ChunkSpec> {
+    pub(super) fn all(source: &mut impl Cutter) -> Vec<ChunkSpec> {
         std::iter::from_fn(|| source.next_chunk()).collect()
     }
 }
@@ -103,11 +127,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The next chunk of a source that never says `Later`.
+    fn take(source: &mut RangeChunks) -> Option<ChunkSpec> {
+        match source.next_chunk() {
+            Next::Chunk(chunk) => Some(chunk),
+            Next::End => None,
+            Next::Later => panic!("a range never waits"),
+        }
+    }
+
     #[test]
     fn the_last_chunk_is_cut_at_the_end() {
         let chunks: Vec<_> = std::iter::from_fn({
             let mut source = RangeChunks::new(10, 35, 10);
-            move || source.next_chunk()
+            move || take(&mut source)
         })
         .collect();
         assert_eq!(
@@ -139,9 +172,9 @@ mod tests {
     fn reaches_the_top_of_u64_without_overflow() {
         let mut source = RangeChunks::new(u64::MAX - 5, u64::MAX, 4);
         assert_eq!(source.total(), Some(2));
-        source.next_chunk();
-        assert_eq!(source.next_chunk().unwrap().end, u64::MAX);
-        assert_eq!(source.next_chunk(), None);
+        take(&mut source);
+        assert_eq!(take(&mut source).unwrap().end, u64::MAX);
+        assert_eq!(take(&mut source), None);
     }
 
     proptest! {
@@ -151,7 +184,7 @@ mod tests {
             let total = source.total().unwrap();
             let mut expected_start = start;
             let mut seen = 0;
-            while let Some(c) = source.next_chunk() {
+            while let Some(c) = take(&mut source) {
                 prop_assert_eq!(c.index, seen);
                 prop_assert_eq!(c.start, expected_start);
                 prop_assert!(c.end > c.start && c.end - c.start <= chunk);

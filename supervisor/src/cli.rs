@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
-use crate::progress::ProgressMode;
+use crate::observers::progress::ProgressMode;
 
 #[derive(Debug, Parser)]
 #[command(

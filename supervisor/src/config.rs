@@ -1,6 +1,7 @@
 //! The job file: TOML read into raw structs, then validated into a [`Job`],
 //! with every error pointing at a file, line, column and key.
 
+pub mod defaults;
 mod error;
 mod job;
 mod paths;

@@ -4,8 +4,8 @@
 //!
 //! # Files
 //!
-//! The state folder holds `lock` (held with `flock` by the running
-//! supervisor, its pid inside), `journal`, and `failed.jsonl` (written by the
+//! The state folder holds `lock` (held with an open-file-description lock by
+//! the running supervisor, its pid inside), `journal`, and `failed.jsonl` (written by the
 //! output module). The journal is a header that fingerprints the job, then
 //! one 48-byte record per chunk that ended: done, with the offset and length
 //! of its record in the output, or failed for good (the layout is in
@@ -73,7 +73,6 @@
 //! output.flush()?; journal.finish(output.file())?;
 //! ```
 
-mod dirs;
 mod error;
 mod fingerprint;
 mod format;
@@ -89,6 +88,6 @@ pub use error::JournalError;
 pub use fingerprint::{Fingerprint, fingerprint};
 pub use format::{Entry, EntryKind};
 pub use inspect::inspect;
-pub use lock::{StateLock, lock_state};
-pub use open::{FAILED_FILE, JOURNAL_FILE, Recovered, open};
+pub use lock::{LOCK_FILE, StateLock, lock_holder, lock_state};
+pub use open::{FAILED_FILE, JOURNAL_FILE, Recovered, create, open, resume};
 pub use writer::{COMMIT_INTERVAL, COMMIT_RECORDS, JournalWriter};

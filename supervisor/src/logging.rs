@@ -7,7 +7,7 @@ use std::io::{self, IsTerminal as _, Write};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::progress::Progress;
+use crate::observers::progress::Progress;
 
 /// How log lines look.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,22 +1,37 @@
-//! The `supervisor` binary: parses the command line, runs, and owns the exit codes.
+//! The `supervisor` binary: parses the command line, runs the command, and
+//! alone decides the exit status.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
+use supervisor::assess::{self, Lock, Options};
 use supervisor::cli::{Cli, Command};
 use supervisor::dispatcher::Outcome;
-use supervisor::logging::LogFormat;
-use supervisor::progress::{Progress, ProgressMode};
-use supervisor::resume::{Options, SetupError};
-use supervisor::run::{Reporting, RunSummary, run};
-use supervisor::{config, generate, logging, plan, report};
+use supervisor::logging::{self, LogFormat};
+use supervisor::observers::progress::{Progress, ProgressMode};
+use supervisor::observers::report;
+use supervisor::run::{Reporting, RunEnd, RunSummary, SetupError, run};
+use supervisor::{config, generate, plan, signals};
 
-/// Exit codes of the contract that are not a run's own outcome.
+/// The contract's exit statuses.
 mod exit {
+    /// Every chunk finished.
     pub const OK: u8 = 0;
+    /// The run finished, but some chunks failed for good.
+    pub const SOME_FAILED: u8 = 1;
+    /// A bad command line or job file, or a state that forbids the run:
+    /// nothing was started, nothing written.
     pub const BAD_INPUT: u8 = 2;
+    /// Aborted: workers crash faster than the restart limit allows, or the
+    /// output cannot be written.
     pub const ABORTED: u8 = 3;
+
+    /// Stopped by `signal` after a drain: 130 for SIGINT, 143 for SIGTERM,
+    /// as a shell reports them.
+    pub fn signalled(signal: i32) -> u8 {
+        u8::try_from(128 + signal).unwrap_or(u8::MAX)
+    }
 }
 
 fn main() -> ExitCode {
@@ -46,8 +61,9 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
-        print!("{}", plan::describe(&job));
-        return ExitCode::from(exit::OK);
+        let assessment = assess::assess(&job, Options::default(), Lock::Probe);
+        print!("{}", plan::describe(&job, &assessment));
+        return printed(Ok(()));
     }
     // One thread: workers get the cores, and the thread that forks them lives
     // as long as the supervisor, which the parent-death signal requires.
@@ -69,36 +85,50 @@ fn main() -> ExitCode {
         progress,
         metrics_addr: cli.run.metrics_addr,
     };
-    match runtime.block_on(run(&job, options, reporting)) {
-        Ok(summary) => {
-            let mut code = summary.exit_code;
-            if let Some(path) = &cli.run.report
-                && let Err(error) = report::write_report(path, &summary.report)
-            {
-                eprintln!("error: cannot write the report {}: {error}", path.display());
-                code = code.max(exit::ABORTED);
-            }
-            tell(&summary, cli.run.log_format);
-            ExitCode::from(code)
-        }
+    let ended = runtime.block_on(async {
+        // Before any worker exists, so that no signal finds its default action.
+        let signals = signals::listen()
+            .map_err(|e| SetupError::Failed(anyhow::anyhow!("cannot listen for signals: {e}")))?;
+        run(&job, options, reporting, signals).await
+    });
+    let summary = match ended {
+        Ok(RunEnd::Ended(summary)) => summary,
+        Ok(RunEnd::Killed { signal }) => return ExitCode::from(exit::signalled(signal)),
         Err(SetupError::Refused(error)) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(exit::BAD_INPUT)
+            return ExitCode::from(exit::BAD_INPUT);
         }
         Err(SetupError::Failed(error)) => {
             eprintln!("error: {error:#}");
-            ExitCode::from(exit::ABORTED)
+            return ExitCode::from(exit::ABORTED);
         }
+    };
+    let mut code = exit_code(&summary);
+    let report = summary.report(code);
+    if let Some(path) = &cli.run.report
+        && let Err(error) = report::write_report(path, &report)
+    {
+        eprintln!("error: cannot write the report {}: {error}", path.display());
+        code = code.max(exit::ABORTED);
+    }
+    tell(&summary, &report, cli.run.log_format);
+    ExitCode::from(code)
+}
+
+/// The exit status of a run that got going (the contract's table).
+fn exit_code(summary: &RunSummary) -> u8 {
+    match summary.outcome {
+        Outcome::Finished { failed } if failed + summary.failed_before == 0 => exit::OK,
+        Outcome::Finished { .. } => exit::SOME_FAILED,
+        Outcome::Drained { signal } => exit::signalled(signal),
+        Outcome::Aborted { .. } => exit::ABORTED,
     }
 }
 
 /// The end of a run, for the person who started it: plain lines, or with
 /// `--log-format json` log events like every other line on stderr.
-fn tell(summary: &RunSummary, format: LogFormat) {
-    let mut lines: Vec<String> = report::summary(&summary.report)
-        .lines()
-        .map(str::to_owned)
-        .collect();
+fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat) {
+    let mut lines: Vec<String> = report::summary(report).lines().map(str::to_owned).collect();
     if let Some(failed) = &summary.failed_file {
         lines.push(format!("failed chunks are listed in {}", failed.display()));
     }

@@ -1,20 +1,17 @@
 //! What `supervisor check` prints: the plan a run of the job would follow.
 
-use std::error::Error as _;
 use std::fmt::Write as _;
-use std::io;
-use std::path::Path;
 
-use crate::config::{Job, Order, OutputPath, Source};
-use crate::journal::{self, JournalError, Recovered};
-use crate::run::output_name;
+use crate::assess::{Assessment, Fresh, Refusal, Resume, Start, error_chain};
+use crate::config::{Job, Order, Source};
+use crate::journal::JournalError;
 
 /// Longest setting value a `resume:` line shows in full.
 const SHOWN_VALUE: usize = 60;
 
-/// The plan, one `name: value` line each. Reads the job's state folder, if
-/// any, to tell whether a run would resume; writes nothing.
-pub fn describe(job: &Job) -> String {
+/// The plan, one `name: value` line each, ending with whether a run would
+/// resume, as `assessment` (of the job's state folder) says.
+pub fn describe(job: &Job, assessment: &Assessment) -> String {
     let mut plan = String::new();
     let worker = &job.worker;
     let command = std::iter::once(worker.program.display().to_string())
@@ -66,10 +63,10 @@ pub fn describe(job: &Job) -> String {
     let _ = writeln!(
         plan,
         "output: {} ({format}, order {order})",
-        output_name(&job.output.path)
+        job.output.path.name()
     );
     let _ = writeln!(plan, "state: {}", job.state_dir.display());
-    let _ = writeln!(plan, "resume: {}", resume(job));
+    let _ = writeln!(plan, "resume: {}", resume(job, assessment));
     plan
 }
 
@@ -120,20 +117,33 @@ fn bytes(n: u64) -> String {
     format!("{n} bytes, {}", bytesize::ByteSize(n).display().iec())
 }
 
-/// Whether a run would resume, and from what, as `resume.rs` would decide.
-fn resume(job: &Job) -> String {
-    let OutputPath::File(output) = &job.output.path else {
-        return "no journal: a run to stdout always starts over".to_owned();
-    };
-    let chunks = job.chunk_count();
-    match journal::inspect(&job.state_dir, &journal::fingerprint(job), chunks) {
-        Ok(None) => "fresh start (no journal)".to_owned(),
+/// Whether a run would resume, and from what.
+fn resume(job: &Job, assessment: &Assessment) -> String {
+    if let Some(pid) = assessment.holder {
+        let who = match pid {
+            Some(pid) => format!("another supervisor (pid {pid})"),
+            None => "another supervisor".to_owned(),
+        };
+        return format!(
+            "would refuse: {who} is running the job in {}",
+            job.state_dir.display()
+        );
+    }
+    match &assessment.start {
+        Start::Unjournaled => "no journal: a run to stdout always starts over".to_owned(),
+        Start::Fresh(Fresh::NoJournal | Fresh::Asked) => "fresh start (no journal)".to_owned(),
         // A run that never finished a chunk is started over, output and all.
-        Ok(Some(recovered)) if recovered.records == 0 => {
+        Start::Fresh(Fresh::NoRecords) => {
             "fresh start (the journal records no finished chunk)".to_owned()
         }
-        Ok(Some(recovered)) => would_resume(&recovered, chunks, output),
-        Err(JournalError::Changed { changes, .. }) => {
+        Start::Resume(resume) => would_resume(resume, job.chunk_count()),
+        Start::Refuse(refusal) => refused(refusal),
+    }
+}
+
+fn refused(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::Journal(JournalError::Changed { changes, .. }) => {
             let changes = changes
                 .iter()
                 .map(|(field, was, now)| format!("{field} {} → {}", cut(was), cut(now)))
@@ -141,52 +151,40 @@ fn resume(job: &Job) -> String {
                 .join(", ");
             format!("would refuse: the job changed ({changes}); use --fresh")
         }
-        Err(JournalError::Corrupt { reason, .. }) => {
+        Refusal::Journal(JournalError::Corrupt { reason, .. }) => {
             format!("would refuse: the journal is damaged: {reason}; use --fresh")
         }
-        Err(error) => {
-            let mut text = format!("cannot tell: {error}");
-            let mut source = error.source();
-            while let Some(cause) = source {
-                let _ = write!(text, ": {cause}");
-                source = cause.source();
-            }
-            text
+        Refusal::OutputMissing { kept } => format!(
+            "would refuse: the output is missing, but the journal counts {kept} bytes of \
+             it; use --fresh"
+        ),
+        Refusal::OutputShorter { len, kept } => format!(
+            "would refuse: the output is shorter than the journal says ({len} bytes, the \
+             journal counts {kept}); use --fresh"
+        ),
+        Refusal::Journal(_)
+        | Refusal::Unreadable(_)
+        | Refusal::NothingToRetry
+        | Refusal::RetryNeedsJournal => {
+            let reason = match refusal {
+                Refusal::Journal(error) => error_chain(error),
+                Refusal::Unreadable(reason) => reason.clone(),
+                _ => "nothing to retry".to_owned(),
+            };
+            format!("cannot tell: {reason}")
         }
     }
 }
 
-fn would_resume(recovered: &Recovered, chunks: u64, output: &Path) -> String {
+fn would_resume(resume: &Resume, chunks: u64) -> String {
+    let recovered = &resume.recovered;
     let kept = recovered.output_len;
-    // The run checks the same before it cuts: an output shorter than the
-    // journal vouches for has lost finished chunks.
-    let found = match std::fs::metadata(output) {
-        Ok(meta) if meta.is_file() => Some(meta.len()),
-        Ok(_) => None,
-        // Only failed chunks so far: the run makes the output anew.
-        Err(e) if e.kind() == io::ErrorKind::NotFound && kept == 0 => Some(0),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return format!(
-                "would refuse: the output is missing, but the journal counts {kept} bytes of \
-                 it; use --fresh"
-            );
-        }
-        Err(e) => return format!("cannot tell: cannot read {}: {e}", output.display()),
-    };
-    if let Some(len) = found
-        && len < kept
-    {
-        return format!(
-            "would refuse: the output is shorter than the journal says ({len} bytes, the \
-             journal counts {kept}); use --fresh"
-        );
-    }
     let mut text = format!(
         "would resume: {} of {chunks} chunks done, {} failed for good; the output is cut back to {kept} bytes",
         recovered.done.count_ones(..),
         recovered.failed.count_ones(..),
     );
-    if let Some(len) = found
+    if let Some(len) = resume.output_len
         && len > kept
     {
         let _ = write!(text, " (it has {len})");
@@ -215,7 +213,14 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::journal::{Entry, EntryKind};
+    use crate::assess::{Lock, Options, assess};
+    use crate::config::OutputPath;
+    use crate::journal::{self, Entry, EntryKind};
+
+    /// The plan as `check` prints it now.
+    fn plan_of(job: &Job) -> String {
+        describe(job, &assess(job, Options::default(), Lock::Probe))
+    }
 
     /// A job read from a real job file in its own folder, with `extra` TOML
     /// appended.
@@ -242,7 +247,7 @@ command = ["/bin/sh", "-c", "true"]
     }
 
     fn resume_line(job: &Job) -> String {
-        let plan = describe(job);
+        let plan = plan_of(job);
         let line = plan.lines().find(|line| line.starts_with("resume: "));
         line.unwrap().trim_start_matches("resume: ").to_owned()
     }
@@ -281,7 +286,7 @@ command = ["/bin/sh", "-c", "true"]
     #[test]
     fn the_plan_keeps_its_lines_and_ends_with_resume() {
         let (_dir, job) = job("");
-        let plan = describe(&job);
+        let plan = plan_of(&job);
         assert!(
             plan.contains("chunks: 10 of 100 items (the last 100)\n"),
             "{plan}"
@@ -309,7 +314,7 @@ command = ["/bin/sh", "-c", "true"]
         )
         .unwrap();
         let job = crate::config::load(&path, None).unwrap();
-        let plan = describe(&job);
+        let plan = plan_of(&job);
         let input = dir.path().join("in.txt").canonicalize().unwrap();
         assert!(
             plan.contains(&format!(

@@ -1,29 +1,45 @@
-//! The run loop: feeds the dispatcher what happens (worker news, timers,
-//! signals) and carries out its effects through [`Edges`], committing the
-//! journal in groups and keeping systemd informed.
+//! The run loop: sets a run up (lock, assessment, store, source, workers),
+//! then feeds the dispatcher what happens (worker updates, timers, chunks
+//! ready, signals) and lets [`Edges`] carry out its effects, committing the
+//! store in groups, until the run has an outcome.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
-use protocol::message::Input;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::MissedTickBehavior;
 use tracing::warn;
 
-use crate::chunks::{ChunkSource, FileChunks, LineCount, LinesChunks, RangeChunks};
-use crate::config::{InputFile, Job, Order, OutputPath, Source};
+use crate::assess::{self, Lock, Options};
+use crate::chunks::{
+    ChunkSource, Cutter, FileChunks, LineCount, LinesChunks, Prefetch, RangeChunks,
+};
+use crate::config::{Job, Source};
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
-use crate::edges::{Edges, Observers};
-use crate::journal::JournalWriter;
-use crate::metrics::Metrics;
-use crate::notify::{Notifier, progress_status};
-use crate::output::{FailureWriter, ResultWriter};
-use crate::process::rss_bytes;
-use crate::progress::Progress;
-use crate::report::{Report, ReportCollector, ReportInput};
-use crate::resume::{self, Options, SetupError};
+use crate::edges::Edges;
+use crate::journal;
+use crate::observers::Observers;
+use crate::observers::Snapshot;
+use crate::observers::metrics::Metrics;
+use crate::observers::notify::Notifier;
+use crate::observers::progress::Progress;
+use crate::observers::report::{Report, ReportCollector, ReportInput};
+use crate::signals::Escalation;
+use crate::store;
+use crate::workers::{UpdateKind, WorkerPool, WorkerUpdate, frame_events};
+
+/// Why a run could not be set up.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The job's state forbids running it as asked; nothing was started:
+    /// locked by another supervisor, a changed job, nothing to retry.
+    Refused(anyhow::Error),
+    /// The output or the state folder cannot be written.
+    Failed(anyhow::Error),
+}
 
 /// What reports on the run besides the log, as the command line asked.
 pub struct Reporting {
@@ -31,80 +47,108 @@ pub struct Reporting {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// What a finished run reports to `main`; the figures are in `report`.
-pub struct RunSummary {
-    pub report: Report,
-    pub exit_code: u8,
-    pub outcome: Outcome,
-    pub counts: Counts,
-    /// Where the failed chunks are listed, when there are any.
-    pub failed_file: Option<std::path::PathBuf>,
+/// How a run that got going ended.
+pub enum RunEnd {
+    /// The dispatcher decided an outcome and the store is flushed.
+    Ended(Box<RunSummary>),
+    /// A third signal: every worker was killed at once and nothing flushed
+    /// beyond the last commit. `signal` is the one that started the drain.
+    Killed { signal: i32 },
 }
 
-/// Pending news a worker task may have queued before the loop takes it.
-const NEWS_QUEUE: usize = 1024;
-/// News handled before the loop flushes writes and looks at its timers.
-const NEWS_BATCH: usize = 256;
-/// How often the loop checks the group commit when nothing else happens.
-const HOUSEKEEPING: Duration = Duration::from_millis(20);
-/// How often systemd hears the progress.
-const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// What an ended run tells `main`.
+pub struct RunSummary {
+    pub outcome: Outcome,
+    pub counts: Counts,
+    /// Chunks that failed for good in an earlier run and were not retried.
+    pub failed_before: u64,
+    /// Where the failed chunks are listed, when there are any.
+    pub failed_file: Option<PathBuf>,
+    done_before: u64,
+    elapsed: Duration,
+    job_name: String,
+    output: String,
+    collector: ReportCollector,
+}
 
-/// Runs (or resumes) the job to its end. Errors are failures to set the run
-/// up; everything that goes wrong with workers is part of the outcome.
+impl RunSummary {
+    /// The run report, with the exit status `main` decided.
+    pub fn report(&self, exit_code: u8) -> Report {
+        self.collector.build(&ReportInput {
+            job_name: &self.job_name,
+            outcome: &self.outcome,
+            exit_code: i32::from(exit_code),
+            counts: self.counts,
+            done_before: self.done_before,
+            failed_before: self.failed_before,
+            elapsed: self.elapsed,
+            output: &self.output,
+            failed_file: self.failed_file.as_deref(),
+        })
+    }
+}
+
+/// Pending updates a worker task may have queued before the loop takes them.
+const UPDATE_QUEUE: usize = 1024;
+/// Updates handled before the loop flushes writes and looks at its timers.
+const UPDATE_BATCH: usize = 256;
+/// How often the loop looks at the group commit and the heartbeat when
+/// nothing else happens.
+const HOUSEKEEPING: Duration = Duration::from_millis(20);
+
+/// Runs (or resumes) the job to its end. `signals` carries the numbers of
+/// SIGTERM, SIGINT and SIGHUP as they arrive (see [`crate::signals::listen`]);
+/// tests send their own. Errors are failures to set the run up; everything
+/// that goes wrong with workers is part of the outcome.
 pub async fn run(
     job: &Job,
     options: Options,
     reporting: Reporting,
-) -> Result<RunSummary, SetupError> {
+    mut signals: mpsc::UnboundedReceiver<i32>,
+) -> Result<RunEnd, SetupError> {
     let started = Instant::now();
-    // Listen before any worker exists, so no signal finds the default action.
-    let listen = |kind| {
-        signal(kind).map_err(|e| SetupError::Failed(anyhow!("cannot listen for signals: {e}")))
-    };
-    let mut sigterm = listen(SignalKind::terminate())?;
-    let mut sigint = listen(SignalKind::interrupt())?;
-    let mut sighup = listen(SignalKind::hangup())?;
-
     let metrics = match reporting.metrics_addr {
         Some(addr) => Some(Metrics::install(addr, &job.name).map_err(|e| {
             SetupError::Refused(e.context(format!("cannot serve metrics on {addr}")))
         })?),
         None => None,
     };
-    let prepared = resume::prepare(job, options)?;
+    // Held for the whole run: a second supervisor on the same job is refused.
+    let lock = journal::lock_state(&job.state_dir).map_err(|e| SetupError::Refused(e.into()))?;
+    let assessment = assess::assess(job, options, Lock::Held);
+    let opened = store::open(job, assessment.start)?;
+    let (source, source_ready) = chunk_source(job)?;
     let progress = reporting.progress;
     progress.start(
         Some(job.chunk_count()),
-        prepared.done_before + prepared.failed_before,
+        opened.done_before + opened.failed_before,
     );
-    let (news_tx, mut news_rx) = mpsc::channel(NEWS_QUEUE);
-    let mut edges = Edges::new(
-        job,
-        news_tx,
-        prepared.output,
-        prepared.failures,
-        prepared.journal,
-        Observers {
-            notifier: Notifier::from_env(),
-            report: ReportCollector::new(job.supervisor.workers, started),
+    let (updates_tx, mut updates) = mpsc::channel(UPDATE_QUEUE);
+    let workers = job.supervisor.workers;
+    let mut edges = Edges {
+        workers: WorkerPool::new(job.worker.clone(), workers, updates_tx),
+        store: opened.store,
+        observers: Observers::new(
+            workers,
+            ReportCollector::new(workers, started),
+            progress,
             metrics,
-            progress: progress.clone(),
-        },
-    );
-    let source = chunk_source(job)?;
-    let mut dispatcher = Dispatcher::new(settings(job), source, prepared.skip, Instant::now());
+            Notifier::from_env(),
+            Instant::now(),
+        ),
+    };
+    let mut dispatcher =
+        Dispatcher::new(Settings::for_job(job), source, opened.skip, Instant::now());
     dispatcher.start(Instant::now(), &mut edges);
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut signals = Signals::default();
-    let mut status = StatusClock::new(&edges.notifier, Instant::now());
+    let mut escalation = Escalation::default();
     let outcome = loop {
-        edges.deliver_followups(&mut dispatcher);
-        edges.flush_writes();
+        edges.deliver_spawn_events(&mut dispatcher);
+        edges.workers.flush();
         let now = Instant::now();
-        if let Err(error) = edges.commit_if_due(now) {
+        if let Err(error) = edges.store.commit_if_due(now) {
             dispatcher.abort(error, now, &mut edges);
         }
         if let Some(outcome) = dispatcher.outcome() {
@@ -112,124 +156,120 @@ pub async fn run(
         }
         let deadline = dispatcher.next_deadline();
         let sleep_until = deadline.unwrap_or_else(|| now + Duration::from_secs(3600));
-        let number = tokio::select! {
-            news = news_rx.recv() => {
-                let Some(news) = news else { unreachable!("the loop holds a sender") };
-                edges.take_news(news, &mut dispatcher);
-                for _ in 0..NEWS_BATCH {
-                    match news_rx.try_recv() {
-                        Ok(news) => edges.take_news(news, &mut dispatcher),
+        tokio::select! {
+            Some(update) = updates.recv() => {
+                take_update(update, &mut dispatcher, &mut edges);
+                for _ in 0..UPDATE_BATCH {
+                    match updates.try_recv() {
+                        Ok(update) => take_update(update, &mut dispatcher, &mut edges),
                         Err(_) => break,
                     }
                 }
-                continue;
             }
-            _ = tokio::time::sleep_until(sleep_until.into()), if deadline.is_some() => {
+            () = tokio::time::sleep_until(sleep_until.into()), if deadline.is_some() => {
                 dispatcher.handle(Event::Tick, Instant::now(), &mut edges);
-                continue;
+            }
+            () = source_ready.notified() => {
+                dispatcher.handle(Event::SourceReady, Instant::now(), &mut edges);
             }
             _ = housekeeping.tick() => {
-                status.tick(&dispatcher, &mut edges, Instant::now());
-                continue;
+                let pids: Vec<(usize, u32)> = edges.workers.pids().collect();
+                let snapshot = Snapshot {
+                    counts: dispatcher.counts(),
+                    in_flight: dispatcher.in_flight(),
+                    queued: dispatcher.queued(),
+                    draining: dispatcher.is_draining(),
+                    pids: &pids,
+                };
+                edges.observers.tick(Instant::now(), &snapshot);
             }
-            _ = sigterm.recv() => libc::SIGTERM,
-            _ = sigint.recv() => libc::SIGINT,
-            _ = sighup.recv() => libc::SIGHUP,
-        };
-        if signals.escalate(number) {
-            // Once tokio listens for a signal its default action never comes
-            // back: the third one ends the process on purpose, here.
-            warn!("a third signal: killing every worker and exiting now; run again to resume");
-            edges.kill_everything();
-            std::process::exit(128 + signals.first.unwrap_or(number));
+            Some(number) = signals.recv() => {
+                if escalation.escalate(number) {
+                    // Once the supervisor listens for a signal its default
+                    // action never comes back: the third one ends the run on
+                    // purpose. The journal already matches the durable output.
+                    warn!("a third signal: killing every worker and exiting now; run again to resume");
+                    edges.workers.kill_everything();
+                    edges.observers.progress.finish();
+                    return Ok(RunEnd::Killed {
+                        signal: escalation.first().unwrap_or(number),
+                    });
+                }
+                dispatcher.handle(Event::Signal { number }, Instant::now(), &mut edges);
+            }
         }
-        dispatcher.handle(Event::Signal { number }, Instant::now(), &mut edges);
     };
 
-    progress.finish();
-    let counts = dispatcher.counts();
-    let failures_listed = counts.failed + prepared.failed_before > 0;
-    let failed_file = failures_listed.then(|| edges.failures.path().to_owned());
-    for (slot, pid) in edges.pids().collect::<Vec<_>>() {
-        edges.report.sample_rss(slot, pid);
-    }
     let Edges {
-        output,
-        failures,
-        journal,
-        write_error,
-        report,
-        ..
+        store, observers, ..
     } = edges;
-    let outcome = match (
-        outcome,
-        write_error,
-        finish_files(output, failures, journal),
-    ) {
-        (Outcome::Aborted { reason }, ..) => Outcome::Aborted { reason },
-        (_, Some(error), _) | (_, None, Err(error)) => Outcome::Aborted { reason: error },
-        (outcome, None, Ok(())) => outcome,
+    observers.progress.finish();
+    let counts = dispatcher.counts();
+    let failed_file =
+        (counts.failed + opened.failed_before > 0).then(|| store.failed_file().to_owned());
+    let outcome = match (outcome, store.finish()) {
+        (Outcome::Aborted { reason }, _) => Outcome::Aborted { reason },
+        (_, Err(reason)) => Outcome::Aborted { reason },
+        (outcome, Ok(())) => outcome,
     };
-    drop(prepared.lock);
-    let exit_code = exit_code(&outcome, prepared.failed_before);
-    let elapsed = started.elapsed();
-    let output_name = output_name(&job.output.path);
-    let report = report.build(&ReportInput {
-        job_name: &job.name,
-        outcome: &outcome,
-        exit_code: i32::from(exit_code),
-        counts,
-        done_before: prepared.done_before,
-        failed_before: prepared.failed_before,
-        elapsed,
-        output: &output_name,
-        failed_file: failed_file.as_deref(),
-    });
-    Ok(RunSummary {
-        report,
-        exit_code,
+    drop(lock);
+    Ok(RunEnd::Ended(Box::new(RunSummary {
         outcome,
         counts,
+        failed_before: opened.failed_before,
         failed_file,
-    })
+        done_before: opened.done_before,
+        elapsed: started.elapsed(),
+        job_name: job.name.clone(),
+        output: job.output.path.name(),
+        collector: observers.report,
+    })))
 }
 
-/// The exit status of a run that got going (the contract's table).
-pub fn exit_code(outcome: &Outcome, failed_before: u64) -> u8 {
-    match *outcome {
-        Outcome::Finished { failed } if failed + failed_before == 0 => 0,
-        Outcome::Finished { .. } => 1,
-        // 130 for SIGINT, 143 for SIGTERM, as a shell reports them.
-        Outcome::Drained { signal } => u8::try_from(128 + signal).unwrap_or(u8::MAX),
-        Outcome::Aborted { .. } => 3,
+/// Hands what a worker's task reported to the dispatcher, as events.
+fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Edges) {
+    let WorkerUpdate {
+        slot,
+        generation,
+        kind,
+    } = update;
+    let now = Instant::now();
+    match kind {
+        UpdateKind::Frames(batch) => {
+            for event in frame_events(slot, generation, &batch) {
+                dispatcher.handle(event, now, edges);
+            }
+            edges.workers.recycle(batch);
+        }
+        UpdateKind::Broken(error) => {
+            let event = Event::ProtocolError {
+                slot,
+                generation,
+                error,
+            };
+            dispatcher.handle(event, now, edges);
+        }
+        UpdateKind::Disconnected => {
+            dispatcher.handle(Event::Disconnected { slot, generation }, now, edges);
+        }
+        UpdateKind::Exited(status) => {
+            // The handle goes first: the dispatcher may start a successor in
+            // the same slot while it handles the exit.
+            edges.workers.forget(slot, generation);
+            let event = Event::Exited {
+                slot,
+                generation,
+                status,
+            };
+            dispatcher.handle(event, now, edges);
+        }
     }
 }
 
-/// The last group commit, then everything made durable: the journal never
-/// points past output that is on disk.
-fn finish_files(
-    mut output: ResultWriter,
-    failures: FailureWriter,
-    journal: Option<JournalWriter>,
-) -> Result<(), String> {
-    output
-        .flush()
-        .map_err(|e| format!("cannot write the output: {e}"))?;
-    if let Some(journal) = journal {
-        journal
-            .finish(output.file())
-            .map_err(|e| format!("cannot make the journal durable: {e}"))?;
-    }
-    output
-        .finish()
-        .map_err(|e| format!("cannot write the output: {e}"))?;
-    failures
-        .finish()
-        .map_err(|e| format!("cannot write the failed file: {e}"))
-}
-
-/// The job's chunks, produced lazily as the run goes.
-fn chunk_source(job: &Job) -> Result<Box<dyn ChunkSource>, SetupError> {
+/// The job's chunks, produced lazily as the run goes: a range on the loop
+/// itself, a file's or lines' cut ahead on a thread. The `Notify` wakes the
+/// loop when a source that had no chunk ready has some again.
+fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupError> {
     let cannot_read = |path: &std::path::Path, e: std::io::Error| {
         SetupError::Failed(anyhow!("cannot read the input {}: {e}", path.display()))
     };
@@ -244,8 +284,11 @@ fn chunk_source(job: &Job) -> Result<Box<dyn ChunkSource>, SetupError> {
             )));
         }
     }
-    Ok(match &job.source {
-        Source::Range { start, end } => Box::new(RangeChunks::new(*start, *end, job.chunk)),
+    let cutter: Box<dyn Cutter> = match &job.source {
+        Source::Range { start, end } => {
+            let never = Arc::new(Notify::new());
+            return Ok((Box::new(RangeChunks::new(*start, *end, job.chunk)), never));
+        }
         Source::File { input, delimiter } => Box::new(
             FileChunks::open(&input.path, delimiter.clone(), job.chunk)
                 .map_err(|e| cannot_read(&input.path, e))?,
@@ -261,121 +304,9 @@ fn chunk_source(job: &Job) -> Result<Box<dyn ChunkSource>, SetupError> {
             )
             .map_err(|e| cannot_read(&input.path, e))?,
         ),
-    })
-}
-
-/// The source as workers are told it in their welcome.
-fn worker_input(source: &Source) -> Input {
-    // Validation made sure the path is UTF-8.
-    let path = |input: &InputFile| input.path.to_string_lossy().into_owned();
-    match source {
-        Source::Range { .. } => Input::Range,
-        Source::File { input, .. } => Input::File { path: path(input) },
-        Source::Lines { input, .. } => Input::Lines { path: path(input) },
-    }
-}
-
-fn settings(job: &Job) -> Settings {
-    let defaults = Settings::new(job.supervisor.workers);
-    Settings {
-        retries: job.worker.retries,
-        timeout: job.worker.timeout,
-        start_timeout: job.worker.start_timeout,
-        restart_max: job.supervisor.restart.max,
-        restart_within: job.supervisor.restart.within,
-        ordered: job.output.order == Order::Index,
-        params_json: job.worker.params_json.clone(),
-        input: worker_input(&job.source),
-        drain_timeout: job.supervisor.drain_timeout,
-        max_chunks: job.worker.max_chunks,
-        seed: fastrand::u64(..),
-        ..defaults
-    }
-}
-
-pub fn output_name(path: &OutputPath) -> String {
-    match path {
-        OutputPath::Stdout => "stdout".to_owned(),
-        OutputPath::File(path) => path.display().to_string(),
-    }
-}
-
-/// Counts SIGTERM/SIGINT/SIGHUP: the count only goes up.
-#[derive(Debug, Default)]
-struct Signals {
-    count: u32,
-    /// Decides the exit status: 128 + the signal that started the drain.
-    first: Option<i32>,
-}
-
-impl Signals {
-    /// Records a signal; true when it is the third.
-    fn escalate(&mut self, number: i32) -> bool {
-        self.count += 1;
-        self.first.get_or_insert(number);
-        self.count >= 3
-    }
-}
-
-/// Paces what systemd hears: STATUS= about once a second, WATCHDOG=1 at half
-/// the watchdog interval, EXTEND_TIMEOUT_USEC while a drain makes progress.
-struct StatusClock {
-    next_status: Instant,
-    watchdog: Option<(Duration, Instant)>,
-    /// Chunks settled when the drain was last seen making progress.
-    drain_progress: Option<u64>,
-}
-
-impl StatusClock {
-    fn new(notifier: &Notifier, now: Instant) -> Self {
-        Self {
-            next_status: now,
-            watchdog: notifier.watchdog_interval().map(|every| (every, now)),
-            drain_progress: None,
-        }
-    }
-
-    fn tick(&mut self, dispatcher: &Dispatcher, edges: &mut Edges<'_>, now: Instant) {
-        if let Some((every, next)) = &mut self.watchdog
-            && now >= *next
-        {
-            edges.notifier.watchdog();
-            *next = now + *every;
-        }
-        if now < self.next_status {
-            return;
-        }
-        self.next_status = now + STATUS_EVERY;
-        let counts = dispatcher.counts();
-        let draining = dispatcher.is_draining();
-        let pids: Vec<(usize, u32)> = edges.pids().collect();
-        let mut workers_rss = 0;
-        for &(slot, pid) in &pids {
-            edges.report.sample_rss(slot, pid);
-            workers_rss += rss_bytes(pid).unwrap_or(0);
-        }
-        if let Some(metrics) = &mut edges.metrics {
-            let own = rss_bytes(std::process::id()).unwrap_or(0);
-            metrics.gauges(
-                dispatcher.in_flight(),
-                dispatcher.queued(),
-                pids.len(),
-                own,
-                workers_rss,
-            );
-        }
-        if !edges.notifier.is_active() {
-            return;
-        }
-        let text = progress_status(&counts, dispatcher.in_flight(), edges.alive(), draining);
-        edges.notifier.status(&text);
-        if draining {
-            let settled = counts.done + counts.failed + counts.cancelled;
-            if self.drain_progress != Some(settled) {
-                // systemd's stop timeout waits as long as the drain moves.
-                edges.notifier.extend_timeout(STATUS_EVERY * 10);
-                self.drain_progress = Some(settled);
-            }
-        }
-    }
+    };
+    let prefetch = Prefetch::start(cutter)
+        .map_err(|e| SetupError::Failed(anyhow!("cannot start cutting the input: {e}")))?;
+    let ready = prefetch.ready();
+    Ok((Box::new(prefetch), ready))
 }

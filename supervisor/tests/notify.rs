@@ -7,7 +7,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
 use supervisor::dispatcher::Counts;
-use supervisor::notify::{Notifier, progress_status};
+use supervisor::observers::notify::{Notifier, progress_status};
 
 /// The environment is process-wide and tests run on parallel threads, so every
 /// check that needs `NOTIFY_SOCKET` or `WATCHDOG_*` lives in this one test; the

@@ -2,11 +2,11 @@
 //! one write, so a batch of short chunks received together is answered together.
 
 use std::fmt::{Display, Write as _};
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use protocol::codec::encode_frame;
+use protocol::connection::FrameWriter;
 use protocol::message::{Cancelled, Done, Failed, WorkerMessage};
 
 use crate::error::WorkerError;
@@ -25,7 +25,7 @@ const FLUSH_AFTER: Duration = Duration::from_millis(1);
 pub(crate) struct Answers<'a> {
     socket: &'a UnixStream,
     inbox: &'a Inbox,
-    buf: Vec<u8>,
+    out: FrameWriter,
     /// When the main thread last wrote or woke up with new work.
     since: Instant,
     /// A moving average of how long chunks take here: what the next one
@@ -43,7 +43,7 @@ impl<'a> Answers<'a> {
         Self {
             socket,
             inbox,
-            buf: Vec::new(),
+            out: FrameWriter::new(),
             since: Instant::now(),
             typical: None,
             urgent: false,
@@ -79,7 +79,7 @@ impl<'a> Answers<'a> {
                     elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
                     output,
                 });
-                if encode_frame(&done, &mut self.buf).is_ok() {
+                if self.out.push(&done).is_ok() {
                     return self.flush_if_due(finished);
                 }
                 // The only way a Done fails to encode is an output beyond the
@@ -99,7 +99,7 @@ impl<'a> Answers<'a> {
             index,
             error: &self.error,
         });
-        encode_frame(&failed, &mut self.buf)?;
+        self.out.push(&failed)?;
         self.urgent = true;
         self.flush_if_due(finished)
     }
@@ -109,10 +109,8 @@ impl<'a> Answers<'a> {
     }
 
     fn cancelled_at(&mut self, index: u64, now: Instant) -> Result<(), WorkerError> {
-        encode_frame(
-            &WorkerMessage::Cancelled(Cancelled { index }),
-            &mut self.buf,
-        )?;
+        self.out
+            .push(&WorkerMessage::Cancelled(Cancelled { index }))?;
         self.urgent = true;
         self.flush_if_due(now)
     }
@@ -120,7 +118,9 @@ impl<'a> Answers<'a> {
     /// `now` is a recent reading of the clock, so a chunk's answer costs no
     /// reading beyond the two that time it.
     fn flush_if_due(&mut self, now: Instant) -> Result<(), WorkerError> {
-        if self.buf.len() > FLUSH_AT || now.saturating_duration_since(self.since) >= FLUSH_AFTER {
+        if self.out.pending().len() > FLUSH_AT
+            || now.saturating_duration_since(self.since) >= FLUSH_AFTER
+        {
             self.flush()?;
         }
         Ok(())
@@ -134,7 +134,7 @@ impl<'a> Answers<'a> {
     /// it, would charge that wait to the wrong chunk.
     pub(crate) fn before_chunk(&mut self) -> Result<(), WorkerError> {
         let short = self.typical.is_some_and(|t| t < FLUSH_AFTER);
-        if self.buf.is_empty() || (short && !self.urgent) {
+        if self.out.is_empty() || (short && !self.urgent) {
             return Ok(());
         }
         self.flush()
@@ -148,14 +148,8 @@ impl<'a> Answers<'a> {
     pub(crate) fn flush(&mut self) -> Result<(), WorkerError> {
         self.since = Instant::now();
         self.urgent = false;
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        match self.socket.write_all(&self.buf) {
-            Ok(()) => {
-                self.buf.clear();
-                Ok(())
-            }
+        match self.out.write_to(&mut self.socket) {
+            Ok(()) => Ok(()),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn garbage_is_a_whole_frame_that_does_not_decode() {
         let frame = garbage_frame();
-        let mut buffer = protocol::connection::FrameBuffer::new();
+        let mut buffer = protocol::connection::FrameReader::new();
         buffer.fill_from(&mut &frame[..]).unwrap();
         let payload = buffer.next_frame().unwrap().unwrap();
         assert_eq!(payload.len(), 60);

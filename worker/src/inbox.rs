@@ -8,7 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use protocol::ProtocolError;
 use protocol::codec::decode_supervisor_message;
-use protocol::connection::FrameBuffer;
+use protocol::connection::FrameReader;
 use protocol::message::{Assign, SupervisorMessage};
 
 use crate::context::Chunk;
@@ -59,7 +59,7 @@ impl Inbox {
 
     /// Takes in every complete frame in `frames` under one lock and wakes the
     /// main thread. Stops at the first message that breaks the protocol.
-    pub(crate) fn receive(&self, frames: &mut FrameBuffer) -> Result<(), ProtocolError> {
+    pub(crate) fn receive(&self, frames: &mut FrameReader) -> Result<(), ProtocolError> {
         let result = self.lock().take_frames(frames, &self.cancel);
         self.ready.notify_one();
         result
@@ -112,7 +112,7 @@ impl Inbox {
 impl State {
     fn take_frames(
         &mut self,
-        frames: &mut FrameBuffer,
+        frames: &mut FrameReader,
         cancel: &AtomicBool,
     ) -> Result<(), ProtocolError> {
         while let Some(payload) = frames.next_frame()? {
@@ -195,7 +195,7 @@ mod tests {
         for m in messages {
             encode_frame(m, &mut bytes).unwrap();
         }
-        let mut frames = FrameBuffer::new();
+        let mut frames = FrameReader::new();
         frames.fill_from(&mut &bytes[..]).unwrap();
         inbox.receive(&mut frames)
     }
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn an_undecodable_frame_is_an_error() {
-        let mut frames = FrameBuffer::new();
+        let mut frames = FrameReader::new();
         frames
             .fill_from(&mut &[4u8, 0, 0, 0, 9, 0, 0, 0][..])
             .unwrap();

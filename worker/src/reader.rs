@@ -7,7 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
-use protocol::connection::FrameBuffer;
+use protocol::connection::FrameReader;
 
 use crate::inbox::Inbox;
 
@@ -18,7 +18,7 @@ const PROTOCOL_VIOLATION_EXIT: i32 = 1;
 /// arrived together with the handshake.
 pub(crate) fn spawn(
     socket: UnixStream,
-    frames: FrameBuffer,
+    frames: FrameReader,
     inbox: Arc<Inbox>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
@@ -26,7 +26,7 @@ pub(crate) fn spawn(
         .spawn(move || read_loop(socket, frames, &inbox))
 }
 
-fn read_loop(mut socket: UnixStream, mut frames: FrameBuffer, inbox: &Inbox) {
+fn read_loop(mut socket: UnixStream, mut frames: FrameReader, inbox: &Inbox) {
     loop {
         if let Err(error) = inbox.receive(&mut frames) {
             if inbox.is_closed() {

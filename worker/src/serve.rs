@@ -1,14 +1,13 @@
 //! The worker's life: take the socket, shake hands, run chunks until Stop.
 
 use std::fmt::Display;
-use std::io::Write;
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use protocol::codec::{decode_supervisor_message, encode_frame};
-use protocol::connection::FrameBuffer;
+use protocol::codec::decode_supervisor_message;
+use protocol::connection::{FrameReader, FrameWriter};
 use protocol::message::{Hello, Welcome};
 use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage, WorkerMessage};
 
@@ -54,7 +53,7 @@ where
     signals::ignore_interrupt().map_err(WorkerError::Signals)?;
     // Before Hello, so a supervisor that has its Hello knows the policy holds.
     let _serving = signals::obey_only_the_parent().map_err(WorkerError::Signals)?;
-    let mut frames = FrameBuffer::new();
+    let mut frames = FrameReader::new();
     let welcome = handshake(&mut socket, &mut frames)?;
 
     let inbox = Arc::new(Inbox::default());
@@ -76,14 +75,14 @@ where
     result
 }
 
-fn handshake(socket: &mut UnixStream, frames: &mut FrameBuffer) -> Result<Welcome, WorkerError> {
+fn handshake(socket: &mut UnixStream, frames: &mut FrameReader) -> Result<Welcome, WorkerError> {
     let hello = WorkerMessage::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         pid: std::process::id(),
     });
-    let mut out = Vec::new();
-    encode_frame(&hello, &mut out)?;
-    socket.write_all(&out)?;
+    let mut out = FrameWriter::new();
+    out.push(&hello)?;
+    out.write_to(socket)?;
 
     loop {
         if !frames.fill_from(socket)? {

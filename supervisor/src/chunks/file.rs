@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use memchr::memmem::Finder;
 
-use super::{ChunkSource, ChunkSpec};
+use super::{ChunkSpec, Cutter};
 
 /// Big enough that one read nearly always finds the delimiter after a
 /// nominal position, small enough that a chunk costs microseconds.
@@ -136,7 +136,7 @@ impl FileChunks {
     }
 }
 
-impl ChunkSource for FileChunks {
+impl Cutter for FileChunks {
     fn next_chunk(&mut self) -> Option<ChunkSpec> {
         if self.error.is_some() || self.next_index >= self.count {
             return None;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use memchr::memchr_iter;
 
 use super::file::read_at;
-use super::{ChunkSource, ChunkSpec};
+use super::{ChunkSpec, Cutter};
 
 /// Large enough that counting runs at memory speed rather than syscall speed.
 const BLOCK_SIZE: usize = 1024 * 1024;
@@ -146,7 +146,7 @@ impl LinesChunks {
     }
 }
 
-impl ChunkSource for LinesChunks {
+impl Cutter for LinesChunks {
     fn next_chunk(&mut self) -> Option<ChunkSpec> {
         if self.error.is_some() || self.next_index >= self.total {
             return None;

@@ -147,6 +147,16 @@ pub enum OutputPath {
     File(PathBuf),
 }
 
+impl OutputPath {
+    /// The output as the user would name it: a path, or "stdout".
+    pub fn name(&self) -> String {
+        match self {
+            OutputPath::Stdout => "stdout".to_owned(),
+            OutputPath::File(path) => path.display().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     /// One JSON record per chunk.

@@ -17,39 +17,19 @@ use super::raw::{
     self, RawChunk, RawFormat, RawJob, RawJobFile, RawOrder, RawOutput, RawSource, RawStdin,
     RawSupervisor, RawWorker,
 };
-use super::size;
+use super::{defaults, size};
 
 /// The most chunks a job may have: resume keeps two bits per chunk in memory
 /// (done, failed), 256 MiB at this count.
 const MAX_CHUNKS: u64 = 1 << 30;
 
-/// Without `chunk`, a range or lines source is cut into about this many chunks.
-const DEFAULT_CHUNKS: u64 = 1024;
-/// Without `chunk`, a file is cut into about this many chunks, of sizes
-/// within these bounds: large enough that a per-chunk command's start costs
-/// little, small enough that its output fits in one frame.
-const DEFAULT_FILE_CHUNKS: u64 = 256;
-const MIN_DEFAULT_FILE_CHUNK: u64 = 64 << 10;
-const MAX_DEFAULT_FILE_CHUNK: u64 = 16 << 20;
 /// The program that runs an `exec` job's command once per chunk.
 const EXEC_HOST: &str = "exec-worker";
 /// Placeholders that need an input file, and the one that needs lines.
 const FILE_PLACEHOLDERS: [&str; 3] = ["{path}", "{offset}", "{length}"];
 const LINES_PLACEHOLDER: &str = "{line}";
-/// Without `[worker] timeout`, an attempt may run this long.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
-/// Without `[worker] start_timeout`, a new worker has this long to say hello.
-const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_RETRIES: u32 = 2;
 const MAX_RETRIES: i64 = 1000;
 const MAX_WORKERS: i64 = 1024;
-const DEFAULT_RESTART: RestartPolicy = RestartPolicy {
-    max: 10,
-    within: Duration::from_secs(60),
-};
-/// Without `[supervisor] drain_timeout`, chunks in flight get this long to
-/// finish after the first SIGTERM or SIGINT.
-const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads, parses and validates the job file at `path`. `workers_override`
 /// (the command line's `--workers`) wins over the file's `[supervisor] workers`.
@@ -296,7 +276,7 @@ impl JobText<'_> {
         unit: &str,
     ) -> Result<u64> {
         let Some(chunk) = chunk else {
-            return Ok(total.div_ceil(DEFAULT_CHUNKS).max(1));
+            return Ok(total.div_ceil(defaults::CHUNKS).max(1));
         };
         match chunk.get_ref() {
             RawChunk::Count(n) if *n > 0 => Ok(*n as u64),
@@ -321,8 +301,8 @@ impl JobText<'_> {
     fn file_chunk(&self, chunk: Option<&Spanned<RawChunk>>, size: u64) -> Result<u64> {
         let Some(chunk) = chunk else {
             return Ok(size
-                .div_ceil(DEFAULT_FILE_CHUNKS)
-                .clamp(MIN_DEFAULT_FILE_CHUNK, MAX_DEFAULT_FILE_CHUNK));
+                .div_ceil(defaults::FILE_CHUNKS)
+                .clamp(defaults::MIN_FILE_CHUNK, defaults::MAX_FILE_CHUNK));
         };
         let bytes = match chunk.get_ref() {
             RawChunk::Count(n) => *n,
@@ -428,15 +408,15 @@ impl JobText<'_> {
 
         let timeout = match &worker.timeout {
             Some(t) => self.duration(t, "worker.timeout")?,
-            None => DEFAULT_TIMEOUT,
+            None => defaults::TIMEOUT,
         };
         let start_timeout = match &worker.start_timeout {
             Some(t) => self.duration(t, "worker.start_timeout")?,
-            None => DEFAULT_START_TIMEOUT,
+            None => defaults::START_TIMEOUT,
         };
         let retries = match &worker.retries {
             Some(r) => self.int_in(r, "worker.retries", 0..=MAX_RETRIES)? as u32,
-            None => DEFAULT_RETRIES,
+            None => defaults::RETRIES,
         };
         let max_chunks = match &worker.max_chunks {
             Some(m) => self.int_in(m, "worker.max_chunks", 0..=i64::MAX)? as u64,
@@ -530,8 +510,8 @@ impl JobText<'_> {
         let Some(raw) = raw else {
             return Ok(SupervisorSpec {
                 workers: workers_override.unwrap_or_else(available_workers),
-                restart: DEFAULT_RESTART,
-                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+                restart: defaults::RESTART,
+                drain_timeout: defaults::DRAIN_TIMEOUT,
             });
         };
         if let Some(max_failed) = &raw.max_failed {
@@ -546,11 +526,11 @@ impl JobText<'_> {
                 max: self.int_in(&r.max, "supervisor.restart.max", 0..=i64::from(u32::MAX))? as u32,
                 within: self.duration(&r.within, "supervisor.restart.within")?,
             },
-            None => DEFAULT_RESTART,
+            None => defaults::RESTART,
         };
         let drain_timeout = match &raw.drain_timeout {
             Some(d) => self.duration(d, "supervisor.drain_timeout")?,
-            None => DEFAULT_DRAIN_TIMEOUT,
+            None => defaults::DRAIN_TIMEOUT,
         };
         Ok(SupervisorSpec {
             workers: workers_override

@@ -2,25 +2,31 @@
 //! told which process holds it.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read as _;
+use std::io::{self, Read as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{FcntlArg, fcntl};
 
 use super::JournalError;
-use super::dirs::create_dir_all_synced;
+use crate::durable;
 
-/// An exclusive `flock` on `<state dir>/lock`, held until dropped.
+/// The lock file's name in the state folder.
+pub const LOCK_FILE: &str = "lock";
+
+/// An exclusive lock on `<state dir>/lock`, held until dropped.
 ///
-/// `flock` belongs to the open file description, so the kernel releases it
-/// when the process dies however it dies: a lock left by a killed supervisor
-/// never needs cleaning up. The file itself stays; removing it on exit would
-/// let a second supervisor lock a new file while a third still holds the old.
+/// It is an open-file-description lock (`F_OFD_SETLK`): like `flock`, it
+/// belongs to the open file, so the kernel releases it when the process dies
+/// however it dies, and a lock left by a killed supervisor never needs
+/// cleaning up; unlike `flock`, it can be asked about without being taken
+/// ([`lock_holder`]), so `check` reads the state folder without touching it.
+/// The file itself stays; removing it on exit would let a second supervisor
+/// lock a new file while a third still holds the old.
 #[derive(Debug)]
 pub struct StateLock {
-    _file: Flock<File>,
+    _file: File,
     path: PathBuf,
 }
 
@@ -31,11 +37,20 @@ impl StateLock {
     }
 }
 
+/// The whole file, for writing: the lock every supervisor of the job asks for.
+fn whole_file(kind: libc::c_short) -> libc::flock {
+    // SAFETY: flock is plain integers, for which all zeroes is a value.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
+}
+
 /// Takes the lock of the state folder `dir`, creating the folder if needed.
 /// Fails at once with [`JournalError::Locked`] when another process holds it.
 pub fn lock_state(dir: &Path) -> Result<StateLock, JournalError> {
-    create_dir_all_synced(dir)?;
-    let path = dir.join("lock");
+    durable::create_dir_all(dir).map_err(JournalError::io("create the state folder", dir))?;
+    let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -43,25 +58,19 @@ pub fn lock_state(dir: &Path) -> Result<StateLock, JournalError> {
         .truncate(false)
         .open(&path)
         .map_err(JournalError::io("open the lock file", &path))?;
-    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(file) => file,
-        Err((mut file, Errno::EWOULDBLOCK)) => {
-            let mut text = String::new();
-            // The pid is only for the message: the holder may not have
-            // written it yet, or the file may hold anything.
-            let pid = file
-                .read_to_string(&mut text)
-                .ok()
-                .and_then(|_| text.trim().parse().ok());
+    match fcntl(
+        &file,
+        FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as _)),
+    ) {
+        Ok(_) => {}
+        Err(Errno::EAGAIN | Errno::EACCES) => {
             return Err(JournalError::Locked {
                 dir: dir.to_path_buf(),
-                pid,
+                pid: recorded_pid(&file),
             });
         }
-        Err((_, errno)) => {
-            return Err(JournalError::io("lock", &path)(errno.into()));
-        }
-    };
+        Err(errno) => return Err(JournalError::io("lock", &path)(errno.into())),
+    }
     // Written only once the lock is ours, so that a holder's pid is never
     // overwritten by a process that then fails to lock.
     let pid = format!("{}\n", std::process::id());
@@ -69,6 +78,33 @@ pub fn lock_state(dir: &Path) -> Result<StateLock, JournalError> {
         .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
         .map_err(JournalError::io("write the lock file", &path))?;
     Ok(StateLock { _file: file, path })
+}
+
+/// Who holds the lock of the state folder `dir`, without taking it or
+/// creating anything: `None` when nobody does (or there is no lock file),
+/// `Some(pid)` when a supervisor does, with the pid it wrote if readable.
+pub fn lock_holder(dir: &Path) -> Result<Option<Option<u32>>, JournalError> {
+    let path = dir.join(LOCK_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(JournalError::io("open the lock file", &path)(e)),
+    };
+    let mut probe = whole_file(libc::F_WRLCK as _);
+    fcntl(&file, FcntlArg::F_OFD_GETLK(&mut probe))
+        .map_err(|errno| JournalError::io("ask about the lock", &path)(errno.into()))?;
+    if probe.l_type == libc::F_UNLCK as libc::c_short {
+        return Ok(None);
+    }
+    Ok(Some(recorded_pid(&file)))
+}
+
+/// The pid a holder wrote, for messages only: the holder may not have
+/// written it yet, or the file may hold anything.
+fn recorded_pid(mut file: &File) -> Option<u32> {
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 #[cfg(test)]
@@ -84,7 +120,7 @@ mod tests {
             std::fs::read_to_string(first.path()).unwrap(),
             format!("{}\n", std::process::id())
         );
-        // flock is per open file description: a second open in the same
+        // The lock is per open file description: a second open in the same
         // process conflicts just as another process would.
         match lock_state(&dir) {
             Err(JournalError::Locked { dir: d, pid }) => {
@@ -112,5 +148,20 @@ mod tests {
                 root.path().display()
             )
         );
+    }
+
+    #[test]
+    fn the_holder_is_told_without_taking_the_lock_or_creating_anything() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        assert_eq!(lock_holder(&dir).unwrap(), None);
+        assert!(!dir.exists(), "asking created the folder");
+        let held = lock_state(&dir).unwrap();
+        assert_eq!(lock_holder(&dir).unwrap(), Some(Some(std::process::id())));
+        // Asking did not take it: the holder still holds, a newcomer is refused.
+        assert!(matches!(lock_state(&dir), Err(JournalError::Locked { .. })));
+        drop(held);
+        assert_eq!(lock_holder(&dir).unwrap(), None);
+        let _again = lock_state(&dir).unwrap();
     }
 }

@@ -2,22 +2,21 @@
 //! checked against the job, read back, and cut to its last whole record.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read, Write as _};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufReader, Read};
+use std::path::Path;
 
 use fixedbitset::FixedBitSet;
 
-use super::dirs::{create_dir_all_synced, remove_if_present, sync_dir};
 use super::format::{BadRecord, EntryKind, MAGIC, RECORD_LEN, decode_record, encode_header};
 use super::writer::JournalWriter;
 use super::{Fingerprint, JournalError};
+use crate::durable;
 
 /// The journal's name in the state folder.
 pub const JOURNAL_FILE: &str = "journal";
 /// The failed file's name in the state folder: it belongs with the journal,
 /// whose failed records it details, and goes when the journal is replaced.
 pub const FAILED_FILE: &str = "failed.jsonl";
-const TEMP_SUFFIX: &str = ".tmp";
 
 /// What an earlier run left, as its journal tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +64,7 @@ pub fn open(
     chunk_count: u64,
     fresh: bool,
 ) -> Result<(JournalWriter, Recovered), JournalError> {
-    create_dir_all_synced(dir)?;
+    durable::create_dir_all(dir).map_err(JournalError::io("create the state folder", dir))?;
     let path = dir.join(JOURNAL_FILE);
     let exists = path
         .try_exists()
@@ -80,6 +79,47 @@ pub fn open(
     };
     let writer = JournalWriter::start(file, path)?;
     Ok((writer, recovered))
+}
+
+/// Starts a new journal in the state folder `dir` (first run, `--fresh`),
+/// removing an old one and its failed file, and starts its committer.
+/// The caller holds the folder's [`StateLock`](super::StateLock).
+pub fn create(dir: &Path, fingerprint: &Fingerprint) -> Result<JournalWriter, JournalError> {
+    durable::create_dir_all(dir).map_err(JournalError::io("create the state folder", dir))?;
+    let path = dir.join(JOURNAL_FILE);
+    let exists = path
+        .try_exists()
+        .map_err(JournalError::io("look for the journal", &path))?;
+    let file = start_new(dir, &path, fingerprint, exists)?;
+    JournalWriter::start(file, path)
+}
+
+/// Goes on with the journal in `dir` that [`inspect`](super::inspect) read
+/// as `recovered`: what it did not trust is cut off, then records are
+/// appended after the rest. The caller has held the folder's
+/// [`StateLock`](super::StateLock) since before it inspected the journal,
+/// so the file is as it was read.
+pub fn resume(dir: &Path, recovered: &Recovered) -> Result<JournalWriter, JournalError> {
+    let path = dir.join(JOURNAL_FILE);
+    let file = open_for_append(&path)?;
+    cut_to(&file, &path, recovered)?;
+    JournalWriter::start(file, path)
+}
+
+/// Truncates the journal where [`read_back`] stopped trusting it, before
+/// anything is appended: records after a torn one would never be read.
+fn cut_to(file: &File, path: &Path, recovered: &Recovered) -> Result<(), JournalError> {
+    if recovered.torn_bytes > 0 {
+        let kept = file
+            .metadata()
+            .map_err(JournalError::io("read the journal", path))?
+            .len()
+            - recovered.torn_bytes;
+        file.set_len(kept)
+            .and_then(|()| file.sync_all())
+            .map_err(JournalError::io("cut the torn end off the journal", path))?;
+    }
+    Ok(())
 }
 
 /// Makes a new journal holding only the header.
@@ -97,23 +137,15 @@ fn start_new(
     exists: bool,
 ) -> Result<File, JournalError> {
     if exists {
-        remove_if_present(path, "remove the old journal")?;
-        sync_dir(dir)?;
+        durable::remove_if_present(path)
+            .map_err(JournalError::io("remove the old journal", path))?;
+        durable::sync_dir(dir).map_err(JournalError::io("sync the folder", dir))?;
     }
-    remove_if_present(&dir.join(FAILED_FILE), "remove the old failed file")?;
-
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(TEMP_SUFFIX);
-    let temp = PathBuf::from(temp);
-    let header = encode_header(fingerprint);
-    File::create(&temp)
-        .and_then(|mut file| {
-            file.write_all(&header)?;
-            file.sync_all()
-        })
-        .map_err(JournalError::io("write the new journal", &temp))?;
-    std::fs::rename(&temp, path).map_err(JournalError::io("put the new journal in place", path))?;
-    sync_dir(dir)?;
+    let failed = dir.join(FAILED_FILE);
+    durable::remove_if_present(&failed)
+        .map_err(JournalError::io("remove the old failed file", &failed))?;
+    durable::replace(path, &encode_header(fingerprint))
+        .map_err(JournalError::io("write the new journal", path))?;
     open_for_append(path)
 }
 
@@ -126,9 +158,6 @@ fn open_for_append(path: &Path) -> Result<File, JournalError> {
 }
 
 /// Reads an earlier run's journal and cuts off a torn or damaged tail.
-///
-/// The file is truncated where [`read_back`] stopped trusting it, before
-/// anything is appended: records after a torn one would never be read.
 fn recover(
     dir: &Path,
     path: &Path,
@@ -137,16 +166,7 @@ fn recover(
 ) -> Result<(File, Recovered), JournalError> {
     let file = open_for_append(path)?;
     let recovered = read_back(&file, dir, path, fingerprint, chunk_count)?;
-    if recovered.torn_bytes > 0 {
-        let kept = file
-            .metadata()
-            .map_err(JournalError::io("read the journal", path))?
-            .len()
-            - recovered.torn_bytes;
-        file.set_len(kept)
-            .and_then(|()| file.sync_all())
-            .map_err(JournalError::io("cut the torn end off the journal", path))?;
-    }
+    cut_to(&file, path, &recovered)?;
     Ok((file, recovered))
 }
 

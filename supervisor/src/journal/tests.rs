@@ -8,8 +8,8 @@ use proptest::prelude::*;
 
 use super::format::{RECORD_LEN, encode_header, encode_record};
 use super::*;
-use crate::output::ResultWriter;
-use crate::reorder::ResultMeta;
+use crate::dispatcher::ResultMeta;
+use crate::store::ResultWriter;
 
 const CHUNKS: u64 = 64;
 
@@ -528,12 +528,12 @@ fn a_failed_file_is_appended_to_after_its_last_whole_line() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join(FAILED_FILE);
     std::fs::write(&path, "{\"index\":1}\n{\"ind").unwrap();
-    let failures = crate::output::FailureWriter::append_to(path.clone()).unwrap();
+    let failures = crate::store::FailureWriter::append_to(path.clone()).unwrap();
     failures.finish().unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"index\":1}\n");
 
     let fresh = root.path().join("other.jsonl");
-    crate::output::FailureWriter::append_to(fresh.clone())
+    crate::store::FailureWriter::append_to(fresh.clone())
         .unwrap()
         .finish()
         .unwrap();

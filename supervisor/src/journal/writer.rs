@@ -339,7 +339,8 @@ impl Committer {
 }
 
 /// The output may have been created by this run: its name is durable only
-/// once its folder is synced. A path that cannot be resolved is skipped.
+/// once its folder is synced. A folder that cannot be opened (the output was
+/// named by a path that is gone) is skipped: the file itself is synced.
 fn sync_parent(path: &Path) -> Result<(), JournalError> {
     let Some(dir) = path
         .parent()
@@ -347,10 +348,8 @@ fn sync_parent(path: &Path) -> Result<(), JournalError> {
     else {
         return Ok(());
     };
-    match File::open(dir) {
-        Ok(dir_file) => dir_file
-            .sync_all()
-            .map_err(JournalError::io("sync the folder", dir)),
-        Err(_) => Ok(()),
+    match crate::durable::sync_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        synced => synced.map_err(JournalError::io("sync the folder", dir)),
     }
 }

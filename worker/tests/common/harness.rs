@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use protocol::codec::{decode_worker_message, encode_frame};
-use protocol::connection::FrameBuffer;
+use protocol::connection::FrameReader;
 use protocol::message::{Assign, Cancel, Hello, Input, Welcome};
 use protocol::{PROTOCOL_VERSION, ProtocolError, SupervisorMessage, WORKER_FD_ENV, WorkerMessage};
 
@@ -89,7 +89,7 @@ pub struct Worker {
     /// The command line, to say which worker a failure is about.
     command: String,
     socket: Option<UnixStream>,
-    frames: FrameBuffer,
+    frames: FrameReader,
     /// The worker's stderr, line by line, from a thread that reads it so that
     /// waiting for a line can have a deadline.
     stderr: Receiver<String>,
@@ -128,7 +128,7 @@ impl Worker {
             child,
             command: describe(command),
             socket,
-            frames: FrameBuffer::new(),
+            frames: FrameReader::new(),
             stderr,
             last_elapsed_ns: None,
         }

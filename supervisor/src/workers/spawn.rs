@@ -1,5 +1,6 @@
 //! Starting worker processes and signalling them: each worker runs in its own
-//! process group with a private socket, and dies with the supervisor.
+//! process group with a private socket, and dies with the supervisor; how a
+//! worker ended, in words.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -112,9 +113,7 @@ pub fn describe_exit(status: ExitStatus) -> String {
     }
     match status.signal() {
         Some(number) => {
-            let name = Signal::try_from(number)
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_else(|_| format!("signal {number}"));
+            let name = crate::signals::name(number);
             let core = if status.core_dumped() {
                 ", core dumped"
             } else {
@@ -124,13 +123,4 @@ pub fn describe_exit(status: ExitStatus) -> String {
         }
         None => format!("{status}"),
     }
-}
-
-/// Resident memory of a process now, from /proc; `None` once it is gone.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok()?)
 }

@@ -1,18 +1,15 @@
-//! Writing results: the output file (a jsonl record per chunk, or the
-//! chunks' raw bytes back to back), and the failed file, one record per
-//! chunk that ran out of attempts.
+//! The output file: a jsonl record per chunk, or the chunks' raw bytes back
+//! to back, each chunk's place in it told to the journal.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read as _, Seek as _, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufWriter, Seek as _, SeekFrom, Write};
+use std::path::Path;
 
 use base64::Engine;
-use serde::Serialize;
 use serde::de::IgnoredAny;
 
 use crate::config::{OutputFormat, OutputPath};
-use crate::dispatcher::{AttemptError, ChunkFailure};
-use crate::reorder::ResultMeta;
+use crate::dispatcher::ResultMeta;
 
 const BUFFER: usize = 1 << 20;
 
@@ -211,80 +208,6 @@ fn write_output_value(out: &mut impl Write, output: &[u8]) -> io::Result<()> {
         out.write_all(b"\"")?;
     }
     Ok(())
-}
-
-/// The failed file: created on the first failure, each record flushed as it
-/// is written so that a crash of the supervisor loses none.
-pub struct FailureWriter {
-    path: PathBuf,
-    file: Option<File>,
-}
-
-#[derive(Serialize)]
-struct FailureRecord<'a> {
-    index: u64,
-    start: u64,
-    end: u64,
-    attempts: &'a [AttemptError],
-}
-
-impl FailureWriter {
-    /// A writer for `path`; an old failed file there is removed.
-    pub fn new(path: PathBuf) -> io::Result<Self> {
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        Ok(Self { path, file: None })
-    }
-
-    /// A writer that adds to the failed file an earlier run of the same job
-    /// left, creating it when there is none. A line cut short by a crash is
-    /// dropped first, so that the next record starts on a line of its own.
-    pub fn append_to(path: PathBuf) -> io::Result<Self> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
-        let mut text = Vec::new();
-        file.read_to_end(&mut text)?;
-        if text.last().is_some_and(|&b| b != b'\n') {
-            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            file.set_len(whole as u64)?;
-        }
-        Ok(Self {
-            path,
-            file: Some(file),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn write(&mut self, failure: &ChunkFailure<'_>) -> io::Result<()> {
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => self.file.insert(File::create(&self.path)?),
-        };
-        let mut line = serde_json::to_vec(&FailureRecord {
-            index: failure.chunk.index,
-            start: failure.chunk.start,
-            end: failure.chunk.end,
-            attempts: failure.errors,
-        })?;
-        line.push(b'\n');
-        file.write_all(&line)?;
-        // On disk before the journal can say the chunk failed: failures are
-        // rare, so a sync each costs nothing worth saving.
-        file.sync_data()
-    }
-
-    /// Makes the failed file durable, if there is one.
-    pub fn finish(self) -> io::Result<()> {
-        self.file.map_or(Ok(()), |file| file.sync_all())
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,14 @@
 //! The dispatcher driven by hand-made events: no processes, no clock.
 
-use super::*;
-use crate::chunks::RangeChunks;
+use std::time::{Duration, Instant};
+
 use fixedbitset::FixedBitSet;
 use protocol::message::{Cancelled, Done, Failed, Hello};
+use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
+
+use super::state::RunPhase;
+use super::*;
+use crate::chunks::{ChunkSource, Next, RangeChunks};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
@@ -90,7 +95,7 @@ impl Harness {
 
     fn with_source(
         settings: Settings,
-        source: Box<dyn crate::chunks::ChunkSource>,
+        source: Box<dyn ChunkSource>,
         skip: Option<FixedBitSet>,
     ) -> Self {
         let now = Instant::now();
@@ -736,11 +741,11 @@ struct FailingSource {
     error: Option<String>,
 }
 
-impl crate::chunks::ChunkSource for FailingSource {
-    fn next_chunk(&mut self) -> Option<crate::chunks::ChunkSpec> {
+impl ChunkSource for FailingSource {
+    fn next_chunk(&mut self) -> Next {
         if self.good == 0 {
             self.error = Some("input.txt: Input/output error".to_owned());
-            return None;
+            return Next::End;
         }
         self.good -= 1;
         self.inner.next_chunk()

@@ -1,7 +1,7 @@
 //! The bounded reorder buffer behind `order = "index"`: results that finish
 //! early wait here until every lower index has been written or has failed.
 //!
-//! It is a ring of slots indexed by `index - next`, each keeping its output
+//! It is a ring of places indexed by `index - next`, each keeping its output
 //! buffer between uses, so a steady run allocates nothing per chunk. The
 //! dispatcher asks [`Reorder::admits`] before dispatching a fresh chunk: when
 //! the ring or its byte budget is full it dispatches nothing further ahead,
@@ -9,19 +9,10 @@
 
 use fixedbitset::FixedBitSet;
 
-/// The facts about a finished chunk that travel with its output.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ResultMeta {
-    pub index: u64,
-    pub start: u64,
-    pub end: u64,
-    pub attempt: u32,
-    pub worker: u32,
-    pub seconds: f64,
-}
+use super::types::ResultMeta;
 
 #[derive(Debug, Default)]
-enum SlotState {
+enum Standing {
     #[default]
     Empty,
     Done(ResultMeta),
@@ -30,19 +21,19 @@ enum SlotState {
 }
 
 #[derive(Debug, Default)]
-struct Slot {
-    state: SlotState,
+struct Place {
+    state: Standing,
     output: Vec<u8>,
 }
 
-/// Slot buffers that grew past this are given back after use.
+/// Output buffers that grew past this are given back after use.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct Reorder {
     /// The lowest index not yet written.
     next: u64,
-    slots: Vec<Slot>,
+    places: Vec<Place>,
     buffered_bytes: usize,
     max_bytes: usize,
     /// Indices written by an earlier run: passed over as if just written.
@@ -54,7 +45,7 @@ impl Reorder {
         assert!(capacity > 0);
         let mut reorder = Self {
             next: 0,
-            slots: (0..capacity).map(|_| Slot::default()).collect(),
+            places: (0..capacity).map(|_| Place::default()).collect(),
             buffered_bytes: 0,
             max_bytes,
             settled,
@@ -72,6 +63,7 @@ impl Reorder {
     }
 
     /// The lowest index not yet written.
+    #[cfg(test)]
     pub fn next_index(&self) -> u64 {
         self.next
     }
@@ -80,13 +72,14 @@ impl Reorder {
     /// and, unless it is the very next one, within the byte budget.
     pub fn admits(&self, index: u64) -> bool {
         index == self.next
-            || (index < self.next + self.slots.len() as u64 && self.buffered_bytes < self.max_bytes)
+            || (index < self.next + self.places.len() as u64
+                && self.buffered_bytes < self.max_bytes)
     }
 
-    fn slot(&mut self, index: u64) -> &mut Slot {
-        debug_assert!(index >= self.next && index < self.next + self.slots.len() as u64);
-        let len = self.slots.len() as u64;
-        &mut self.slots[(index % len) as usize]
+    fn place(&mut self, index: u64) -> &mut Place {
+        debug_assert!(index >= self.next && index < self.next + self.places.len() as u64);
+        let len = self.places.len() as u64;
+        &mut self.places[(index % len) as usize]
     }
 
     /// Takes a finished chunk and writes out, through `write`, every result
@@ -104,10 +97,10 @@ impl Reorder {
             return self.drain(write);
         }
         self.buffered_bytes += output.len();
-        let slot = self.slot(meta.index);
-        slot.state = SlotState::Done(meta);
-        slot.output.clear();
-        slot.output.extend_from_slice(output);
+        let place = self.place(meta.index);
+        place.state = Standing::Done(meta);
+        place.output.clear();
+        place.output.extend_from_slice(output);
         Ok(())
     }
 
@@ -117,7 +110,7 @@ impl Reorder {
         index: u64,
         write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.slot(index).state = SlotState::Skipped;
+        self.place(index).state = Standing::Skipped;
         self.drain(write)
     }
 
@@ -127,9 +120,9 @@ impl Reorder {
     ) -> Result<(), E> {
         loop {
             let next = self.next;
-            let slot = self.slot(next);
-            match std::mem::take(&mut slot.state) {
-                SlotState::Empty => {
+            let place = self.place(next);
+            match std::mem::take(&mut place.state) {
+                Standing::Empty => {
                     if self
                         .settled
                         .as_ref()
@@ -140,13 +133,13 @@ impl Reorder {
                     }
                     return Ok(());
                 }
-                SlotState::Skipped => {}
-                SlotState::Done(meta) => {
-                    let result = write(&meta, &slot.output);
-                    let len = slot.output.len();
-                    slot.output.clear();
-                    if slot.output.capacity() > KEEP_CAPACITY {
-                        slot.output = Vec::new();
+                Standing::Skipped => {}
+                Standing::Done(meta) => {
+                    let result = write(&meta, &place.output);
+                    let len = place.output.len();
+                    place.output.clear();
+                    if place.output.capacity() > KEEP_CAPACITY {
+                        place.output = Vec::new();
                     }
                     self.buffered_bytes -= len;
                     result?;
@@ -157,10 +150,11 @@ impl Reorder {
     }
 
     /// Results waiting for a lower index.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
-        self.slots
+        self.places
             .iter()
-            .all(|slot| matches!(slot.state, SlotState::Empty))
+            .all(|place| matches!(place.state, Standing::Empty))
     }
 }
 

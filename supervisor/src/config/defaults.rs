@@ -1,0 +1,28 @@
+//! The job file's defaults: what a run uses for a key the file leaves out.
+//! One home, read by validation and by the dispatcher's settings alike.
+
+use std::time::Duration;
+
+use super::job::RestartPolicy;
+
+/// Without `chunk`, a range or lines source is cut into about this many chunks.
+pub const CHUNKS: u64 = 1024;
+/// Without `chunk`, a file is cut into about this many chunks, of sizes
+/// within these bounds: large enough that a per-chunk command's start costs
+/// little, small enough that its output fits in one frame.
+pub const FILE_CHUNKS: u64 = 256;
+pub const MIN_FILE_CHUNK: u64 = 64 << 10;
+pub const MAX_FILE_CHUNK: u64 = 16 << 20;
+/// Without `[worker] timeout`, an attempt may run this long.
+pub const TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Without `[worker] start_timeout`, a new worker has this long to say hello.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+pub const RETRIES: u32 = 2;
+/// More crashes than `max` within `within` abort the run.
+pub const RESTART: RestartPolicy = RestartPolicy {
+    max: 10,
+    within: Duration::from_secs(60),
+};
+/// Without `[supervisor] drain_timeout`, chunks in flight get this long to
+/// finish after the first SIGTERM or SIGINT.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,73 @@
+//! The run's events as log lines: what a person watching stderr (or the
+//! journal) should read, at the level it deserves.
+
+use tracing::{debug, info, warn};
+
+use crate::dispatcher::RunEvent;
+use crate::signals;
+
+/// Logs `event`, if it is worth a line.
+pub fn log(event: &RunEvent<'_>) {
+    match *event {
+        RunEvent::ChunkDispatched { .. }
+        | RunEvent::ChunkDone { .. }
+        | RunEvent::WorkerBusy { .. } => {}
+        RunEvent::ChunkFailed {
+            chunk,
+            attempts,
+            error,
+            ..
+        } => warn!(
+            chunk = chunk.index,
+            attempts, "chunk failed for good: {error}"
+        ),
+        RunEvent::WorkerStarted { slot, pid } => debug!(worker = slot, pid, "worker started"),
+        RunEvent::WorkerReady { slot } => debug!(worker = slot, "worker ready"),
+        RunEvent::WorkerRetiring { slot } => {
+            debug!(
+                worker = slot,
+                "worker had its share of chunks; replacing it"
+            )
+        }
+        RunEvent::WorkerExited {
+            slot,
+            pid,
+            status,
+            cause,
+            expected,
+        } => {
+            if expected {
+                debug!(worker = slot, pid, status, "worker stopped");
+            } else if let Some(cause) = cause {
+                warn!(worker = slot, pid, status, "worker {cause}");
+            } else {
+                warn!(worker = slot, pid, status, "worker exited unexpectedly");
+            }
+        }
+        RunEvent::ChunkRetried {
+            chunk,
+            failed_attempt,
+            worker,
+            error,
+        } => info!(
+            chunk = chunk.index,
+            attempt = failed_attempt,
+            worker,
+            "chunk failed, will retry: {error}"
+        ),
+        RunEvent::Aborting { reason } => warn!("aborting: {reason}"),
+        RunEvent::DrainStarted { signal, in_flight } => {
+            let name = signals::name(signal);
+            warn!(
+                "{name}: draining; no new chunks start, {in_flight} in flight may finish \
+                 (another signal cancels them)"
+            );
+        }
+        RunEvent::Cancelling { in_flight } => {
+            warn!("cancelling {in_flight} chunks in flight")
+        }
+        RunEvent::ChunkCancelled { chunk } => {
+            debug!(chunk = chunk.index, "chunk cancelled; a later run does it")
+        }
+    }
+}

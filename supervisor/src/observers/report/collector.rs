@@ -1,0 +1,327 @@
+//! Gathering the report while the run goes on: [`ReportCollector`] only
+//! consumes [`RunEvent`]s. It sees every chunk sent and finished, so what it
+//! does per chunk is histogram records, counter bumps and an entry in a map
+//! sized up front: nothing that allocates in a steady run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+
+use super::schema::{
+    ChunkCounts, CpuSeconds, FailedChunk, Latency, QueueWait, REPORT_VERSION, Report, WorkerReport,
+};
+use crate::dispatcher::{Counts, Outcome, RunEvent};
+use crate::resources::{Who, peak_rss_bytes, usage};
+use crate::signals;
+
+/// Permanently failed chunks listed in the report at most; the failed file
+/// has them all.
+pub const FAILED_LIST_CAP: usize = 1000;
+
+/// Distinct exit causes kept per worker slot. Causes can name a chunk
+/// ("timed out after 1m on chunk 17"), so without a cap a long run of
+/// timeouts would grow the map without end; the rest are counted as
+/// [`OTHER_CAUSES`].
+pub(super) const EXIT_CAUSES_CAP: usize = 64;
+pub(super) const OTHER_CAUSES: &str = "other";
+
+/// Histograms are sized for an hour from the start, so recording never has
+/// to grow them in an ordinary run; a longer chunk still fits, by a resize.
+const HISTOGRAM_HIGH_MICROS: u64 = 3_600 * 1_000_000;
+const HISTOGRAM_SIGFIG: u8 = 3;
+
+/// Gathers what the report needs while the run goes on.
+#[derive(Debug)]
+pub struct ReportCollector {
+    started_at: SystemTime,
+    /// Worker-measured chunk times, in microseconds.
+    latency: Histogram<u64>,
+    /// Time chunks sat queued at a worker before it could start them, in microseconds.
+    queue_wait: Histogram<u64>,
+    pub(super) slots: Vec<WorkerStats>,
+    failed: Vec<FailedChunk>,
+    failed_truncated: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct WorkerStats {
+    chunks: u64,
+    failed_attempts: u64,
+    restarts: u64,
+    processes: u64,
+    exit_causes: BTreeMap<String, u64>,
+    pub(super) peak_rss_bytes: Option<u64>,
+    /// The slot's current worker process, once started.
+    pid: Option<u32>,
+}
+
+impl ReportCollector {
+    /// `started` is when the run began, on the clock the run loop uses.
+    pub fn new(workers: usize, started: Instant) -> Self {
+        let started_at = SystemTime::now()
+            .checked_sub(started.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        Self {
+            started_at,
+            latency: new_histogram(),
+            queue_wait: new_histogram(),
+            slots: vec![WorkerStats::default(); workers],
+            failed: Vec::new(),
+            failed_truncated: false,
+        }
+    }
+
+    pub fn observe(&mut self, event: &RunEvent<'_>) {
+        match *event {
+            RunEvent::ChunkDone {
+                worker,
+                seconds,
+                waited,
+                ..
+            } => {
+                record(&mut self.latency, seconds);
+                record(&mut self.queue_wait, waited);
+                self.slot(worker).chunks += 1;
+            }
+            RunEvent::ChunkRetried { worker, .. } => {
+                self.slot(worker as usize).failed_attempts += 1;
+            }
+            RunEvent::ChunkFailed {
+                chunk,
+                attempts,
+                worker,
+                error,
+            } => {
+                self.slot(worker).failed_attempts += 1;
+                if self.failed.len() < FAILED_LIST_CAP {
+                    self.failed.push(FailedChunk {
+                        index: chunk.index,
+                        start: chunk.start,
+                        end: chunk.end,
+                        attempts,
+                        error: error.to_owned(),
+                    });
+                } else {
+                    self.failed_truncated = true;
+                }
+            }
+            RunEvent::WorkerStarted { slot, pid } => {
+                let stats = self.slot(slot);
+                stats.processes += 1;
+                stats.pid = Some(pid);
+            }
+            RunEvent::WorkerReady { slot } => {
+                // A run shorter than the loop's sampling interval would
+                // otherwise end with no memory figure at all; once per
+                // worker start is cheap.
+                if let Some(pid) = self.slot(slot).pid {
+                    self.sample_rss(slot, pid);
+                }
+            }
+            RunEvent::WorkerExited {
+                slot,
+                status,
+                cause,
+                expected,
+                ..
+            } => {
+                let stats = self.slot(slot);
+                stats.pid = None;
+                if !expected {
+                    stats.restarts += 1;
+                }
+                // The status alone says how it died, the cause alone why
+                // the supervisor acted: together they tell a story.
+                let cause = match cause {
+                    Some(cause) => format!("{cause} ({status})"),
+                    None => status.to_owned(),
+                };
+                let causes = &mut stats.exit_causes;
+                if let Some(count) = causes.get_mut(&cause) {
+                    *count += 1;
+                } else if causes.len() < EXIT_CAUSES_CAP {
+                    causes.insert(cause, 1);
+                } else {
+                    *causes.entry(OTHER_CAUSES.to_owned()).or_default() += 1;
+                }
+            }
+            RunEvent::WorkerRetiring { .. }
+            | RunEvent::WorkerBusy { .. }
+            | RunEvent::ChunkDispatched { .. }
+            | RunEvent::ChunkCancelled { .. }
+            | RunEvent::Aborting { .. }
+            | RunEvent::DrainStarted { .. }
+            | RunEvent::Cancelling { .. } => {}
+        }
+    }
+
+    /// Reads the worker's high-water resident memory (VmHWM) and keeps the
+    /// slot's largest. A process already gone is skipped silently: it is
+    /// sampled on a best-effort basis.
+    pub fn sample_rss(&mut self, slot: usize, pid: u32) {
+        if let Some(bytes) = peak_rss_bytes(pid) {
+            let peak = &mut self.slot(slot).peak_rss_bytes;
+            *peak = Some(peak.map_or(bytes, |p| p.max(bytes)));
+        }
+    }
+
+    pub fn build(&self, input: &ReportInput<'_>) -> Report {
+        let counts = input.counts;
+        let wall_seconds = input.elapsed.as_secs_f64();
+        let throughput = if wall_seconds > 0.0 {
+            counts.done as f64 / wall_seconds
+        } else {
+            0.0
+        };
+        let own = usage(Who::Supervisor);
+        let children = usage(Who::Workers);
+        let (outcome, exit_reason) = describe(input);
+        Report {
+            report_version: REPORT_VERSION,
+            job: input.job_name.to_owned(),
+            outcome: outcome.to_owned(),
+            exit_reason,
+            exit_code: input.exit_code,
+            started_at: rfc3339(self.started_at),
+            finished_at: rfc3339(SystemTime::now()),
+            wall_seconds,
+            chunks: ChunkCounts {
+                total: counts.total,
+                done: counts.done + input.done_before,
+                failed: counts.failed + input.failed_before,
+                retried: counts.retried,
+                cancelled: counts.cancelled,
+                skipped: counts.skipped,
+                done_before: input.done_before,
+                failed_before: input.failed_before,
+            },
+            throughput_chunks_per_s: throughput,
+            latency_seconds: Latency {
+                p50: quantile(&self.latency, 0.50),
+                p90: quantile(&self.latency, 0.90),
+                p95: quantile(&self.latency, 0.95),
+                p99: quantile(&self.latency, 0.99),
+                max: maximum(&self.latency),
+                // To the nanosecond: finer digits would be noise.
+                mean: (!self.latency.is_empty()).then(|| (self.latency.mean() * 1e3).round() / 1e9),
+            },
+            queue_wait_seconds: QueueWait {
+                p50: quantile(&self.queue_wait, 0.50),
+                p90: quantile(&self.queue_wait, 0.90),
+                p99: quantile(&self.queue_wait, 0.99),
+                max: maximum(&self.queue_wait),
+            },
+            worker_crashes: counts.crashes,
+            cpu_seconds: CpuSeconds {
+                supervisor: own.map(|u| u.cpu_seconds),
+                workers: children.map(|u| u.cpu_seconds),
+            },
+            supervisor_peak_rss_bytes: own.map(|u| u.max_rss_bytes),
+            workers: self
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(slot, s)| WorkerReport {
+                    slot,
+                    chunks: s.chunks,
+                    failed_attempts: s.failed_attempts,
+                    restarts: s.restarts,
+                    processes: s.processes,
+                    exit_causes: s.exit_causes.clone(),
+                    peak_rss_bytes: s.peak_rss_bytes,
+                })
+                .collect(),
+            failed: self.failed.clone(),
+            failed_truncated: self.failed_truncated,
+            output: input.output.to_owned(),
+            failed_file: input.failed_file.map(|p| p.display().to_string()),
+        }
+    }
+
+    /// A slot the run did not announce (more slots than `workers`) is added
+    /// rather than dropped, so no event is lost to a miscount.
+    fn slot(&mut self, slot: usize) -> &mut WorkerStats {
+        if slot >= self.slots.len() {
+            self.slots.resize_with(slot + 1, WorkerStats::default);
+        }
+        &mut self.slots[slot]
+    }
+}
+
+/// What the run loop knows at the end that the events did not say.
+#[derive(Debug)]
+pub struct ReportInput<'a> {
+    pub job_name: &'a str,
+    pub outcome: &'a Outcome,
+    pub exit_code: i32,
+    pub counts: Counts,
+    pub done_before: u64,
+    pub failed_before: u64,
+    pub elapsed: Duration,
+    /// The output as the user would name it: a path, or "stdout".
+    pub output: &'a str,
+    pub failed_file: Option<&'a Path>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    let mut histogram = Histogram::new_with_bounds(1, HISTOGRAM_HIGH_MICROS, HISTOGRAM_SIGFIG)
+        .expect("constant histogram bounds are valid");
+    histogram.auto(true);
+    histogram
+}
+
+fn record(histogram: &mut Histogram<u64>, seconds: f64) {
+    // A worker's clock is its own: a negative or absurd time is clamped
+    // rather than allowed to poison the figures.
+    let micros = if seconds.is_finite() && seconds > 0.0 {
+        (seconds * 1e6).round() as u64
+    } else {
+        0
+    };
+    if histogram.record(micros).is_err() {
+        histogram.saturating_record(micros);
+    }
+}
+
+fn quantile(histogram: &Histogram<u64>, q: f64) -> Option<f64> {
+    (!histogram.is_empty()).then(|| histogram.value_at_quantile(q) as f64 / 1e6)
+}
+
+fn maximum(histogram: &Histogram<u64>) -> Option<f64> {
+    (!histogram.is_empty()).then(|| histogram.max() as f64 / 1e6)
+}
+
+fn describe(input: &ReportInput<'_>) -> (&'static str, String) {
+    match input.outcome {
+        Outcome::Finished { failed } => {
+            let all = failed + input.failed_before;
+            if all == 0 {
+                return ("finished", "every chunk finished".to_owned());
+            }
+            let chunks = if all == 1 { "chunk" } else { "chunks" };
+            let earlier = if input.failed_before > 0 {
+                format!(" ({} of them in an earlier run)", input.failed_before)
+            } else {
+                String::new()
+            };
+            (
+                "finished_with_failures",
+                format!("{all} {chunks} failed for good{earlier}"),
+            )
+        }
+        Outcome::Drained { signal } => {
+            let name = signals::name(*signal);
+            (
+                "drained",
+                format!("stopped by {name} after a drain; running again resumes"),
+            )
+        }
+        Outcome::Aborted { reason } => ("aborted", reason.clone()),
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}

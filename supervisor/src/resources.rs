@@ -1,0 +1,87 @@
+//! What processes use, as the OS tells it: resident memory now and at its
+//! peak from `/proc`, CPU time and peak memory from `getrusage`.
+
+/// Resident memory of a process now, from /proc; `None` once it is gone.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// A process's resident high-water mark (VmHWM), from /proc; `None` once it
+/// is gone.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_vm_hwm(&status)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let mut words = line.split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    match words.next() {
+        Some("kB") | None => Some(kib * 1024),
+        Some(_) => None,
+    }
+}
+
+/// CPU time and peak memory of this process or of its reaped children.
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    /// User plus system time.
+    pub cpu_seconds: f64,
+    pub max_rss_bytes: u64,
+}
+
+/// Whose usage [`usage`] reports.
+#[derive(Debug, Clone, Copy)]
+pub enum Who {
+    Supervisor,
+    /// Every worker the supervisor has reaped.
+    Workers,
+}
+
+pub fn usage(who: Who) -> Option<Usage> {
+    let who = match who {
+        Who::Supervisor => libc::RUSAGE_SELF,
+        Who::Workers => libc::RUSAGE_CHILDREN,
+    };
+    // SAFETY: rusage is plain integers, for which all zeroes is a value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pointer is to a live, writable rusage of the right type.
+    if unsafe { libc::getrusage(who, &mut usage) } != 0 {
+        return None;
+    }
+    // Summed in whole microseconds (exact in an f64), so the figure carries
+    // no float noise.
+    let micros = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+    Some(Usage {
+        cpu_seconds: (micros(usage.ru_utime) + micros(usage.ru_stime)) / 1e6,
+        // Linux gives it in KiB.
+        max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_in_kib() {
+        let status =
+            "Name:\tsquares-worker\nVmPeak:\t   10000 kB\nVmHWM:\t    2048 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(parse_vm_hwm(status), Some(2048 * 1024));
+        assert_eq!(parse_vm_hwm("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_memory_and_a_gone_one_has_none() {
+        let me = std::process::id();
+        assert!(rss_bytes(me).is_some_and(|b| b > 0));
+        assert!(peak_rss_bytes(me).is_some_and(|b| b > 0));
+        assert_eq!(rss_bytes(u32::MAX), None);
+        assert!(usage(Who::Supervisor).is_some_and(|u| u.max_rss_bytes > 0));
+    }
+}

@@ -1,0 +1,121 @@
+//! Setting the store up as the assessment decided: a new journal, output and
+//! failed file, or an earlier run's, cut back to what its journal vouches
+//! for; and the chunks this run skips.
+
+use anyhow::{Context as _, anyhow};
+use fixedbitset::FixedBitSet;
+use tracing::{info, warn};
+
+use super::failures::FailureWriter;
+use super::files::Store;
+use super::output::ResultWriter;
+use crate::assess::{Resume, Start, failed_file};
+use crate::config::{Job, OutputPath};
+use crate::journal;
+use crate::run::SetupError;
+
+/// The store and what the run needs to know of earlier runs.
+pub struct Opened {
+    pub store: Store,
+    /// Chunks an earlier run settled (done, or failed for good).
+    pub skip: Option<FixedBitSet>,
+    /// Chunks an earlier run finished.
+    pub done_before: u64,
+    /// Chunks that failed for good in an earlier run and are not retried now.
+    pub failed_before: u64,
+}
+
+/// Opens the store of `job` as `start` says. The caller holds the state
+/// folder's lock, and has since it assessed.
+pub fn open(job: &Job, start: Start) -> Result<Opened, SetupError> {
+    let failed_path = failed_file(job);
+    let failed_writer = |keep: bool| {
+        let writer = if keep {
+            FailureWriter::append_to(failed_path.clone())
+        } else {
+            FailureWriter::new(failed_path.clone())
+        };
+        writer
+            .with_context(|| format!("cannot prepare the failed file {}", failed_path.display()))
+            .map_err(SetupError::Failed)
+    };
+    let create_output = || {
+        ResultWriter::create(&job.output.path)
+            .with_context(|| match &job.output.path {
+                OutputPath::File(path) => format!("cannot create the output {}", path.display()),
+                OutputPath::Stdout => "cannot write to stdout".to_owned(),
+            })
+            .map(|output| output.in_format(job.output.format))
+            .map_err(SetupError::Failed)
+    };
+    let fresh = |journal| -> Result<Opened, SetupError> {
+        Ok(Opened {
+            store: Store::new(create_output()?, failed_writer(false)?, journal),
+            skip: None,
+            done_before: 0,
+            failed_before: 0,
+        })
+    };
+    match start {
+        Start::Refuse(refusal) => Err(SetupError::Refused(anyhow!(refusal.message(job)))),
+        Start::Unjournaled => fresh(None),
+        Start::Fresh(_) => {
+            let journal = journal::create(&job.state_dir, &journal::fingerprint(job))
+                .map_err(|e| SetupError::Refused(e.into()))?;
+            fresh(Some(journal))
+        }
+        Start::Resume(resume) => resumed(job, resume, failed_writer),
+    }
+}
+
+fn resumed(
+    job: &Job,
+    resume: Resume,
+    failed_writer: impl Fn(bool) -> Result<FailureWriter, SetupError>,
+) -> Result<Opened, SetupError> {
+    let Resume {
+        recovered,
+        retry_failed,
+        ..
+    } = resume;
+    let OutputPath::File(path) = &job.output.path else {
+        unreachable!("a run to stdout is never resumed");
+    };
+    if recovered.torn_bytes > 0 {
+        warn!(
+            "the journal ended in {} torn bytes (the previous run stopped mid-write); \
+             the chunks they described run again",
+            recovered.torn_bytes
+        );
+    }
+    let journal =
+        journal::resume(&job.state_dir, &recovered).map_err(|e| SetupError::Refused(e.into()))?;
+    let output = ResultWriter::resume(path, recovered.output_len)
+        .with_context(|| format!("cannot resume the output {}", path.display()))
+        .map_err(SetupError::Refused)?
+        .in_format(job.output.format);
+    let chunk_count = job.chunk_count();
+    let done_before = recovered.done.count_ones(..) as u64;
+    let failed_earlier = recovered.failed.count_ones(..) as u64;
+    let skip = if retry_failed {
+        let mut skip = FixedBitSet::with_capacity(recovered.failed.len());
+        skip.insert_range(..);
+        skip.difference_with(&recovered.failed);
+        info!("retrying the {failed_earlier} chunks that failed for good last time");
+        skip
+    } else {
+        info!(
+            "resuming: {done_before} of {chunk_count} chunks were finished by an earlier run \
+             ({failed_earlier} failed for good)"
+        );
+        let mut skip = recovered.done;
+        skip.union_with(&recovered.failed);
+        skip
+    };
+    Ok(Opened {
+        store: Store::new(output, failed_writer(!retry_failed)?, Some(journal)),
+        skip: Some(skip),
+        done_before,
+        failed_before: if retry_failed { 0 } else { failed_earlier },
+    })
+}
