@@ -214,3 +214,88 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job read from a real job file in its own folder, with `extra` TOML
+    /// appended.
+    fn job(extra: &str) -> (tempfile::TempDir, Job) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("squares.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[source]\nrange = {{ start = 0, end = 1000 }}\nchunk = 100\n\n\
+                 [worker]\ncommand = [\"/bin/sh\"]\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        (dir, crate::config::load(&path, None).unwrap())
+    }
+
+    fn probe(job: &Job, options: Options) -> Assessment {
+        assess(job, options, Lock::Probe)
+    }
+
+    #[test]
+    fn another_supervisor_holding_the_job_is_named_and_a_holder_is_not_itself() {
+        let (_dir, job) = job("");
+        assert_eq!(probe(&job, Options::default()).holder, None);
+        let lock = journal::lock_state(&job.state_dir).unwrap();
+        assert_eq!(
+            probe(&job, Options::default()).holder,
+            Some(Some(std::process::id()))
+        );
+        // A run assesses after taking the lock: the holder it would see is itself.
+        assert_eq!(assess(&job, Options::default(), Lock::Held).holder, None);
+        drop(lock);
+    }
+
+    #[test]
+    fn nothing_to_retry_and_retrying_to_stdout_are_refused() {
+        let (_dir, job) = job("");
+        let retry = Options {
+            retry_failed: true,
+            ..Options::default()
+        };
+        assert!(matches!(
+            probe(&job, retry).start,
+            Start::Refuse(Refusal::NothingToRetry)
+        ));
+        let (_dir, to_stdout) = self::job("[output]\npath = \"-\"");
+        assert!(matches!(
+            probe(&to_stdout, retry).start,
+            Start::Refuse(Refusal::RetryNeedsJournal)
+        ));
+        assert!(matches!(
+            probe(&to_stdout, Options::default()).start,
+            Start::Unjournaled
+        ));
+    }
+
+    #[test]
+    fn fresh_starts_over_without_reading_a_damaged_journal() {
+        let (_dir, job) = job("");
+        std::fs::create_dir_all(&job.state_dir).unwrap();
+        std::fs::write(job.state_dir.join(journal::JOURNAL_FILE), b"garbage").unwrap();
+        assert!(matches!(
+            probe(&job, Options::default()).start,
+            Start::Refuse(Refusal::Journal(JournalError::Corrupt { .. }))
+        ));
+        let fresh = Options {
+            fresh: true,
+            ..Options::default()
+        };
+        assert!(matches!(
+            probe(&job, fresh).start,
+            Start::Fresh(Fresh::Asked)
+        ));
+        // Assessing wrote nothing.
+        assert_eq!(
+            std::fs::read(job.state_dir.join(journal::JOURNAL_FILE)).unwrap(),
+            b"garbage"
+        );
+    }
+}

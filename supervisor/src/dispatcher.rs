@@ -7,6 +7,7 @@
 //! - `state`: the [`Dispatcher`] itself: `handle` and `advance`.
 //! - `queue`: the work not yet done (retries, the skip set, the window).
 //! - `slots`: the life of a worker slot (kill, stop, exit, backoff).
+//! - `stopping`: drain, cancel, end and abort.
 //! - `reorder`: results held back until their turn in index order.
 
 mod queue;
@@ -14,6 +15,7 @@ mod reorder;
 pub mod settings;
 mod slots;
 mod state;
+mod stopping;
 pub mod types;
 
 #[cfg(test)]

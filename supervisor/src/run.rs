@@ -95,6 +95,8 @@ const UPDATE_BATCH: usize = 256;
 /// How often the loop looks at the group commit and the heartbeat when
 /// nothing else happens.
 const HOUSEKEEPING: Duration = Duration::from_millis(20);
+/// How long the third signal waits for killed workers to be reaped.
+const REAP_AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Runs (or resumes) the job to its end. `signals` carries the numbers of
 /// SIGTERM, SIGINT and SIGHUP as they arrive (see [`crate::signals::listen`]);
@@ -190,6 +192,7 @@ pub async fn run(
                     // purpose. The journal already matches the durable output.
                     warn!("a third signal: killing every worker and exiting now; run again to resume");
                     edges.workers.kill_everything();
+                    reap(&mut updates, &mut edges.workers).await;
                     edges.observers.progress.finish();
                     return Ok(RunEnd::Killed {
                         signal: escalation.first().unwrap_or(number),
@@ -224,6 +227,24 @@ pub async fn run(
         output: job.output.path.name(),
         collector: observers.report,
     })))
+}
+
+/// Waits, briefly, for the tasks of killed workers to reap them, so that
+/// none is left a zombie of a process that goes on (a test, say). A worker
+/// its task cannot reap in time is left to the kernel's SIGKILL.
+async fn reap(updates: &mut mpsc::Receiver<WorkerUpdate>, workers: &mut WorkerPool) {
+    let deadline = tokio::time::Instant::now() + REAP_AFTER_KILL;
+    while workers.alive() > 0 {
+        match tokio::time::timeout_at(deadline, updates.recv()).await {
+            Ok(Some(WorkerUpdate {
+                slot,
+                generation,
+                kind: UpdateKind::Exited(_),
+            })) => workers.forget(slot, generation),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 /// Hands what a worker's task reported to the dispatcher, as events.

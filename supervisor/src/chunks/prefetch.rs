@@ -150,3 +150,141 @@ fn cut(mut cutter: Box<dyn Cutter>, sender: SyncSender<Cut>, wake: &Wake) {
         wake.ready.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::super::FileChunks;
+    use super::super::test_files::{all, temp_file};
+    use super::*;
+
+    /// A safety net against a stuck test, never a timing assertion.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// Takes every chunk, waiting for word whenever none is ready.
+    fn drain(prefetch: &mut Prefetch) -> Vec<ChunkSpec> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let ready = prefetch.ready();
+        let mut chunks = Vec::new();
+        loop {
+            match prefetch.next_chunk() {
+                Next::Chunk(chunk) => chunks.push(chunk),
+                Next::End => return chunks,
+                Next::Later => runtime.block_on(async {
+                    tokio::time::timeout(PATIENCE, ready.notified())
+                        .await
+                        .expect("the cutter says when it has more");
+                }),
+            }
+        }
+    }
+
+    /// Hands out chunk after chunk, each once the test allows it, then fails
+    /// or ends.
+    struct Gated {
+        allowed: mpsc::Receiver<()>,
+        next: u64,
+        until: u64,
+        fail_at_end: bool,
+        error: Option<String>,
+    }
+
+    impl Cutter for Gated {
+        fn next_chunk(&mut self) -> Option<ChunkSpec> {
+            if self.next == self.until {
+                if self.fail_at_end {
+                    self.error = Some("disk on fire".to_owned());
+                }
+                return None;
+            }
+            self.allowed.recv().ok()?;
+            let index = self.next;
+            self.next += 1;
+            Some(ChunkSpec {
+                index,
+                start: index,
+                end: index + 1,
+                first_item: index,
+            })
+        }
+
+        fn total(&self) -> Option<u64> {
+            Some(self.until)
+        }
+
+        fn error(&self) -> Option<&str> {
+            self.error.as_deref()
+        }
+    }
+
+    fn gated(until: u64, fail_at_end: bool) -> (mpsc::Sender<()>, Prefetch) {
+        let (allow, allowed) = mpsc::channel();
+        let cutter = Gated {
+            allowed,
+            next: 0,
+            until,
+            fail_at_end,
+            error: None,
+        };
+        (allow, Prefetch::start(Box::new(cutter)).unwrap())
+    }
+
+    #[test]
+    fn a_file_cut_ahead_gives_the_chunks_the_cutter_gives_in_order() {
+        let text: Vec<u8> = (0..5000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let file = temp_file(&text);
+        let cut = |chunk| FileChunks::open(file.path(), b"\n".to_vec(), chunk).unwrap();
+        let expected = all(&mut cut(997));
+        let mut prefetch = Prefetch::start(Box::new(cut(997))).unwrap();
+        assert_eq!(prefetch.total(), Some(expected.len() as u64));
+        assert_eq!(drain(&mut prefetch), expected);
+        assert_eq!(prefetch.error(), None);
+    }
+
+    #[test]
+    fn nothing_ready_is_later_and_the_loop_is_woken_when_a_chunk_comes() {
+        let (allow, mut prefetch) = gated(2, false);
+        assert_eq!(prefetch.next_chunk(), Next::Later);
+        let ready = prefetch.ready();
+        allow.send(()).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            tokio::time::timeout(PATIENCE, ready.notified())
+                .await
+                .expect("woken once the chunk is cut");
+        });
+        assert!(matches!(prefetch.next_chunk(), Next::Chunk(c) if c.index == 0));
+        allow.send(()).unwrap();
+        assert_eq!(drain(&mut prefetch).len(), 1);
+    }
+
+    #[test]
+    fn a_cutter_that_cannot_read_ends_the_source_with_its_error() {
+        let (allow, mut prefetch) = gated(1, true);
+        allow.send(()).unwrap();
+        assert_eq!(drain(&mut prefetch).len(), 1);
+        assert_eq!(prefetch.next_chunk(), Next::End);
+        assert_eq!(prefetch.error(), Some("disk on fire"));
+    }
+
+    #[test]
+    fn dropping_it_ends_a_thread_blocked_on_a_full_queue() {
+        let (allow, prefetch) = gated(u64::MAX, false);
+        // More chunks allowed than the queue holds: the thread blocks on it.
+        for _ in 0..AHEAD + 10 {
+            allow.send(()).unwrap();
+        }
+        // Drop joins the thread; the test ends only if it does.
+        drop(prefetch);
+    }
+}

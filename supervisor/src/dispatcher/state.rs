@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use protocol::message::{Assign, Cancel, Welcome};
+use protocol::message::{Assign, Welcome};
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 
 use fixedbitset::FixedBitSet;
@@ -141,19 +141,6 @@ impl Dispatcher {
             .min()
     }
 
-    /// Ends the run early: every worker is killed, chunks in flight are abandoned.
-    pub fn abort(&mut self, reason: String, now: Instant, fx: &mut impl Effects) {
-        if matches!(self.phase, RunPhase::Ending(Outcome::Aborted { .. })) {
-            return;
-        }
-        fx.observe(&RunEvent::Aborting { reason: &reason });
-        self.phase = RunPhase::Ending(Outcome::Aborted { reason });
-        for slot in 0..self.slots.len() {
-            self.kill(slot, KillCause::Aborting, fx);
-        }
-        self.advance(now, fx);
-    }
-
     pub fn handle(&mut self, event: Event<'_>, now: Instant, fx: &mut impl Effects) {
         match event {
             Event::Spawned {
@@ -219,7 +206,7 @@ impl Dispatcher {
 
     /// After every event: hand out work, retire workers that had their share,
     /// and notice when the run is over.
-    fn advance(&mut self, now: Instant, fx: &mut impl Effects) {
+    pub(super) fn advance(&mut self, now: Instant, fx: &mut impl Effects) {
         match self.phase {
             RunPhase::Running => {
                 self.dispatch(now, fx);
@@ -448,97 +435,10 @@ impl Dispatcher {
         }
     }
 
-    fn signal(&mut self, number: i32, now: Instant, fx: &mut impl Effects) {
-        match self.phase {
-            RunPhase::Running => {
-                fx.observe(&RunEvent::DrainStarted {
-                    signal: number,
-                    in_flight: self.in_flight,
-                });
-                self.phase = RunPhase::Draining {
-                    signal: number,
-                    deadline: Some(now + self.settings.drain_timeout),
-                    cancelled: false,
-                };
-                for slot in 0..self.slots.len() {
-                    if matches!(
-                        self.slots[slot].phase,
-                        SlotPhase::Starting { .. } | SlotPhase::Waiting { .. }
-                    ) {
-                        self.kill(slot, KillCause::NotNeeded, fx);
-                    }
-                }
-            }
-            RunPhase::Draining { .. } => {
-                // The second signal: nothing in flight may take any longer.
-                self.cancel_in_flight(fx);
-                for slot in 0..self.slots.len() {
-                    self.kill(slot, KillCause::SecondSignal, fx);
-                }
-            }
-            RunPhase::Ending(_) => {}
-        }
-    }
-
-    /// Asks every worker to abandon the chunks it holds.
-    fn cancel_in_flight(&mut self, fx: &mut impl Effects) {
-        fx.observe(&RunEvent::Cancelling {
-            in_flight: self.in_flight,
-        });
-        if let RunPhase::Draining { cancelled, .. } = &mut self.phase {
-            *cancelled = true;
-        }
-        for (slot, s) in self.slots.iter().enumerate() {
-            if matches!(s.phase, SlotPhase::Ready | SlotPhase::Stopping { .. }) {
-                for work in &s.in_flight {
-                    let cancel = SupervisorMessage::Cancel(Cancel {
-                        index: work.chunk.index,
-                    });
-                    fx.send(slot, s.generation, &cancel);
-                }
-            }
-        }
-    }
-
     /// Deadlines: the drain's, then each slot's.
     fn tick(&mut self, now: Instant, fx: &mut impl Effects) {
-        if let RunPhase::Draining {
-            deadline: Some(deadline),
-            cancelled,
-            ..
-        } = self.phase
-            && deadline <= now
-        {
-            let next = if cancelled {
-                for slot in 0..self.slots.len() {
-                    if !self.slots[slot].in_flight.is_empty() {
-                        self.kill(slot, KillCause::IgnoredCancel, fx);
-                    }
-                }
-                None
-            } else {
-                self.cancel_in_flight(fx);
-                Some(now + self.settings.stop_grace)
-            };
-            if let RunPhase::Draining { deadline, .. } = &mut self.phase {
-                *deadline = next;
-            }
-        }
+        self.drain_deadline(now, fx);
         self.tick_slots(now, fx);
-    }
-
-    /// The run's outcome is decided: every worker is stopped.
-    fn end(&mut self, outcome: Outcome, now: Instant, fx: &mut impl Effects) {
-        self.phase = RunPhase::Ending(outcome);
-        for slot in 0..self.slots.len() {
-            match self.slots[slot].phase {
-                SlotPhase::Ready => self.stop(slot, now, fx),
-                SlotPhase::Starting { .. } | SlotPhase::Waiting { .. } => {
-                    self.kill(slot, KillCause::NotNeeded, fx)
-                }
-                _ => {}
-            }
-        }
     }
 
     /// Workers that were given `max_chunks` chunks are stopped once they have

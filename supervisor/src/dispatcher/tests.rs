@@ -787,3 +787,49 @@ fn an_input_that_cannot_be_read_aborts_the_run_instead_of_finishing_it() {
         "cannot read the input: input.txt: Input/output error"
     );
 }
+
+/// A range whose chunks are handed out only as the test releases them, as
+/// a source reading ahead on a thread would: `Later` until then.
+struct Trickle {
+    inner: RangeChunks,
+    released: std::rc::Rc<std::cell::Cell<u64>>,
+    taken: u64,
+}
+
+impl ChunkSource for Trickle {
+    fn next_chunk(&mut self) -> Next {
+        if self.taken == self.released.get() {
+            return match self.inner.total() {
+                Some(total) if self.taken == total => Next::End,
+                _ => Next::Later,
+            };
+        }
+        self.taken += 1;
+        self.inner.next_chunk()
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.inner.total()
+    }
+}
+
+#[test]
+fn a_source_with_nothing_ready_holds_the_end_until_its_chunks_come() {
+    let released = std::rc::Rc::new(std::cell::Cell::new(1));
+    let source = Box::new(Trickle {
+        inner: RangeChunks::new(0, 30, 10),
+        released: std::rc::Rc::clone(&released),
+        taken: 0,
+    });
+    let mut h = Harness::with_source(settings(1), source, None);
+    h.hello(0);
+    h.serve_all(0);
+    assert_eq!(h.fx.results(), [0]);
+    assert!(h.stopped().is_empty(), "the source is not done, only slow");
+    assert_eq!(h.dispatcher.outcome(), None);
+    released.set(3);
+    h.event(Event::SourceReady);
+    h.serve_all(0);
+    assert_eq!(h.fx.results(), [0, 1, 2]);
+    assert_eq!(h.stopped(), [0]);
+}

@@ -73,3 +73,147 @@ impl Observers {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chunks::ChunkSpec;
+    use crate::dispatcher::Counts;
+    use crate::observers::progress::ProgressMode;
+
+    /// Observers of a run on `workers` workers that tell a test socket what
+    /// they would tell systemd, with a watchdog of 2 s.
+    fn observers(workers: usize, now: Instant) -> (tempfile::TempDir, UnixDatagram, Observers) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let manager = UnixDatagram::bind(&path).unwrap();
+        manager.set_nonblocking(true).unwrap();
+        let notifier = Notifier::at(path.as_os_str(), Some(Duration::from_secs(2)));
+        let observers = Observers::new(
+            workers,
+            ReportCollector::new(workers, now),
+            Progress::new(ProgressMode::Never),
+            None,
+            notifier,
+            now,
+        );
+        (dir, manager, observers)
+    }
+
+    /// Every datagram waiting, as text.
+    fn told(manager: &UnixDatagram) -> Vec<String> {
+        let mut buf = [0; 512];
+        std::iter::from_fn(|| {
+            let n = manager.recv(&mut buf).ok()?;
+            Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        })
+        .collect()
+    }
+
+    fn chunk(index: u64) -> ChunkSpec {
+        ChunkSpec {
+            index,
+            start: index,
+            end: index + 1,
+            first_item: index,
+        }
+    }
+
+    #[test]
+    fn ready_is_told_once_every_worker_has_said_hello() {
+        let (_dir, manager, mut observers) = observers(2, Instant::now());
+        observers.observe(&RunEvent::WorkerReady { slot: 0 });
+        assert!(told(&manager).is_empty(), "one worker of two is not ready");
+        observers.observe(&RunEvent::WorkerReady { slot: 1 });
+        assert_eq!(told(&manager), ["READY=1\n"]);
+        // A replaced worker saying hello again changes nothing.
+        observers.observe(&RunEvent::WorkerReady { slot: 0 });
+        assert!(told(&manager).is_empty());
+    }
+
+    #[test]
+    fn a_drain_tells_systemd_it_is_stopping() {
+        let (_dir, manager, mut observers) = observers(1, Instant::now());
+        observers.observe(&RunEvent::DrainStarted {
+            signal: libc::SIGTERM,
+            in_flight: 3,
+        });
+        assert_eq!(told(&manager), ["STOPPING=1\n"]);
+    }
+
+    #[test]
+    fn every_event_reaches_the_report() {
+        let (_dir, _manager, mut observers) = observers(2, Instant::now());
+        for (index, worker) in [(0, 0), (1, 1), (2, 1)] {
+            observers.observe(&RunEvent::ChunkDone {
+                chunk: chunk(index),
+                attempt: 1,
+                worker,
+                seconds: 0.001,
+                waited: 0.0,
+            });
+        }
+        let outcome = crate::dispatcher::Outcome::Finished { failed: 0 };
+        let report = observers
+            .report
+            .build(&crate::observers::report::ReportInput {
+                job_name: "job",
+                outcome: &outcome,
+                exit_code: 0,
+                counts: Counts::default(),
+                done_before: 0,
+                failed_before: 0,
+                elapsed: Duration::from_secs(1),
+                output: "out",
+                failed_file: None,
+            });
+        let chunks: Vec<u64> = report.workers.iter().map(|w| w.chunks).collect();
+        assert_eq!(chunks, [1, 2]);
+    }
+
+    #[test]
+    fn the_heartbeat_paces_status_and_watchdog_and_extends_a_moving_drain() {
+        let start = Instant::now();
+        let (_dir, manager, mut observers) = observers(1, start);
+        let mut counts = Counts {
+            total: Some(10),
+            done: 3,
+            ..Counts::default()
+        };
+        let snapshot = |counts: Counts, draining| Snapshot {
+            counts,
+            in_flight: 1,
+            queued: 6,
+            draining,
+            pids: &[],
+        };
+        observers.tick(start, &snapshot(counts, false));
+        assert_eq!(
+            told(&manager),
+            [
+                "WATCHDOG=1\n",
+                "STATUS=3/10 chunks done, 0 failed, 0 retried, 1 in flight, 0 workers\n"
+            ]
+        );
+        // Within the second, and before half the watchdog interval: nothing.
+        counts.done = 4;
+        observers.tick(start + Duration::from_millis(500), &snapshot(counts, false));
+        assert!(told(&manager).is_empty());
+        // A second later the drain has moved: status, ping and more time.
+        observers.tick(start + Duration::from_secs(1), &snapshot(counts, true));
+        assert_eq!(
+            told(&manager),
+            [
+                "WATCHDOG=1\n",
+                "STATUS=draining: 1 chunk in flight, 4/10 done\n",
+                "EXTEND_TIMEOUT_USEC=10000000\n"
+            ]
+        );
+        // A drain that has not moved asks for no more time.
+        observers.tick(start + Duration::from_secs(2), &snapshot(counts, true));
+        assert_eq!(told(&manager), ["WATCHDOG=1\n"]);
+    }
+}

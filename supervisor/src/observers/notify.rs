@@ -55,9 +55,15 @@ impl Notifier {
         };
         // Pings are sent from a timer, so a zero interval would spin the loop.
         let watchdog = sd_notify::watchdog_enabled().filter(|usec| !usec.is_zero());
+        Self::at(&socket, watchdog)
+    }
+
+    /// Talks to the manager listening at `socket` (a path, or `@name` in the
+    /// abstract namespace), pinging its watchdog every half `watchdog`.
+    pub fn at(socket: &OsStr, watchdog: Option<Duration>) -> Self {
         Self {
             manager: Some(Manager {
-                addr: socket_addr(&socket),
+                addr: socket_addr(socket),
                 name: socket.to_string_lossy().into_owned(),
                 watchdog,
                 ready_sent: false,

@@ -152,3 +152,122 @@ impl Store {
         error
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chunks::ChunkSpec;
+    use crate::config::{OutputFormat, OutputPath};
+    use crate::dispatcher::AttemptError;
+    use crate::journal::{self, Fingerprint, JOURNAL_FILE, Recovered};
+
+    const CHUNKS: u64 = 8;
+
+    fn fingerprint() -> Fingerprint {
+        Fingerprint::from_fields([("chunk".to_owned(), "1".to_owned())].into())
+    }
+
+    /// A store writing raw output to `output`, journaled in `state`.
+    fn store(output: PathBuf, state: &Path) -> Store {
+        let journal = journal::create(state, &fingerprint()).unwrap();
+        Store::new(
+            ResultWriter::create(&OutputPath::File(output))
+                .unwrap()
+                .in_format(OutputFormat::Raw),
+            FailureWriter::new(state.join(journal::FAILED_FILE)).unwrap(),
+            Some(journal),
+        )
+    }
+
+    fn meta(index: u64) -> ResultMeta {
+        ResultMeta {
+            index,
+            start: index,
+            end: index + 1,
+            attempt: 1,
+            worker: 0,
+            seconds: 0.0,
+        }
+    }
+
+    fn read_back(state: &Path) -> Recovered {
+        journal::inspect(state, &fingerprint(), CHUNKS)
+            .unwrap()
+            .expect("a journal")
+    }
+
+    #[test]
+    fn results_and_failures_reach_their_files_and_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("out.raw");
+        let state = dir.path().join("state");
+        let mut store = store(output.clone(), &state);
+        store.write_result(&meta(0), b"zero").unwrap();
+        let errors = [AttemptError {
+            attempt: 1,
+            worker: 0,
+            error: "boom".to_owned(),
+        }];
+        let chunk = ChunkSpec {
+            index: 1,
+            start: 1,
+            end: 2,
+            first_item: 1,
+        };
+        store
+            .write_failure(&ChunkFailure {
+                chunk,
+                errors: &errors,
+            })
+            .unwrap();
+        store.write_result(&meta(2), b"two").unwrap();
+        assert_eq!(store.failed_file(), state.join(journal::FAILED_FILE));
+        store.finish().unwrap();
+
+        assert_eq!(std::fs::read(&output).unwrap(), b"zerotwo");
+        let recovered = read_back(&state);
+        assert_eq!(recovered.done.ones().collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(recovered.failed.ones().collect::<Vec<_>>(), [1]);
+        assert_eq!(recovered.output_len, 7);
+        let failed = std::fs::read_to_string(state.join(journal::FAILED_FILE)).unwrap();
+        assert!(failed.contains("\"boom\""), "{failed}");
+    }
+
+    #[test]
+    fn a_commit_waits_for_its_time_and_then_makes_the_records_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut store = store(dir.path().join("out.raw"), &state);
+        assert_eq!(store.next_commit(), None, "nothing waits yet");
+        store.write_result(&meta(0), b"zero").unwrap();
+        let due = store.next_commit().expect("a record waits");
+        store.commit_if_due(due - Duration::from_millis(1)).unwrap();
+        let journal_len = || std::fs::metadata(state.join(JOURNAL_FILE)).unwrap().len();
+        let header_only = journal_len();
+        store.commit_if_due(due).unwrap();
+        assert_eq!(store.next_commit(), None, "handed to the committer");
+        store.finish().unwrap();
+        assert!(journal_len() > header_only);
+        assert_eq!(read_back(&state).records, 1);
+    }
+
+    #[test]
+    fn a_write_error_is_kept_and_given_again_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        // /dev/full takes nothing: the first flush fails.
+        let mut store = store(PathBuf::from("/dev/full"), &state);
+        store.write_result(&meta(0), b"zero").unwrap();
+        let due = store.next_commit().unwrap();
+        let error = store.commit_if_due(due).unwrap_err();
+        assert!(error.starts_with("cannot write the output"), "{error}");
+        // Nothing more is journaled after a failed commit.
+        store.write_result(&meta(1), b"one").unwrap();
+        assert_eq!(store.next_commit(), None);
+        assert_eq!(store.finish().unwrap_err(), error);
+        assert_eq!(read_back(&state).records, 0);
+    }
+}

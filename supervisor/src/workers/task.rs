@@ -191,3 +191,217 @@ fn take_spare(spares: &SpareBatches) -> FrameBatch {
         .pop()
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream as StdUnixStream;
+    use std::process::Stdio;
+
+    use protocol::SupervisorMessage;
+    use protocol::WorkerMessage;
+    use protocol::message::Cancelled;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::process::Command;
+
+    use super::*;
+
+    /// A safety net against a stuck test, never a timing assertion.
+    const PATIENCE: Duration = Duration::from_secs(30);
+
+    /// A task watching `sh -c script` (in its own process group), whose
+    /// socket's other end the test holds in the worker's place.
+    struct Watched {
+        updates: mpsc::Receiver<WorkerUpdate>,
+        outbox: Arc<Outbox>,
+        control: mpsc::UnboundedSender<Control>,
+        peer: Option<UnixStream>,
+        /// What the script prints.
+        stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+        pid: u32,
+    }
+
+    fn watch(script: &str) -> Watched {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let stdout = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (ours, theirs) = StdUnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs.set_nonblocking(true).unwrap();
+        let (updates_tx, updates) = mpsc::channel(16);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let outbox = Arc::new(Outbox::default());
+        tokio::spawn(
+            WorkerTask {
+                slot: 3,
+                generation: 9,
+                pid,
+                child,
+                socket: UnixStream::from_std(ours).unwrap(),
+                outbox: Arc::clone(&outbox),
+                control: control_rx,
+                updates: updates_tx,
+                spares: SpareBatches::default(),
+            }
+            .run(),
+        );
+        Watched {
+            updates,
+            outbox,
+            control,
+            peer: Some(UnixStream::from_std(theirs).unwrap()),
+            stdout,
+            pid,
+        }
+    }
+
+    impl Watched {
+        async fn next(&mut self) -> UpdateKind {
+            let update = tokio::time::timeout(PATIENCE, self.updates.recv())
+                .await
+                .expect("an update comes")
+                .expect("the task reports until the worker exits");
+            assert_eq!((update.slot, update.generation), (3, 9));
+            update.kind
+        }
+
+        /// How the worker ended; a disconnection reported before it (the
+        /// socket closed a moment before the exit) is passed over.
+        async fn exit_status(&mut self) -> String {
+            loop {
+                match self.next().await {
+                    UpdateKind::Exited(status) => return status,
+                    UpdateKind::Disconnected => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+
+        fn peer(&mut self) -> &mut UnixStream {
+            self.peer.as_mut().expect("the socket is still open")
+        }
+    }
+
+    fn frames_of(messages: &[WorkerMessage<'_>]) -> Vec<u8> {
+        let mut frames = FrameWriter::new();
+        for message in messages {
+            frames.push(message).unwrap();
+        }
+        frames.pending().to_vec()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn frames_from_the_worker_arrive_whole_and_the_exit_comes_last() {
+        let mut watched = watch("exec sleep 600");
+        let bytes = frames_of(&[
+            WorkerMessage::Cancelled(Cancelled { index: 1 }),
+            WorkerMessage::Cancelled(Cancelled { index: 2 }),
+        ]);
+        // Split mid-frame: the task hands over only whole frames.
+        watched.peer().write_all(&bytes[..5]).await.unwrap();
+        watched.peer().write_all(&bytes[5..]).await.unwrap();
+        let mut seen = 0;
+        while seen < 2 {
+            match watched.next().await {
+                UpdateKind::Frames(batch) => seen += batch.len(),
+                other => panic!("{other:?}"),
+            }
+        }
+        watched.peer = None;
+        watched
+            .control
+            .send(Control::Kill { grace: PATIENCE })
+            .unwrap();
+        assert_eq!(watched.exit_status().await, "killed by SIGTERM");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn posted_frames_reach_the_worker_in_order() {
+        let mut watched = watch("exec sleep 600");
+        let mut frames = FrameWriter::new();
+        frames.push(&SupervisorMessage::Stop).unwrap();
+        let first = frames.pending().to_vec();
+        watched.outbox.post(&mut frames);
+        assert!(frames.is_empty(), "posting empties the loop's writer");
+        frames
+            .push(&SupervisorMessage::Cancel(protocol::message::Cancel {
+                index: 4,
+            }))
+            .unwrap();
+        let second = frames.pending().to_vec();
+        watched.outbox.post(&mut frames);
+        let expected = [first, second].concat();
+        let mut received = vec![0; expected.len()];
+        tokio::time::timeout(PATIENCE, watched.peer().read_exact(&mut received))
+            .await
+            .expect("the frames arrive")
+            .unwrap();
+        assert_eq!(received, expected);
+        watched
+            .control
+            .send(Control::Kill { grace: PATIENCE })
+            .unwrap();
+        watched.exit_status().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_worker_deaf_to_sigterm_is_killed_after_the_grace() {
+        let mut watched = watch("trap '' TERM; echo deaf; while :; do sleep 1; done");
+        // Once it says so, the trap is set.
+        let said = tokio::time::timeout(PATIENCE, watched.stdout.next_line())
+            .await
+            .expect("the script starts");
+        assert_eq!(said.unwrap().as_deref(), Some("deaf"));
+        watched
+            .control
+            .send(Control::Kill {
+                grace: Duration::from_millis(100),
+            })
+            .unwrap();
+        assert_eq!(watched.exit_status().await, "killed by SIGKILL");
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(watched.pid as i32), None).is_err(),
+            "the worker was reaped"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_closed_socket_is_a_disconnection_while_the_process_lives_on() {
+        let mut watched = watch("exec sleep 600");
+        watched.peer = None;
+        assert!(matches!(watched.next().await, UpdateKind::Disconnected));
+        watched
+            .control
+            .send(Control::Kill { grace: PATIENCE })
+            .unwrap();
+        watched.exit_status().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_oversized_frame_breaks_the_stream_after_the_frames_before_it() {
+        let mut watched = watch("exec sleep 600");
+        let mut bytes = frames_of(&[WorkerMessage::Cancelled(Cancelled { index: 1 })]);
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        watched.peer().write_all(&bytes).await.unwrap();
+        match watched.next().await {
+            UpdateKind::Frames(batch) => assert_eq!(batch.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        match watched.next().await {
+            UpdateKind::Broken(error) => assert!(error.contains("exceeds the limit"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        watched
+            .control
+            .send(Control::Kill { grace: PATIENCE })
+            .unwrap();
+        watched.exit_status().await;
+    }
+}

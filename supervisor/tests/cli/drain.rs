@@ -572,6 +572,17 @@ fn a_second_supervisor_on_the_same_job_is_refused_naming_the_first() {
         "the refused supervisor started workers:\n{}",
         second.stderr
     );
+    // `check` says so too, and looking does not disturb the run.
+    let check = scenario.run(&["check", job.to_str().unwrap()]);
+    check.expect_code(0);
+    let plan = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        plan.contains(&format!(
+            "resume: would refuse: another supervisor (pid {}) is running the job",
+            first.pid()
+        )),
+        "{plan}"
+    );
     first.signal(Signal::SIGTERM);
     first.finish().expect_code(143);
     scenario.assert_no_survivors();
