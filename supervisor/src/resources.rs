@@ -1,5 +1,6 @@
-//! What processes use, as the OS tells it: resident memory now and at its
-//! peak from `/proc`, CPU time and peak memory from `getrusage`.
+//! What the OS tells of processes and their files: resident memory now and
+//! at its peak and the path of an open file from `/proc`, CPU time and peak
+//! memory from `getrusage`.
 
 /// Resident memory of a process now, from /proc; `None` once it is gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -25,6 +26,14 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
         Some("kB") | None => Some(kib * 1024),
         Some(_) => None,
     }
+}
+
+/// The path of an open file, for messages and for syncing its folder; Linux
+/// names every open descriptor under `/proc/self/fd`.
+pub fn open_file_path(file: &std::fs::File) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd as _;
+    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .unwrap_or_else(|_| std::path::PathBuf::from("the output"))
 }
 
 /// CPU time and peak memory of this process or of its reaped children.

@@ -204,9 +204,10 @@ pub async fn run(
     };
 
     let Edges {
-        store, observers, ..
+        store,
+        mut observers,
+        ..
     } = edges;
-    observers.progress.finish();
     let counts = dispatcher.counts();
     let failed_file =
         (counts.failed + opened.failed_before > 0).then(|| store.failed_file().to_owned());
@@ -215,6 +216,7 @@ pub async fn run(
         (_, Err(reason)) => Outcome::Aborted { reason },
         (outcome, Ok(())) => outcome,
     };
+    observers.finish(&outcome, &counts);
     drop(lock);
     Ok(RunEnd::Ended(Box::new(RunSummary {
         outcome,

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
@@ -227,7 +226,7 @@ impl JournalWriter {
             && !self.output_handed_over
             && self.output.is_none()
         {
-            let path = fd_path(file);
+            let path = crate::resources::open_file_path(file);
             let dup = file
                 .try_clone()
                 .map_err(JournalError::io("duplicate the descriptor of", &path))?;
@@ -248,13 +247,6 @@ impl JournalWriter {
             sync_output: output.is_some(),
         })
     }
-}
-
-/// The file's path, for messages and for syncing its folder; Linux names
-/// every open descriptor under `/proc/self/fd`.
-fn fd_path(file: &File) -> PathBuf {
-    std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-        .unwrap_or_else(|_| PathBuf::from("the output"))
 }
 
 /// The thread that makes batches durable, one round at a time.

@@ -7,10 +7,10 @@ use std::time::Instant;
 use super::heartbeat::{Heartbeat, Snapshot};
 use super::log::log;
 use super::metrics::Metrics;
-use super::notify::Notifier;
+use super::notify::{Notifier, final_status};
 use super::progress::Progress;
 use super::report::ReportCollector;
-use crate::dispatcher::RunEvent;
+use crate::dispatcher::{Counts, Outcome, RunEvent};
 
 pub struct Observers {
     pub report: ReportCollector,
@@ -57,9 +57,20 @@ impl Observers {
                     self.notifier.ready();
                 }
             }
-            RunEvent::DrainStarted { .. } => self.notifier.stopping(),
+            RunEvent::DrainStarted { .. } => {
+                self.notifier.stopping();
+                // `systemctl status` says "draining" now, not a second later.
+                self.heartbeat.hurry(Instant::now());
+            }
             _ => {}
         }
+    }
+
+    /// The run is over: systemd keeps the last status after the process
+    /// exits, so it says how the run ended rather than how far it had got.
+    pub fn finish(&mut self, outcome: &Outcome, counts: &Counts) {
+        self.progress.finish();
+        self.notifier.status(&final_status(outcome, counts));
     }
 
     /// Called often; does what is due about once a second.
@@ -81,7 +92,6 @@ mod tests {
 
     use super::*;
     use crate::chunks::ChunkSpec;
-    use crate::dispatcher::Counts;
     use crate::observers::progress::ProgressMode;
 
     /// Observers of a run on `workers` workers that tell a test socket what
@@ -135,13 +145,69 @@ mod tests {
     }
 
     #[test]
-    fn a_drain_tells_systemd_it_is_stopping() {
-        let (_dir, manager, mut observers) = observers(1, Instant::now());
+    fn a_drain_tells_systemd_it_is_stopping_and_says_draining_at_once() {
+        let start = Instant::now();
+        let (_dir, manager, mut observers) = observers(1, start);
+        let counts = Counts {
+            total: Some(10),
+            done: 3,
+            ..Counts::default()
+        };
+        let mut snapshot = Snapshot {
+            counts,
+            in_flight: 2,
+            queued: 5,
+            draining: false,
+            pids: &[],
+        };
+        observers.tick(start, &snapshot);
+        told(&manager);
         observers.observe(&RunEvent::DrainStarted {
             signal: libc::SIGTERM,
-            in_flight: 3,
+            in_flight: 2,
         });
         assert_eq!(told(&manager), ["STOPPING=1\n"]);
+        // Well within the second since the last status.
+        snapshot.draining = true;
+        observers.tick(start + Duration::from_millis(20), &snapshot);
+        assert_eq!(
+            told(&manager),
+            [
+                "STATUS=draining: 2 chunks in flight, 3/10 done\n",
+                "EXTEND_TIMEOUT_USEC=10000000\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_status_left_behind_says_how_the_run_ended() {
+        let (_dir, manager, mut observers) = observers(1, Instant::now());
+        let counts = Counts {
+            total: Some(10),
+            done: 2,
+            skipped: 6,
+            cancelled: 2,
+            ..Counts::default()
+        };
+        observers.finish(
+            &crate::dispatcher::Outcome::Drained {
+                signal: libc::SIGTERM,
+            },
+            &counts,
+        );
+        assert_eq!(
+            told(&manager),
+            [
+                "STATUS=stopped by SIGTERM after a drain: 8/10 chunks done, 2 cancelled; start again to resume\n"
+            ]
+        );
+        observers.finish(
+            &crate::dispatcher::Outcome::Aborted {
+                reason: "disk full".to_owned(),
+            },
+            &counts,
+        );
+        assert_eq!(told(&manager), ["STATUS=aborted: disk full\n"]);
     }
 
     #[test]

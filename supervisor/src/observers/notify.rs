@@ -12,7 +12,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tracing::{debug, warn};
 
-use crate::dispatcher::Counts;
+use crate::dispatcher::{Counts, Outcome};
 
 const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
@@ -237,6 +237,28 @@ pub fn progress_status(
         );
     }
     line
+}
+
+/// The status a run leaves behind: how it ended, with the same counts as
+/// [`progress_status`].
+pub fn final_status(outcome: &Outcome, counts: &Counts) -> String {
+    let settled = counts.done + counts.skipped;
+    let done = match counts.total {
+        Some(total) => format!("{settled}/{total}"),
+        None => settled.to_string(),
+    };
+    match outcome {
+        Outcome::Finished { .. } => format!(
+            "finished: {done} chunks done, {} failed, {} retried",
+            counts.failed, counts.retried
+        ),
+        Outcome::Drained { signal } => format!(
+            "stopped by {} after a drain: {done} chunks done, {} cancelled; start again to resume",
+            crate::signals::name(*signal),
+            counts.cancelled
+        ),
+        Outcome::Aborted { reason } => format!("aborted: {reason}"),
+    }
 }
 
 fn plural(n: u64, one: &'static str, many: &'static str) -> &'static str {
