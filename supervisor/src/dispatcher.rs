@@ -25,5 +25,5 @@ pub use settings::Settings;
 pub use state::Dispatcher;
 pub use types::{
     AttemptError, ChunkFailure, Counts, Effects, Event, Generation, KillCause, Outcome, ResultMeta,
-    RunEvent,
+    RunEvent, humanize,
 };

@@ -95,6 +95,9 @@ const UPDATE_BATCH: usize = 256;
 /// How often the loop looks at the group commit and the heartbeat when
 /// nothing else happens.
 const HOUSEKEEPING: Duration = Duration::from_millis(20);
+/// A wait this much longer than the loop ever waits means the supervisor
+/// was stopped, not that workers were slow.
+const PAUSE: Duration = Duration::from_secs(1);
 /// How long the third signal waits for killed workers to be reaped.
 const REAP_AFTER_KILL: Duration = Duration::from_secs(2);
 
@@ -158,8 +161,26 @@ pub async fn run(
         }
         let deadline = dispatcher.next_deadline();
         let sleep_until = deadline.unwrap_or_else(|| now + Duration::from_secs(3600));
-        tokio::select! {
-            Some(update) = updates.recv() => {
+        let woke = tokio::select! {
+            Some(update) = updates.recv() => Woke::Update(update),
+            () = tokio::time::sleep_until(sleep_until.into()), if deadline.is_some() => Woke::Deadline,
+            () = source_ready.notified() => Woke::SourceReady,
+            _ = housekeeping.tick() => Woke::Housekeeping,
+            Some(number) = signals.recv() => Woke::Signal(number),
+        };
+        let woken = Instant::now();
+        // The loop never waits longer than a housekeeping interval: a far
+        // longer gap means the supervisor itself was stopped.
+        let gap = woken.saturating_duration_since(now);
+        if gap > PAUSE {
+            warn!(
+                "the supervisor did not run for {}; workers' deadlines move by as much",
+                crate::dispatcher::humanize(gap)
+            );
+            dispatcher.postpone_deadlines(gap.saturating_sub(HOUSEKEEPING));
+        }
+        match woke {
+            Woke::Update(update) => {
                 take_update(update, &mut dispatcher, &mut edges);
                 for _ in 0..UPDATE_BATCH {
                     match updates.try_recv() {
@@ -168,13 +189,19 @@ pub async fn run(
                     }
                 }
             }
-            () = tokio::time::sleep_until(sleep_until.into()), if deadline.is_some() => {
+            Woke::Deadline => {
+                // Answers that arrived by now count before a timeout is
+                // judged: the tasks read their sockets first.
+                tokio::task::yield_now().await;
+                while let Ok(update) = updates.try_recv() {
+                    take_update(update, &mut dispatcher, &mut edges);
+                }
                 dispatcher.handle(Event::Tick, Instant::now(), &mut edges);
             }
-            () = source_ready.notified() => {
+            Woke::SourceReady => {
                 dispatcher.handle(Event::SourceReady, Instant::now(), &mut edges);
             }
-            _ = housekeeping.tick() => {
+            Woke::Housekeeping => {
                 let pids: Vec<(usize, u32)> = edges.workers.pids().collect();
                 let snapshot = Snapshot {
                     counts: dispatcher.counts(),
@@ -185,12 +212,14 @@ pub async fn run(
                 };
                 edges.observers.tick(Instant::now(), &snapshot);
             }
-            Some(number) = signals.recv() => {
+            Woke::Signal(number) => {
                 if escalation.escalate(number) {
                     // Once the supervisor listens for a signal its default
                     // action never comes back: the third one ends the run on
                     // purpose. The journal already matches the durable output.
-                    warn!("a third signal: killing every worker and exiting now; run again to resume");
+                    warn!(
+                        "a third signal: killing every worker and exiting now; run again to resume"
+                    );
                     edges.workers.kill_everything();
                     reap(&mut updates, &mut edges.workers).await;
                     edges.observers.progress.finish();
@@ -229,6 +258,15 @@ pub async fn run(
         output: job.output.path.name(),
         collector: observers.report,
     })))
+}
+
+/// What woke the run loop.
+enum Woke {
+    Update(WorkerUpdate),
+    Deadline,
+    SourceReady,
+    Housekeeping,
+    Signal(i32),
 }
 
 /// Waits, briefly, for the tasks of killed workers to reap them, so that

@@ -24,6 +24,9 @@ pub(super) struct Work {
     /// one killed it is unknown. A suspect runs alone on a worker: should that
     /// worker die too, the blame is certain.
     pub suspect: bool,
+    /// The supervisor asked the worker to give it up: only then may it
+    /// answer `Cancelled`.
+    pub cancel_sent: bool,
 }
 
 pub(super) struct WorkQueue {
@@ -112,6 +115,7 @@ impl WorkQueue {
             attempt: 1,
             sent_at: self.created,
             suspect: false,
+            cancel_sent: false,
         })
     }
 

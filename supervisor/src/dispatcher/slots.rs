@@ -60,6 +60,18 @@ impl Slot {
         }
     }
 
+    /// Moves every deadline of the slot `by` later: the supervisor was not
+    /// running for that long, and nobody may be blamed for it.
+    pub fn postpone(&mut self, by: Duration) {
+        match &mut self.phase {
+            SlotPhase::Waiting { until: deadline }
+            | SlotPhase::Starting { deadline }
+            | SlotPhase::Stopping { deadline } => *deadline += by,
+            SlotPhase::Ready | SlotPhase::Killing | SlotPhase::Gone => {}
+        }
+        self.head_since += by;
+    }
+
     /// When a `Tick` has something to do for this slot.
     pub fn deadline(&self, timeout: Option<Duration>) -> Option<Instant> {
         match self.phase {

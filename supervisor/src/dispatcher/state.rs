@@ -3,7 +3,7 @@
 //! Read [`Dispatcher::handle`] first: every event lands there, and each ends
 //! with [`Dispatcher::advance`], which hands out work and notices the end.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use protocol::message::{Assign, Welcome};
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
@@ -125,6 +125,23 @@ impl Dispatcher {
         match &self.phase {
             RunPhase::Ending(outcome) => Some(outcome.clone()),
             RunPhase::Running | RunPhase::Draining { .. } => None,
+        }
+    }
+
+    /// The supervisor itself was stopped for `paused` (SIGSTOP, a suspended
+    /// machine, a long stall): what workers did meanwhile waits unread in
+    /// their sockets, so every deadline moves by the pause rather than
+    /// timing workers out for time the supervisor did not run.
+    pub fn postpone_deadlines(&mut self, paused: Duration) {
+        for slot in &mut self.slots {
+            slot.postpone(paused);
+        }
+        if let RunPhase::Draining {
+            deadline: Some(deadline),
+            ..
+        } = &mut self.phase
+        {
+            *deadline += paused;
         }
     }
 
@@ -289,14 +306,29 @@ impl Dispatcher {
                 }
             }
             WorkerMessage::Cancelled(cancelled) => {
-                // Only the supervisor cancels, so this attempt costs the chunk
-                // nothing; a later run does it.
-                if let Some((work, _)) = self.answered(slot, cancelled.index, now, fx) {
-                    self.counts.cancelled += 1;
-                    fx.observe(&RunEvent::ChunkCancelled { chunk: work.chunk });
-                    if self.phase == RunPhase::Running {
-                        self.queue.retry(work);
-                    }
+                let Some((work, _)) = self.answered(slot, cancelled.index, now, fx) else {
+                    return;
+                };
+                if !work.cancel_sent && self.phase == RunPhase::Running {
+                    // Giving up a chunk nobody cancelled, while the run goes
+                    // on, is a lie about it: the attempt is spent, so a
+                    // worker that keeps doing it cannot hold the run in a
+                    // loop, and the worker goes. (In a drain, giving up is
+                    // what a worker signalled by a terminal or a service
+                    // manager may well do: the chunk waits for a later run.)
+                    let index = work.chunk.index;
+                    let error = format!(
+                        "worker {slot} answered Cancelled for chunk {index}, which was not cancelled"
+                    );
+                    self.attempt_failed(slot, work, error, now, fx);
+                    let detail =
+                        format!("answered Cancelled for chunk {index}, which was not cancelled");
+                    return self.kill(slot, KillCause::BrokeProtocol(detail), fx);
+                }
+                self.counts.cancelled += 1;
+                fx.observe(&RunEvent::ChunkCancelled { chunk: work.chunk });
+                if self.phase == RunPhase::Running {
+                    self.queue.retry(work);
                 }
             }
         }

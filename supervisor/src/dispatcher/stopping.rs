@@ -68,9 +68,10 @@ impl Dispatcher {
         if let RunPhase::Draining { cancelled, .. } = &mut self.phase {
             *cancelled = true;
         }
-        for (slot, s) in self.slots.iter().enumerate() {
+        for (slot, s) in self.slots.iter_mut().enumerate() {
             if matches!(s.phase, SlotPhase::Ready | SlotPhase::Stopping { .. }) {
-                for work in &s.in_flight {
+                for work in &mut s.in_flight {
+                    work.cancel_sent = true;
                     let cancel = SupervisorMessage::Cancel(Cancel {
                         index: work.chunk.index,
                     });

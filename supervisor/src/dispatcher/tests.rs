@@ -389,6 +389,24 @@ fn a_hung_chunk_is_killed_at_the_timeout_and_retried() {
 }
 
 #[test]
+fn time_the_supervisor_did_not_run_is_nobody_s_timeout() {
+    let mut h = Harness::new(settings(1), 2);
+    h.hello(0);
+    h.advance(Duration::from_secs(4));
+    // Stopped for a minute: the chunk's clock moves on with the pause.
+    h.now += Duration::from_secs(60);
+    h.dispatcher.postpone_deadlines(Duration::from_secs(60));
+    h.event(Event::Tick);
+    assert!(!h.fx.calls.iter().any(|c| matches!(c, Call::Kill(..))));
+    assert_eq!(
+        h.dispatcher.next_deadline(),
+        Some(h.now + Duration::from_secs(1))
+    );
+    h.advance(Duration::from_secs(1));
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)), "the timeout still holds");
+}
+
+#[test]
 fn a_worker_that_never_says_hello_is_killed() {
     let mut h = Harness::new(settings(1), 2);
     h.advance(Duration::from_secs(31));
@@ -524,11 +542,28 @@ fn completion_order_writes_as_results_come() {
 }
 
 #[test]
-fn a_cancelled_chunk_is_reassigned_without_losing_an_attempt() {
-    let mut h = Harness::new(settings(1), 2);
+fn a_cancelled_answer_nobody_asked_for_costs_an_attempt_and_the_worker() {
+    let mut settings = settings(1);
+    settings.retries = 1;
+    let mut h = Harness::new(settings, 2);
     h.hello(0);
     h.message(0, WorkerMessage::Cancelled(Cancelled { index: 0 }));
-    assert_eq!(h.assigned(0), [(0, 1), (0, 1)]);
+    assert_eq!(h.fx.retried, 1, "the attempt is spent");
+    assert!(h.fx.calls.contains(&Call::Kill(0, 1)), "the worker lied");
+    h.exited(0);
+    // Its successor lies again: out of attempts, the chunk fails for good
+    // rather than going round for ever.
+    h.hello(0);
+    h.message(0, WorkerMessage::Cancelled(Cancelled { index: 0 }));
+    let failures: Vec<_> =
+        h.fx.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Failure(index, errors) => Some((*index, errors.len())),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(failures, [(0, 2)]);
 }
 
 #[test]

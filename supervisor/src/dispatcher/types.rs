@@ -267,6 +267,6 @@ impl Counts {
 }
 
 /// A duration the way messages show it: `1m 30s`.
-pub(crate) fn humanize(duration: Duration) -> String {
+pub fn humanize(duration: Duration) -> String {
     humantime::format_duration(duration).to_string()
 }

@@ -3,6 +3,7 @@
 //! scenario fails the same way each time.
 
 mod drain;
+mod faults;
 mod harness;
 mod metrics;
 mod progress;
