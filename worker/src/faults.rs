@@ -8,6 +8,9 @@ use std::str::FromStr;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use protocol::WorkerMessage;
+use protocol::connection::FrameWriter;
+use protocol::message::{Cancelled, Done, Hello};
 use thiserror::Error;
 
 use crate::context::{Chunk, Context};
@@ -28,16 +31,27 @@ pub enum FaultKind {
     /// Write a frame header announcing 0xFFFF_FFF0 bytes and a few bytes of
     /// body onto the socket, then go on.
     Oversized,
+    /// Answer `Cancelled` for the chunk, which nobody cancelled, then go on
+    /// (its real answer follows).
+    Cancel,
+    /// Answer `Done` for a chunk it was never given (the index plus a
+    /// million), then go on.
+    Stray,
+    /// Say `Hello` again, then go on.
+    Hello,
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 6] = [
+    const ALL: [FaultKind; 9] = [
         FaultKind::Crash,
         FaultKind::Exit,
         FaultKind::Hang,
         FaultKind::Fail,
         FaultKind::Garbage,
         FaultKind::Oversized,
+        FaultKind::Cancel,
+        FaultKind::Stray,
+        FaultKind::Hello,
     ];
 
     /// The name used in `KIND:INDEX[:BELOW]`.
@@ -49,6 +63,9 @@ impl FaultKind {
             FaultKind::Fail => "fail",
             FaultKind::Garbage => "garbage",
             FaultKind::Oversized => "oversized",
+            FaultKind::Cancel => "cancel",
+            FaultKind::Stray => "stray",
+            FaultKind::Hello => "hello",
         }
     }
 }
@@ -74,7 +91,9 @@ pub struct Fault {
 pub enum FaultParseError {
     #[error("expected KIND:INDEX[:BELOW], got {0:?}")]
     Shape(String),
-    #[error("unknown fault kind {0:?} (expected crash, exit, hang, fail, garbage or oversized)")]
+    #[error(
+        "unknown fault kind {0:?} (expected crash, exit, hang, fail, garbage, oversized, cancel, stray or hello)"
+    )]
     Kind(String),
     #[error("{what} must be a non-negative integer, got {value:?}")]
     Number { what: &'static str, value: String },
@@ -124,8 +143,8 @@ impl Fault {
         chunk.index == self.index && self.below.is_none_or(|below| chunk.attempt < below)
     }
 
-    /// Does the damage. Returns only for `fail` (with the error to answer),
-    /// `garbage` and `oversized`.
+    /// Does the damage. Returns for every kind but `crash`, `exit` and
+    /// `hang`; `fail` with the error to answer.
     pub fn inject(&self, ctx: &Context, chunk: &Chunk) -> Result<(), Injected> {
         let raw = |bytes: &[u8]| {
             ctx.raw_socket_for_tests()
@@ -149,8 +168,27 @@ impl Fault {
                 bytes.extend_from_slice(b"oversize");
                 raw(&bytes)
             }
+            FaultKind::Cancel => raw(&frame(&WorkerMessage::Cancelled(Cancelled {
+                index: chunk.index,
+            }))),
+            FaultKind::Stray => raw(&frame(&WorkerMessage::Done(Done {
+                index: chunk.index + 1_000_000,
+                elapsed_ns: 0,
+                output: b"0",
+            }))),
+            FaultKind::Hello => raw(&frame(&WorkerMessage::Hello(Hello {
+                protocol_version: protocol::PROTOCOL_VERSION,
+                pid: std::process::id(),
+            }))),
         }
     }
+}
+
+/// One whole frame of `message`, as the SDK would send it.
+fn frame(message: &WorkerMessage<'_>) -> Vec<u8> {
+    let mut out = FrameWriter::new();
+    out.push(message).expect("a small message fits a frame");
+    out.pending().to_vec()
 }
 
 /// Injects every fault in `faults` that fires on `chunk`, in order.

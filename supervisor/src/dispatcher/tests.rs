@@ -403,7 +403,10 @@ fn time_the_supervisor_did_not_run_is_nobody_s_timeout() {
         Some(h.now + Duration::from_secs(1))
     );
     h.advance(Duration::from_secs(1));
-    assert!(h.fx.calls.contains(&Call::Kill(0, 1)), "the timeout still holds");
+    assert!(
+        h.fx.calls.contains(&Call::Kill(0, 1)),
+        "the timeout still holds"
+    );
 }
 
 #[test]

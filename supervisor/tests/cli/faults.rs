@@ -51,3 +51,47 @@ fn a_supervisor_stopped_for_longer_than_the_timeout_blames_no_worker() {
     assert_exactly_once(&read_records(&scenario.path("paused.jsonl")), 40);
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn a_worker_that_lies_about_its_chunks_costs_attempts_and_the_run_ends() {
+    let scenario = Scenario::new();
+    // Chunk 3's worker gives it up unasked on every attempt; chunk 5's
+    // answers a chunk it never had, chunk 7's says hello again, each once.
+    let job = scenario.job(
+        "liar.toml",
+        &squares_job(
+            10_000,
+            1000,
+            &[
+                "--fault",
+                "cancel:3",
+                "--fault",
+                "stray:5:2",
+                "--fault",
+                "hello:7:2",
+            ],
+            "retries = 2",
+        ),
+    );
+    let finished = scenario.run(&["-w", "2", job.to_str().unwrap()]);
+    finished.expect_code(1);
+    let records = read_records(&scenario.path("liar.jsonl"));
+    let mut indices: Vec<u64> = records.iter().map(|r| r.index).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    let failed = std::fs::read_to_string(scenario.path(".supervisor/liar/failed.jsonl")).unwrap();
+    let failed: Value = serde_json::from_str(failed.trim()).unwrap();
+    assert_eq!(failed["index"], 3);
+    let attempts = failed["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{failed:#}");
+    for attempt in attempts {
+        let error = attempt["error"].as_str().unwrap();
+        assert!(error.contains("which was not cancelled"), "{error}");
+    }
+    for (chunk, lie) in [(5, "answered chunk 1000005"), (7, "said hello twice")] {
+        let record = records.iter().find(|r| r.index == chunk).unwrap();
+        assert_eq!(record.attempt, 2, "chunk {chunk}");
+        assert!(finished.stderr.contains(lie), "{}", finished.stderr);
+    }
+    scenario.assert_no_survivors();
+}

@@ -17,9 +17,11 @@ use worker::{Chunk, Context, WorkerError};
     about = "Sums (i * i) % modulus over each chunk the supervisor assigns"
 )]
 struct Args {
-    /// Misbehave on a chunk: KIND is crash, exit, hang, fail, garbage or
-    /// oversized; it fires on chunk INDEX while the attempt is below BELOW
-    /// (on every attempt without it). Repeatable.
+    /// Misbehave on a chunk: KIND is crash, exit, hang, fail, garbage,
+    /// oversized, or one of the lies cancel (an unasked Cancelled), stray (a
+    /// Done for a chunk never given) and hello (a second Hello); it fires on
+    /// chunk INDEX while the attempt is below BELOW (on every attempt
+    /// without it). Repeatable.
     /// Also read from SQUARES_WORKER_FAULTS (comma-separated) when no --fault
     /// is given: the environment is not part of a job's fingerprint, so a
     /// test can change the faults between a run and its resume.
