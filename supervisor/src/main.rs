@@ -3,6 +3,7 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use supervisor::assess::{self, Lock, Options};
@@ -34,6 +35,21 @@ mod exit {
     }
 }
 
+/// How long the end of the log may take to reach stderr before the process
+/// exits anyway: a stderr nobody reads never holds the supervisor.
+const LOG_FLUSH: Duration = Duration::from_secs(2);
+
+/// Exits with `code` once the log is out, or [`LOG_FLUSH`] has passed.
+fn exit_with(code: u8) -> ExitCode {
+    logging::flush(LOG_FLUSH);
+    ExitCode::from(code)
+}
+
+/// An error for the person who ran the command.
+fn error(text: impl std::fmt::Display) {
+    logging::print(&format!("error: {text}"));
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let progress = match cli.command {
@@ -55,15 +71,15 @@ fn main() -> ExitCode {
     };
     let job = match config::load(&job_path, workers.map(usize::from)) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(exit::BAD_INPUT);
+        Err(problem) => {
+            error(problem);
+            return exit_with(exit::BAD_INPUT);
         }
     };
     if check_only {
         let assessment = assess::assess(&job, Options::default(), Lock::Probe);
-        print!("{}", plan::describe(&job, &assessment));
-        return printed(Ok(()));
+        let plan = plan::describe(&job, &assessment);
+        return printed(std::io::stdout().lock().write_all(plan.as_bytes()));
     }
     // One thread: workers get the cores, and the thread that forks them lives
     // as long as the supervisor, which the parent-death signal requires.
@@ -72,9 +88,9 @@ fn main() -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the runtime: {error}");
-            return ExitCode::from(exit::ABORTED);
+        Err(problem) => {
+            error(format_args!("cannot start the runtime: {problem}"));
+            return exit_with(exit::ABORTED);
         }
     };
     let options = Options {
@@ -93,26 +109,29 @@ fn main() -> ExitCode {
     });
     let summary = match ended {
         Ok(RunEnd::Ended(summary)) => summary,
-        Ok(RunEnd::Killed { signal }) => return ExitCode::from(exit::signalled(signal)),
-        Err(SetupError::Refused(error)) => {
-            eprintln!("error: {error:#}");
-            return ExitCode::from(exit::BAD_INPUT);
+        Ok(RunEnd::Killed { signal }) => return exit_with(exit::signalled(signal)),
+        Err(SetupError::Refused(problem)) => {
+            error(format_args!("{problem:#}"));
+            return exit_with(exit::BAD_INPUT);
         }
-        Err(SetupError::Failed(error)) => {
-            eprintln!("error: {error:#}");
-            return ExitCode::from(exit::ABORTED);
+        Err(SetupError::Failed(problem)) => {
+            error(format_args!("{problem:#}"));
+            return exit_with(exit::ABORTED);
         }
     };
     let mut code = exit_code(&summary);
     let report = summary.report(code);
     if let Some(path) = &cli.run.report
-        && let Err(error) = report::write_report(path, &report)
+        && let Err(problem) = report::write_report(path, &report)
     {
-        eprintln!("error: cannot write the report {}: {error}", path.display());
+        error(format_args!(
+            "cannot write the report {}: {problem}",
+            path.display()
+        ));
         code = code.max(exit::ABORTED);
     }
     tell(&summary, &report, cli.run.log_format);
-    ExitCode::from(code)
+    exit_with(code)
 }
 
 /// The exit status of a run that got going (the contract's table).
@@ -140,20 +159,29 @@ fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat) {
         )),
         Outcome::Finished { .. } => {}
     }
+    let dropped = logging::dropped();
+    if dropped > 0 {
+        lines.push(format!(
+            "{dropped} log lines were dropped: stderr was not read as fast as they came"
+        ));
+    }
     for line in lines {
         match format {
-            LogFormat::Text => eprintln!("{line}"),
+            LogFormat::Text => logging::print(&line),
             LogFormat::Json => tracing::info!(target: "summary", "{line}"),
         }
     }
 }
 
+/// What printing to stdout came to. A reader that went away (`supervisor
+/// man | head -1`) is no failure: the output was wanted no further.
 fn printed(result: std::io::Result<()>) -> ExitCode {
     match result.and_then(|()| std::io::stdout().flush()) {
-        Ok(()) => ExitCode::from(exit::OK),
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(exit::ABORTED)
+        Ok(()) => exit_with(exit::OK),
+        Err(problem) if problem.kind() == std::io::ErrorKind::BrokenPipe => exit_with(exit::OK),
+        Err(problem) => {
+            error(problem);
+            exit_with(exit::ABORTED)
         }
     }
 }

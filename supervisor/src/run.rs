@@ -84,6 +84,7 @@ impl RunSummary {
             elapsed: self.elapsed,
             output: &self.output,
             failed_file: self.failed_file.as_deref(),
+            log_lines_dropped: crate::logging::dropped(),
         })
     }
 }

@@ -4,13 +4,14 @@
 //! Counting is atomic and drawing is left to indicatif's ticker thread at a
 //! bounded rate, so a run of millions of small chunks pays next to nothing
 //! per chunk. Log lines go through [`Progress::suspend`] (see `logging`), so
-//! the bar never lands in the middle of one.
+//! the bar never lands in the middle of one, and the bar's redraws go
+//! through the log's queue, so neither ever waits for stderr.
 //!
 //! The bar is drawn two columns short of the terminal's width. A full-width
 //! line leaves the cursor waiting to wrap, and the `^C` a terminal echoes on
 //! Ctrl-C would then start a new row, leaving the bar behind on screen.
 
-use std::io::{self, IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -412,10 +413,10 @@ impl TermLike for Stderr {
     }
 
     fn flush(&self) -> io::Result<()> {
-        let bytes = std::mem::take(&mut self.pending().bytes);
-        let mut stderr = io::stderr().lock();
-        stderr.write_all(&bytes)?;
-        stderr.flush()
+        // Through the log's queue, in order with the log lines and without
+        // ever waiting for stderr: a paused terminal stalls no run.
+        crate::logging::write_raw(std::mem::take(&mut self.pending().bytes));
+        Ok(())
     }
 }
 

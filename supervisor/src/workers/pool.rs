@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::spawn::{signal_group, spawn_worker};
-use super::stderr::{NO_CHUNK, forward_stderr};
+use super::stderr::{NO_CHUNK, Stream, forward_lines, forward_stderr};
 use super::task::{Control, Outbox, SPARE_BATCHES, SpareBatches, WorkerTask};
 use super::update::WorkerUpdate;
 use crate::config::WorkerSpec;
@@ -77,6 +77,13 @@ impl WorkerPool {
             slot,
             started.pid,
             started.stderr,
+            Arc::clone(&self.busy[slot]),
+        ));
+        tokio::spawn(forward_lines(
+            slot,
+            started.pid,
+            Stream::Stdout,
+            started.stdout,
             Arc::clone(&self.busy[slot]),
         ));
         let outbox = Arc::new(Outbox::default());

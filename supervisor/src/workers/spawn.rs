@@ -3,7 +3,7 @@
 //! worker ended, in words.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::net::UnixStream;
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 use crate::config::WorkerSpec;
 
@@ -20,8 +20,9 @@ pub struct Started {
     pub child: Child,
     pub pid: u32,
     pub socket: UnixStream,
-    /// Read line by line into the supervisor's log.
+    /// Read line by line into the supervisor's log, as is its stdout.
     pub stderr: ChildStderr,
+    pub stdout: ChildStdout,
 }
 
 /// Starts one worker for `slot`. Must be called on a thread that lives as long
@@ -37,8 +38,6 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
         rlim_cur: bytes as libc::rlim_t,
         rlim_max: bytes as libc::rlim_t,
     });
-    // Workers print to the supervisor's stderr, never into an output on stdout.
-    let stdout = Stdio::from(io::stderr().as_fd().try_clone_to_owned()?);
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -51,7 +50,9 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
         .env_remove("WATCHDOG_PID")
         .env("SUPERVISOR_WORKER_ID", slot.to_string())
         .stdin(Stdio::null())
-        .stdout(stdout)
+        // Both into the log, line by line: never into an output on stdout,
+        // never a line torn by another worker's, a JSON log stays JSON.
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own group: a terminal's Ctrl-C reaches the supervisor only, and a
         // kill reaches everything the worker started.
@@ -82,6 +83,10 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
     }
     let mut child = command.spawn()?;
     drop(theirs);
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| io::Error::other("the worker's stdout was not captured"))?;
     let stderr = child
         .stderr
         .take()
@@ -95,6 +100,7 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
         pid,
         socket: UnixStream::from_std(ours)?,
         stderr,
+        stdout,
     })
 }
 

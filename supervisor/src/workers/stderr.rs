@@ -1,12 +1,13 @@
-//! A worker's stderr, read line by line into the supervisor's log, each line
-//! tagged with the worker's slot, its pid and the chunk it is working on.
+//! A worker's stderr and stdout, read line by line into the supervisor's
+//! log, each line tagged with the worker's slot, its pid and the chunk it is
+//! working on (and `stream=stdout` for what it printed to stdout).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::ChildStderr;
 
 /// The longest piece of a line logged as one event. A worker that writes
@@ -28,7 +29,28 @@ pub const NO_CHUNK: u64 = u64::MAX;
 /// [`CONTINUED`]; a cut never splits a UTF-8 character. Bytes that are not
 /// UTF-8 are logged lossily, and a line's `\r\n` end counts as its `\n`.
 pub async fn forward_stderr(slot: usize, pid: u32, stderr: ChildStderr, current: Arc<AtomicU64>) {
-    let mut reader = BufReader::new(stderr);
+    forward_lines(slot, pid, Stream::Stderr, stderr, current).await;
+}
+
+/// Which of a worker's outputs a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stderr,
+    /// Never the job's output, which travels over the socket: a worker's
+    /// stdout is only more of its log.
+    Stdout,
+}
+
+/// As [`forward_stderr`], for either stream; lines from stdout carry
+/// `stream=stdout`.
+pub async fn forward_lines(
+    slot: usize,
+    pid: u32,
+    stream: Stream,
+    reader: impl AsyncRead + Unpin,
+    current: Arc<AtomicU64>,
+) {
+    let mut reader = BufReader::new(reader);
     // Reused for every line; never grows past MAX_LINE.
     let mut line = Vec::new();
     let emit = |bytes: &[u8], continued: bool| {
@@ -39,7 +61,14 @@ pub async fn forward_stderr(slot: usize, pid: u32, stderr: ChildStderr, current:
             text
         };
         let chunk = Chunk(current.load(Ordering::Relaxed));
-        tracing::info!(target: "worker", worker = slot, pid, chunk = %chunk, "{text}");
+        match stream {
+            Stream::Stderr => {
+                tracing::info!(target: "worker", worker = slot, pid, chunk = %chunk, "{text}")
+            }
+            Stream::Stdout => {
+                tracing::info!(target: "worker", worker = slot, pid, chunk = %chunk, stream = "stdout", "{text}")
+            }
+        }
     };
     loop {
         // Bytes of a character the last cut left over are already in `line`.

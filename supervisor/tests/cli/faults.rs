@@ -95,3 +95,136 @@ fn a_worker_that_lies_about_its_chunks_costs_attempts_and_the_run_ends() {
     }
     scenario.assert_no_survivors();
 }
+
+/// Starts the supervisor with its stderr a pipe nobody reads (the test keeps
+/// the read end open and never reads it).
+fn start_with_unread_stderr(
+    scenario: &Scenario,
+    args: &[&str],
+) -> (std::process::Child, std::io::PipeReader) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let (mark, value) = scenario.mark_env();
+    let child = std::process::Command::new(crate::harness::supervisor_bin())
+        .args(args)
+        .current_dir(scenario.dir())
+        .env(mark, value)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    (child, reader)
+}
+
+/// Waits for `child` to exit, for at most the harness's patience.
+fn exit_code(child: &mut std::process::Child) -> Option<i32> {
+    let deadline = std::time::Instant::now() + crate::harness::PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the supervisor did not end: its log blocked it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_stderr_nobody_reads_never_holds_the_run_up() {
+    let scenario = Scenario::new();
+    // Far more log than a pipe holds: 200 chunks of 200 lines each.
+    let job = scenario.job(
+        "chatty.toml",
+        &squares_job(200_000, 1000, &["--stderr-lines", "200"], ""),
+    );
+    let report = scenario.path("report.json");
+    let (mut child, _unread) = start_with_unread_stderr(
+        &scenario,
+        &[
+            "-w",
+            "2",
+            "--report",
+            report.to_str().unwrap(),
+            job.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(exit_code(&mut child), Some(0));
+    let report = read_json(&report);
+    assert!(
+        report["log_lines_dropped"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert_exactly_once(&read_records(&scenario.path("chatty.jsonl")), 200);
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_a_drain() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "chatty.toml",
+        &squares_job(
+            200_000,
+            1000,
+            &["--stderr-lines", "2000", "--slow-ms", "50"],
+            "",
+        ),
+    );
+    let (mut child, _unread) =
+        start_with_unread_stderr(&scenario, &["-w", "2", job.to_str().unwrap()]);
+    // Once chunks are being written, the log has long filled the pipe.
+    let output = scenario.path("chatty.jsonl");
+    let deadline = std::time::Instant::now() + crate::harness::PATIENCE;
+    while read_records_if_any(&output) < 4 {
+        assert!(std::time::Instant::now() < deadline, "no chunk was written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(exit_code(&mut child), Some(143));
+    scenario.assert_no_survivors();
+}
+
+fn read_records_if_any(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |text| text.lines().count())
+}
+
+#[test]
+fn with_a_json_log_every_line_is_json_even_what_workers_print_to_stdout() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "printing.toml",
+        &squares_job(
+            4000,
+            1000,
+            &["--stdout-lines", "2", "--stderr-lines", "1"],
+            "",
+        ),
+    );
+    let finished = scenario.run(&["-w", "2", "--log-format", "json", job.to_str().unwrap()]);
+    finished.expect_code(0);
+    let mut from_stdout = 0;
+    for line in finished.stderr.lines() {
+        let event: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if event["fields"]["stream"] == "stdout" {
+            from_stdout += 1;
+            assert!(
+                event["fields"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("stdout line"),
+                "{event}"
+            );
+        }
+    }
+    assert_eq!(from_stdout, 8, "{}", finished.stderr);
+    scenario.assert_no_survivors();
+}

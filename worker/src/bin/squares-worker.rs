@@ -45,6 +45,10 @@ struct Args {
     /// `squares-worker[PID]: chunk I attempt A line K`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     stderr_lines: u32,
+    /// Print this many lines to stdout at the start of each chunk, each
+    /// `squares-worker[PID]: chunk I stdout line K`.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    stdout_lines: u32,
     /// On every chunk, before computing, allocate MB mebibytes, touch every
     /// 4 KiB page of them, and free them again. Under a smaller address-space
     /// limit (`memory_limit`) the allocation fails and the worker aborts.
@@ -128,6 +132,18 @@ fn squares(
             );
             stderr.write_all(text.as_bytes())?;
         }
+    }
+    if args.stdout_lines > 0 {
+        let pid = std::process::id();
+        let mut stdout = io::stdout().lock();
+        for line in 1..=args.stdout_lines {
+            writeln!(
+                stdout,
+                "squares-worker[{pid}]: chunk {} stdout line {line}",
+                chunk.index
+            )?;
+        }
+        stdout.flush()?;
     }
     faults::inject_all(&args.faults, ctx, chunk)?;
     if let Some(mb) = args.alloc_mb {

@@ -237,6 +237,7 @@ impl ReportCollector {
             failed_truncated: self.failed_truncated,
             output: input.output.to_owned(),
             failed_file: input.failed_file.map(|p| p.display().to_string()),
+            log_lines_dropped: input.log_lines_dropped,
         }
     }
 
@@ -263,6 +264,7 @@ pub struct ReportInput<'a> {
     /// The output as the user would name it: a path, or "stdout".
     pub output: &'a str,
     pub failed_file: Option<&'a Path>,
+    pub log_lines_dropped: u64,
 }
 
 fn new_histogram() -> Histogram<u64> {

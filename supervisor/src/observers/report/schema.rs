@@ -31,6 +31,8 @@ pub struct Report {
     pub failed_truncated: bool,
     pub output: String,
     pub failed_file: Option<String>,
+    /// Log lines dropped because stderr was not read as fast as they came.
+    pub log_lines_dropped: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
