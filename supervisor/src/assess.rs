@@ -145,11 +145,16 @@ fn start(job: &Job, options: Options) -> Start {
         return Start::Fresh(Fresh::Asked);
     }
     let chunks = job.chunk_count();
-    let recovered = match journal::inspect(&job.state_dir, &journal::fingerprint(job), chunks) {
+    let fingerprint = journal::fingerprint(job);
+    let recovered = match journal::inspect(&job.state_dir, &fingerprint, chunks, Some(output)) {
         Ok(Some(recovered)) => recovered,
         Ok(None) if options.retry_failed => return Start::Refuse(Refusal::NothingToRetry),
         Ok(None) => return Start::Fresh(Fresh::NoJournal),
-        Err(error @ (JournalError::Changed { .. } | JournalError::Corrupt { .. })) => {
+        Err(
+            error @ (JournalError::Changed { .. }
+            | JournalError::Corrupt { .. }
+            | JournalError::OutputChanged { .. }),
+        ) => {
             return Start::Refuse(Refusal::Journal(error));
         }
         Err(error) => return Start::Refuse(Refusal::Unreadable(error_chain(&error))),

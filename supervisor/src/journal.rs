@@ -7,8 +7,8 @@
 //! The state folder holds `lock` (held with an open-file-description lock by
 //! the running supervisor, its pid inside), `journal`, and `failed.jsonl` (written by the
 //! output module). The journal is a header that fingerprints the job, then
-//! one 48-byte record per chunk that ended: done, with the offset and length
-//! of its record in the output, or failed for good (the layout is in
+//! one 56-byte record per chunk that ended: done, with the offset, length
+//! and CRC-32 of its record in the output, or failed for good (the layout is in
 //! `journal/format.rs`). For the same chunk a later record wins: a chunk
 //! that failed and then succeeded on a `--retry-failed` run has a failed
 //! record, then a done one.

@@ -154,6 +154,13 @@ fn refused(refusal: &Refusal) -> String {
         Refusal::Journal(JournalError::Corrupt { reason, .. }) => {
             format!("would refuse: the journal is damaged: {reason}; use --fresh")
         }
+        Refusal::Journal(JournalError::OutputChanged {
+            index, offset, len, ..
+        }) => format!(
+            "would refuse: the output is not what the journal recorded (chunk {index}'s bytes \
+             {offset}..{} differ); use --fresh",
+            offset + len
+        ),
         Refusal::OutputMissing { kept } => format!(
             "would refuse: the output is missing, but the journal counts {kept} bytes of \
              it; use --fresh"
@@ -270,6 +277,12 @@ command = ["/bin/sh", "-c", "true"]
             (EntryKind::Failed, 1, 0, 0),
             (EntryKind::Done, 2, 50, 50),
         ] {
+            // Each chunk's record is 50 bytes of 'x', as the output below.
+            let checksum = if len > 0 {
+                crc32fast::hash(&[b'x'; 50])
+            } else {
+                0
+            };
             writer.append(&Entry {
                 kind,
                 index,
@@ -277,6 +290,7 @@ command = ["/bin/sh", "-c", "true"]
                 end: index * 100 + 100,
                 offset,
                 len,
+                checksum,
             });
         }
         writer.finish(None).unwrap();
@@ -399,12 +413,27 @@ command = ["/bin/sh", "-c", "true"]
             end: 500,
             offset: 0,
             len: 0,
+            checksum: 0,
         });
         writer.finish(None).unwrap();
         assert_eq!(
             resume_line(&job),
             "would resume: 0 of 10 chunks done, 1 failed for good; \
              the output is cut back to 0 bytes"
+        );
+    }
+
+    #[test]
+    fn an_edited_output_would_be_refused() {
+        let (_dir, job) = job("");
+        leave_a_run(&job, 100);
+        let mut output = std::fs::read(output_path(&job)).unwrap();
+        output[60] = b'y';
+        std::fs::write(output_path(&job), &output).unwrap();
+        assert_eq!(
+            resume_line(&job),
+            "would refuse: the output is not what the journal recorded (chunk 2's bytes \
+             50..100 differ); use --fresh"
         );
     }
 

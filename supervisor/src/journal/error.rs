@@ -32,6 +32,20 @@ pub enum JournalError {
     /// but a header or record that no supervisor writes.
     #[error("the journal {} is damaged: {reason}; {FRESH_ADVICE}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    /// The output is not what the journal recorded: a finished chunk's bytes
+    /// there do not match their checksum (the file was edited or replaced).
+    #[error(
+        "the output {} is not what the journal recorded: chunk {index}'s bytes {offset}..{} \
+         differ (was it edited?); {FRESH_ADVICE}",
+        output.display(),
+        offset + len
+    )]
+    OutputChanged {
+        output: PathBuf,
+        index: u64,
+        offset: u64,
+        len: u64,
+    },
     /// A file operation failed; `action` reads "cannot {action} {path}".
     #[error("cannot {action} {}", path.display())]
     Io {

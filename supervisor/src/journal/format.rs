@@ -3,16 +3,17 @@
 //!
 //! ```text
 //! header:  "SUPJRNL\x01"  u32 LE json length  json fingerprint  u32 LE crc32(json)
-//! record:  u32 LE crc32(next 44 bytes)  u8 kind (1 done, 2 failed)  3 zero bytes
+//! record:  u32 LE crc32(next 52 bytes)  u8 kind (1 done, 2 failed)  3 zero bytes
 //!          u64 LE index  u64 LE start  u64 LE end  u64 LE output offset  u64 LE output length
+//!          u32 LE crc32(the chunk's bytes in the output)  4 zero bytes
 //! ```
 
 use super::Fingerprint;
 
 /// The file's first bytes; the last one is the format's version.
-pub const MAGIC: &[u8; 8] = b"SUPJRNL\x01";
+pub const MAGIC: &[u8; 8] = b"SUPJRNL\x02";
 /// Bytes in one record.
-pub const RECORD_LEN: usize = 48;
+pub const RECORD_LEN: usize = 56;
 
 const DONE: u8 = 1;
 const FAILED: u8 = 2;
@@ -37,6 +38,9 @@ pub struct Entry {
     pub offset: u64,
     /// The record's length in bytes; 0 when failed.
     pub len: u64,
+    /// CRC-32 of the record's bytes in the output, so that a resume can
+    /// tell the output it keeps is the one the journal describes; 0 when failed.
+    pub checksum: u32,
 }
 
 /// A record that cannot be used.
@@ -63,9 +67,9 @@ pub fn encode_header(fingerprint: &Fingerprint) -> Vec<u8> {
 
 /// Encodes `entry`; a failed entry's offset and length are written as 0.
 pub fn encode_record(entry: &Entry, out: &mut [u8; RECORD_LEN]) {
-    let (kind, offset, len) = match entry.kind {
-        EntryKind::Done => (DONE, entry.offset, entry.len),
-        EntryKind::Failed => (FAILED, 0, 0),
+    let (kind, offset, len, checksum) = match entry.kind {
+        EntryKind::Done => (DONE, entry.offset, entry.len, entry.checksum),
+        EntryKind::Failed => (FAILED, 0, 0, 0),
     };
     out[4] = kind;
     out[5..8].fill(0);
@@ -75,6 +79,8 @@ pub fn encode_record(entry: &Entry, out: &mut [u8; RECORD_LEN]) {
     {
         out[8 + i * 8..16 + i * 8].copy_from_slice(&value.to_le_bytes());
     }
+    out[48..52].copy_from_slice(&checksum.to_le_bytes());
+    out[52..].fill(0);
     let crc = crc32fast::hash(&out[4..]);
     out[..4].copy_from_slice(&crc.to_le_bytes());
 }
@@ -89,7 +95,7 @@ pub fn decode_record(bytes: &[u8; RECORD_LEN]) -> Result<Entry, BadRecord> {
         FAILED => EntryKind::Failed,
         other => return Err(BadRecord::Invalid(format!("unknown record kind {other}"))),
     };
-    if bytes[5..8] != [0, 0, 0] {
+    if bytes[5..8] != [0, 0, 0] || bytes[52..] != [0, 0, 0, 0] {
         return Err(BadRecord::Invalid("nonzero padding".to_owned()));
     }
     let field =
@@ -101,6 +107,7 @@ pub fn decode_record(bytes: &[u8; RECORD_LEN]) -> Result<Entry, BadRecord> {
         end: field(2),
         offset: field(3),
         len: field(4),
+        checksum: u32::from_le_bytes(bytes[48..52].try_into().expect("4 bytes")),
     };
     if entry.offset.checked_add(entry.len).is_none() {
         return Err(BadRecord::Invalid(format!(
@@ -108,7 +115,7 @@ pub fn decode_record(bytes: &[u8; RECORD_LEN]) -> Result<Entry, BadRecord> {
             entry.offset, entry.len
         )));
     }
-    if kind == EntryKind::Failed && (entry.offset, entry.len) != (0, 0) {
+    if kind == EntryKind::Failed && (entry.offset, entry.len, entry.checksum) != (0, 0, 0) {
         return Err(BadRecord::Invalid(
             "a failed chunk with output bytes".to_owned(),
         ));
@@ -128,6 +135,7 @@ mod tests {
             end: index * 10 + 10,
             offset: index * 100,
             len: 100,
+            checksum: 0xDEAD_BEEF,
         }
     }
 
@@ -144,6 +152,7 @@ mod tests {
                 end: 80,
                 offset: 0,
                 len: 0,
+                checksum: 0,
             },
         ] {
             encode_record(&entry, &mut bytes);
@@ -161,6 +170,8 @@ mod tests {
         assert_eq!(bytes[24..32], 20u64.to_le_bytes());
         assert_eq!(bytes[32..40], 100u64.to_le_bytes());
         assert_eq!(bytes[40..48], 100u64.to_le_bytes());
+        assert_eq!(bytes[48..52], 0xDEAD_BEEF_u32.to_le_bytes());
+        assert_eq!(bytes[52..], [0; 4]);
         assert_eq!(bytes[..4], crc32fast::hash(&bytes[4..]).to_le_bytes());
     }
 

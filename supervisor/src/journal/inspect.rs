@@ -9,8 +9,14 @@ use super::open::{JOURNAL_FILE, Recovered, read_back};
 use super::{Fingerprint, JournalError};
 
 /// What a run would resume from, without writing anything or taking the
-/// lock: `None` when there is no journal; [`JournalError::Changed`] or
-/// [`JournalError::Corrupt`] when the run would refuse it.
+/// lock: `None` when there is no journal; [`JournalError::Changed`],
+/// [`JournalError::Corrupt`] or [`JournalError::OutputChanged`] when the run
+/// would refuse it.
+///
+/// With `output`, every finished chunk's bytes in it are checked against
+/// the checksum the journal recorded for them: a resume keeps only an output
+/// that is exactly what the journal describes. Bytes past the output's end
+/// are not checked (a shorter output is the caller's to refuse).
 ///
 /// A torn tail is reported in `torn_bytes` but left in place: cutting it is
 /// the run's job, under the lock. A supervisor running the job meanwhile may
@@ -19,6 +25,7 @@ pub fn inspect(
     dir: &Path,
     fingerprint: &Fingerprint,
     chunk_count: u64,
+    output: Option<&Path>,
 ) -> Result<Option<Recovered>, JournalError> {
     let path = dir.join(JOURNAL_FILE);
     let file = match File::open(&path) {
@@ -26,7 +33,7 @@ pub fn inspect(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(JournalError::io("open the journal", &path)(e)),
     };
-    read_back(&file, dir, &path, fingerprint, chunk_count).map(Some)
+    read_back(&file, dir, &path, fingerprint, chunk_count, output).map(Some)
 }
 
 #[cfg(test)]
@@ -64,6 +71,7 @@ mod tests {
             end: index * 10 + 10,
             offset,
             len,
+            checksum: 0,
         }
     }
 
@@ -91,10 +99,10 @@ mod tests {
     fn no_journal_is_none_and_creates_nothing() {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("state");
-        assert_eq!(inspect(&dir, &fp(), CHUNKS).unwrap(), None);
+        assert_eq!(inspect(&dir, &fp(), CHUNKS, None).unwrap(), None);
         assert!(!dir.exists());
         std::fs::create_dir(&dir).unwrap();
-        assert_eq!(inspect(&dir, &fp(), CHUNKS).unwrap(), None);
+        assert_eq!(inspect(&dir, &fp(), CHUNKS, None).unwrap(), None);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     }
 
@@ -102,7 +110,7 @@ mod tests {
     fn it_reads_what_a_run_would_resume_from() {
         let root = tempfile::tempdir().unwrap();
         write_journal(root.path());
-        let seen = inspect(root.path(), &fp(), CHUNKS).unwrap().unwrap();
+        let seen = inspect(root.path(), &fp(), CHUNKS, None).unwrap().unwrap();
         assert_eq!(seen.records, 5);
         assert_eq!(seen.done.ones().collect::<Vec<_>>(), [0, 2, 3]);
         assert_eq!(seen.failed.ones().collect::<Vec<_>>(), [1]);
@@ -129,7 +137,7 @@ mod tests {
             .unwrap();
         let before = journal_bytes(root.path());
 
-        let seen = inspect(root.path(), &fp(), CHUNKS).unwrap().unwrap();
+        let seen = inspect(root.path(), &fp(), CHUNKS, None).unwrap().unwrap();
         assert_eq!(seen.records, 5);
         assert_eq!(seen.torn_bytes, 20);
         assert_eq!(seen.output_len, 300);
@@ -141,7 +149,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         write_journal(root.path());
         let before = journal_bytes(root.path());
-        match inspect(root.path(), &fingerprint_with("20"), CHUNKS) {
+        match inspect(root.path(), &fingerprint_with("20"), CHUNKS, None) {
             Err(JournalError::Changed { dir, changes }) => {
                 assert_eq!(dir, root.path());
                 assert_eq!(
@@ -158,7 +166,7 @@ mod tests {
     fn a_damaged_journal_is_refused() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join(JOURNAL_FILE), b"not a journal at all").unwrap();
-        match inspect(root.path(), &fp(), CHUNKS) {
+        match inspect(root.path(), &fp(), CHUNKS, None) {
             Err(JournalError::Corrupt { reason, .. }) => {
                 assert_eq!(reason, "it does not start like a journal");
             }
@@ -170,7 +178,7 @@ mod tests {
     fn a_record_past_the_job_is_refused() {
         let root = tempfile::tempdir().unwrap();
         write_journal(root.path());
-        match inspect(root.path(), &fp(), 3) {
+        match inspect(root.path(), &fp(), 3, None) {
             Err(JournalError::Corrupt { reason, .. }) => {
                 assert_eq!(reason, "record 3 is for chunk 3, but the job has 3 chunks");
             }
@@ -183,6 +191,6 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         write_journal(root.path());
         let _lock = super::super::lock_state(root.path()).unwrap();
-        assert!(inspect(root.path(), &fp(), CHUNKS).unwrap().is_some());
+        assert!(inspect(root.path(), &fp(), CHUNKS, None).unwrap().is_some());
     }
 }

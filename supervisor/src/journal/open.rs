@@ -2,12 +2,12 @@
 //! checked against the job, read back, and cut to its last whole record.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek as _, SeekFrom};
 use std::path::Path;
 
 use fixedbitset::FixedBitSet;
 
-use super::format::{BadRecord, EntryKind, MAGIC, RECORD_LEN, decode_record, encode_header};
+use super::format::{BadRecord, Entry, EntryKind, MAGIC, RECORD_LEN, decode_record, encode_header};
 use super::writer::JournalWriter;
 use super::{Fingerprint, JournalError};
 use crate::durable;
@@ -165,7 +165,7 @@ fn recover(
     chunk_count: u64,
 ) -> Result<(File, Recovered), JournalError> {
     let file = open_for_append(path)?;
-    let recovered = read_back(&file, dir, path, fingerprint, chunk_count)?;
+    let recovered = read_back(&file, dir, path, fingerprint, chunk_count, None)?;
     cut_to(&file, path, &recovered)?;
     Ok((file, recovered))
 }
@@ -186,6 +186,7 @@ pub(super) fn read_back(
     path: &Path,
     fingerprint: &Fingerprint,
     chunk_count: u64,
+    output: Option<&Path>,
 ) -> Result<Recovered, JournalError> {
     let file_len = file
         .metadata()
@@ -202,6 +203,10 @@ pub(super) fn read_back(
         });
     }
 
+    let mut check = match output {
+        Some(output) => OutputCheck::open(output)?,
+        None => None,
+    };
     let mut recovered = Recovered::empty(chunk_count);
     let whole = (file_len - header_len) / RECORD_LEN as u64;
     let mut bytes = [0; RECORD_LEN];
@@ -230,6 +235,9 @@ pub(super) fn read_back(
         let index = entry.index as usize;
         match entry.kind {
             EntryKind::Done => {
+                if let Some(check) = &mut check {
+                    check.verify(&entry)?;
+                }
                 recovered.done.insert(index);
                 recovered.failed.set(index, false);
                 // Every done record's bytes are in the output, even one a
@@ -249,6 +257,76 @@ pub(super) fn read_back(
     let kept = header_len + recovered.records * RECORD_LEN as u64;
     recovered.torn_bytes = file_len - kept;
     Ok(recovered)
+}
+
+/// Reads the output along with the journal, checking each finished chunk's
+/// bytes against the checksum its record carries. Records come in output
+/// order, so this is one sequential read of the output.
+struct OutputCheck {
+    reader: BufReader<File>,
+    path: std::path::PathBuf,
+    /// Where the reader is.
+    position: u64,
+    /// The output's length: what lies beyond is not checked.
+    len: u64,
+    buf: Vec<u8>,
+}
+
+impl OutputCheck {
+    /// `None` when there is no output to check, or it is not a regular file
+    /// (a device or a pipe keeps nothing to compare).
+    fn open(path: &Path) -> Result<Option<Self>, JournalError> {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(JournalError::io("read the output", path)(e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(JournalError::io("read the output", path))?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            reader: BufReader::with_capacity(1 << 20, file),
+            path: path.to_path_buf(),
+            position: 0,
+            len: meta.len(),
+            buf: vec![0; 64 << 10],
+        }))
+    }
+
+    fn verify(&mut self, entry: &Entry) -> Result<(), JournalError> {
+        let end = entry.offset + entry.len;
+        if end > self.len {
+            return Ok(());
+        }
+        if self.position != entry.offset {
+            self.reader
+                .seek(SeekFrom::Start(entry.offset))
+                .map_err(JournalError::io("read the output", &self.path))?;
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let mut left = entry.len;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
+            self.reader
+                .read_exact(&mut self.buf[..want])
+                .map_err(JournalError::io("read the output", &self.path))?;
+            hasher.update(&self.buf[..want]);
+            left -= want as u64;
+        }
+        self.position = end;
+        if hasher.finalize() == entry.checksum {
+            return Ok(());
+        }
+        Err(JournalError::OutputChanged {
+            output: self.path.clone(),
+            index: entry.index,
+            offset: entry.offset,
+            len: entry.len,
+        })
+    }
 }
 
 /// Reads and checks the header; returns the fingerprint in it and the

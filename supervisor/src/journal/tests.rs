@@ -40,6 +40,7 @@ fn done(index: u64, offset: u64, len: u64) -> Entry {
         end: index * 10 + 10,
         offset,
         len,
+        checksum: 0,
     }
 }
 
@@ -51,6 +52,7 @@ fn failed(index: u64) -> Entry {
         end: index * 10 + 10,
         offset: 0,
         len: 0,
+        checksum: 0,
     }
 }
 
@@ -298,10 +300,12 @@ fn a_resumed_journal_keeps_its_failed_file() {
 #[test]
 fn a_file_that_is_no_journal_is_refused() {
     let root = tempfile::tempdir().unwrap();
-    let cases: [(&[u8], &str); 4] = [
+    let cases: [(&[u8], &str); 5] = [
         (b"hello, world\n", "does not start like a journal"),
-        (b"SUPJRNL\x02\x00\x00\x00\x00", "format version 2"),
-        (b"SUPJRNL\x01\xff\x00\x00\x00{}", "cut short"),
+        (b"SUPJRNL\x03\x00\x00\x00\x00", "format version 3"),
+        // Written before records carried their bytes' checksum.
+        (b"SUPJRNL\x01\x00\x00\x00\x00", "format version 1"),
+        (b"SUPJRNL\x02\xff\x00\x00\x00{}", "cut short"),
         (b"SUP", "cut short"),
     ];
     for (bytes, reason) in cases {
@@ -340,8 +344,11 @@ fn commits_write_exactly_the_appended_records_in_order() {
     let mut appended = Vec::new();
     for group in [0..3u64, 3..5, 5..6] {
         for index in group {
-            let (offset, len) = output.write(&meta(index), b"42").unwrap();
-            let entry = done(index, offset, len);
+            let (offset, len, checksum) = output.write(&meta(index), b"42").unwrap();
+            let entry = Entry {
+                checksum,
+                ..done(index, offset, len)
+            };
             writer.append(&entry);
             appended.push(entry);
         }
@@ -465,9 +472,9 @@ fn the_output_reports_where_each_record_lands() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join("out.jsonl");
     let mut output = ResultWriter::resume(&path, 0).unwrap();
-    let (offset, len) = output.write(&meta(0), b"1").unwrap();
+    let (offset, len, _) = output.write(&meta(0), b"1").unwrap();
     assert_eq!(offset, 0);
-    let (second, second_len) = output.write(&meta(1), b"\xff").unwrap();
+    let (second, second_len, _) = output.write(&meta(1), b"\xff").unwrap();
     assert_eq!(second, len);
     assert_eq!(output.position(), len + second_len);
     output.flush().unwrap();
@@ -486,7 +493,7 @@ fn a_resumed_output_is_cut_to_the_journal_and_continues_there() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join("out.jsonl");
     let mut output = ResultWriter::resume(&path, 0).unwrap();
-    let (_, first) = output.write(&meta(0), b"1").unwrap();
+    let (_, first, _) = output.write(&meta(0), b"1").unwrap();
     output.write(&meta(1), b"2").unwrap();
     output.finish().unwrap();
 
@@ -495,7 +502,7 @@ fn a_resumed_output_is_cut_to_the_journal_and_continues_there() {
     assert_eq!(output.position(), first);
     assert!(output.file().is_some());
     assert_eq!(std::fs::metadata(&path).unwrap().len(), first);
-    let (offset, len) = output.write(&meta(1), b"3").unwrap();
+    let (offset, len, _) = output.write(&meta(1), b"3").unwrap();
     assert_eq!(offset, first);
     output.finish().unwrap();
     let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
@@ -593,4 +600,70 @@ fn the_lock_and_the_journal_share_a_folder() {
     writer.finish(None).unwrap();
     assert!(lock.path().starts_with(&dir));
     let _ = File::open(journal_path(&dir)).unwrap();
+}
+
+/// An output of three records and the journal that vouches for them.
+fn write_output_and_journal(dir: &Path) -> PathBuf {
+    let path = dir.join("out.jsonl");
+    let mut output = ResultWriter::resume(&path, 0).unwrap();
+    let (mut writer, _) = open(dir, &fp(), CHUNKS, true).unwrap();
+    for index in 0..3 {
+        let (offset, len, checksum) = output.write(&meta(index), b"42").unwrap();
+        writer.append(&Entry {
+            checksum,
+            ..done(index, offset, len)
+        });
+    }
+    output.flush().unwrap();
+    writer.finish(output.file()).unwrap();
+    output.finish().unwrap();
+    path
+}
+
+#[test]
+fn an_output_that_is_what_the_journal_recorded_passes_the_check() {
+    let root = tempfile::tempdir().unwrap();
+    let output = write_output_and_journal(root.path());
+    let recovered = inspect(root.path(), &fp(), CHUNKS, Some(&output))
+        .unwrap()
+        .unwrap();
+    assert_eq!(recovered.records, 3);
+    // Bytes past what the journal vouches for are cut on resume, not judged.
+    let mut longer = std::fs::read(&output).unwrap();
+    longer.extend_from_slice(b"half a rec");
+    std::fs::write(&output, longer).unwrap();
+    assert!(inspect(root.path(), &fp(), CHUNKS, Some(&output)).is_ok());
+}
+
+#[test]
+fn an_edited_output_is_refused_naming_the_first_chunk_that_differs() {
+    let root = tempfile::tempdir().unwrap();
+    let output = write_output_and_journal(root.path());
+    let original = std::fs::read(&output).unwrap();
+    let line = original.iter().position(|&b| b == b'\n').unwrap() as u64 + 1;
+    let edits: [(&str, Vec<u8>, u64); 2] = [
+        // A line inserted at the top shifts every record.
+        (
+            "inserted",
+            [b"{\"index\":99}\n".as_slice(), &original].concat(),
+            0,
+        ),
+        // One byte changed in the second record, the length kept.
+        (
+            "changed",
+            {
+                let mut edited = original.clone();
+                edited[line as usize + 3] ^= 0x20;
+                edited
+            },
+            1,
+        ),
+    ];
+    for (what, bytes, chunk) in edits {
+        std::fs::write(&output, bytes).unwrap();
+        match inspect(root.path(), &fp(), CHUNKS, Some(&output)) {
+            Err(JournalError::OutputChanged { index, .. }) => assert_eq!(index, chunk, "{what}"),
+            other => panic!("{what}: expected OutputChanged, got {other:?}"),
+        }
+    }
 }

@@ -235,6 +235,7 @@ mod tests {
                 elapsed: Duration::from_secs(1),
                 output: "out",
                 failed_file: None,
+                log_lines_dropped: 0,
             });
         let chunks: Vec<u64> = report.workers.iter().map(|w| w.chunks).collect();
         assert_eq!(chunks, [1, 2]);

@@ -44,7 +44,7 @@ impl Store {
     /// Appends a finished chunk's record to the output and notes where it
     /// landed for the next commit.
     pub fn write_result(&mut self, meta: &ResultMeta, output: &[u8]) -> Result<(), String> {
-        let (offset, len) = match self.output.write(meta, output) {
+        let (offset, len, checksum) = match self.output.write(meta, output) {
             Ok(placed) => placed,
             Err(error) => return Err(self.failed_write(error.to_string())),
         };
@@ -56,6 +56,7 @@ impl Store {
                 end: meta.end,
                 offset,
                 len,
+                checksum,
             });
         }
         Ok(())
@@ -79,6 +80,7 @@ impl Store {
                 end: failure.chunk.end,
                 offset: 0,
                 len: 0,
+                checksum: 0,
             });
         }
         Ok(())
@@ -194,7 +196,7 @@ mod tests {
     }
 
     fn read_back(state: &Path) -> Recovered {
-        journal::inspect(state, &fingerprint(), CHUNKS)
+        journal::inspect(state, &fingerprint(), CHUNKS, None)
             .unwrap()
             .expect("a journal")
     }

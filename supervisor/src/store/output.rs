@@ -118,23 +118,26 @@ impl ResultWriter {
         self.out.flush()
     }
 
-    /// Appends one record and returns where it landed, `(offset, len)`:
+    /// Appends one record and returns where it landed and what it holds,
+    /// `(offset, len, crc32 of its bytes)`:
     /// `{"index":…,"start":…,"end":…,"attempt":…,"worker":…,"seconds":…,"output":…}`
     /// in `jsonl`, the output's bytes as they are in `raw`.
-    pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<(u64, u64)> {
+    pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<(u64, u64, u32)> {
         let offset = self.position;
         let mut out = Counted {
             inner: &mut self.out,
             count: 0,
+            crc: crc32fast::Hasher::new(),
         };
         let written = match self.format {
             OutputFormat::Jsonl => write_record(&mut out, meta, output),
             OutputFormat::Raw => out.write_all(output),
         };
         let len = out.count;
+        let checksum = out.crc.finalize();
         // Counted even on an error: the bytes that did go out moved the end.
         self.position += len;
-        written.map(|()| (offset, len))
+        written.map(|()| (offset, len, checksum))
     }
 
     /// Flushes everything and makes it durable.
@@ -165,17 +168,19 @@ fn write_record(out: &mut impl Write, meta: &ResultMeta, output: &[u8]) -> io::R
     out.write_all(b"}\n")
 }
 
-/// Counts the bytes that pass, so a record's length is known without
-/// formatting it into a buffer of its own first.
+/// Counts and checksums the bytes that pass, so a record's length and CRC
+/// are known without formatting it into a buffer of its own first.
 struct Counted<'a, W> {
     inner: &'a mut W,
     count: u64,
+    crc: crc32fast::Hasher,
 }
 
 impl<W: Write> Write for Counted<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.count += n as u64;
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
 

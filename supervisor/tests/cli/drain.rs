@@ -101,7 +101,7 @@ fn journal_path(scenario: &Scenario, job_name: &str) -> PathBuf {
 }
 
 /// Bytes in one journal record.
-const RECORD_LEN: u64 = 48;
+const RECORD_LEN: u64 = 56;
 
 /// The length of a journal's header: magic, a u32 length, the fingerprint's
 /// JSON, its checksum.

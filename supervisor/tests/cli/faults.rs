@@ -228,3 +228,56 @@ fn with_a_json_log_every_line_is_json_even_what_workers_print_to_stdout() {
     assert_eq!(from_stdout, 8, "{}", finished.stderr);
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn an_output_edited_between_runs_is_not_resumed() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "edited.toml",
+        &squares_job(
+            20_000,
+            1000,
+            &["--slow-ms", "50", "--stderr-lines", "1"],
+            "",
+        ),
+    );
+    let job = job.to_str().unwrap();
+    let mut first = scenario.start(&["-w", "2", job]);
+    wait_for_busy_workers(&mut first, "squares-worker", 2);
+    let output = scenario.path("edited.jsonl");
+    let deadline = std::time::Instant::now() + crate::harness::PATIENCE;
+    while read_records_if_any(&output) < 4 {
+        assert!(std::time::Instant::now() < deadline, "no chunk was written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    first.signal(Signal::SIGTERM);
+    first.finish().expect_code(143);
+    // Someone adds a line at the top of the output.
+    let before = std::fs::read(&output).unwrap();
+    let edited = [b"{\"note\":\"checked by hand\"}\n".as_slice(), &before].concat();
+    std::fs::write(&output, &edited).unwrap();
+
+    let check = scenario.run(&["check", job]);
+    check.expect_code(0);
+    let plan = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        plan.contains("resume: would refuse: the output is not what the journal recorded (chunk 0"),
+        "{plan}"
+    );
+    let refused = scenario.run(&["-w", "2", job]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("is not what the journal recorded")
+            && refused.stderr.contains("--fresh"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        edited,
+        "the output was touched"
+    );
+    scenario.run(&["-w", "2", "--fresh", job]).expect_code(0);
+    assert_exactly_once(&read_records(&output), 20);
+    scenario.assert_no_survivors();
+}

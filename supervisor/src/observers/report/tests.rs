@@ -42,6 +42,7 @@ fn input<'a>(outcome: &'a Outcome, counts: Counts) -> ReportInput<'a> {
         elapsed: Duration::from_secs(2),
         output: "/data/squares.jsonl",
         failed_file: None,
+        log_lines_dropped: 0,
     }
 }
 
