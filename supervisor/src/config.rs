@@ -5,6 +5,7 @@ pub mod defaults;
 mod error;
 mod job;
 mod paths;
+mod places;
 mod raw;
 mod size;
 mod validate;

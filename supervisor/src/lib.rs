@@ -9,6 +9,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod durable;
 pub mod edges;
+pub mod file_lock;
 pub mod generate;
 pub mod journal;
 pub mod logging;

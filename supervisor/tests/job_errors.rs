@@ -115,6 +115,8 @@ fn bad_fixtures_with_a_known_location() {
         ("memory_limit_too_small", 6, 16, "worker.memory_limit"),
         ("memory_limit_integer", 6, 16, "worker.memory_limit"),
         ("drain_timeout_zero", 8, 17, "supervisor.drain_timeout"),
+        ("output_in_state_folder", 8, 8, "output.path"),
+        ("output_is_the_job_file", 8, 8, "output.path"),
     ];
     for (name, line, column, key) in cases {
         let path = Path::new(BAD).join(format!("{name}.toml"));
@@ -124,6 +126,42 @@ fn bad_fixtures_with_a_known_location() {
             (line, column, key),
             "{err}"
         );
+    }
+}
+
+#[test]
+fn places_a_run_cannot_make_are_refused_at_load() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("a-file"), "x").unwrap();
+    std::os::unix::fs::symlink(root.path().join("nowhere"), root.path().join("dangling")).unwrap();
+    let cases = [
+        (
+            "[output]\npath = \"a-file/out.jsonl\"\n",
+            "output.path",
+            "a-file is a file, not a folder: the output cannot be made there",
+        ),
+        (
+            "[state]\ndir = \"dangling\"\n",
+            "state.dir",
+            "dangling is a link to nothing: the state folder cannot be made there",
+        ),
+        (
+            "[state]\ndir = \"a-file/state\"\n",
+            "state.dir",
+            "a-file is a file, not a folder",
+        ),
+    ];
+    for (extra, key, message) in cases {
+        let path = root.path().join("job.toml");
+        std::fs::write(
+            &path,
+            format!("[source]\nrange = {{ start = 0, end = 100 }}\n\n[worker]\ncommand = [\"sh\"]\n\n{extra}"),
+        )
+        .unwrap();
+        let err = load(&path, None).unwrap_err();
+        assert_eq!(err.key, key, "{err}");
+        assert!(err.to_string().contains(message), "{err}");
+        assert!(err.line >= 1, "{err}");
     }
 }
 

@@ -17,7 +17,7 @@ use super::raw::{
     self, RawChunk, RawFormat, RawJob, RawJobFile, RawOrder, RawOutput, RawSource, RawStdin,
     RawSupervisor, RawWorker,
 };
-use super::{defaults, size};
+use super::{defaults, places, size};
 
 /// The most chunks a job may have: resume keeps two bits per chunk in memory
 /// (done, failed), 256 MiB at this count.
@@ -72,6 +72,16 @@ impl JobText<'_> {
         };
         let worker = self.worker(worker, &dir, &source)?;
         let supervisor = self.supervisor(raw.supervisor, workers_override)?;
+        let output_span = raw
+            .output
+            .as_ref()
+            .and_then(|o| o.path.as_ref())
+            .map_or(0..0, Spanned::span);
+        let state_span = raw
+            .state
+            .as_ref()
+            .and_then(|s| s.dir.as_ref())
+            .map_or(0..0, Spanned::span);
         let output = self.output(raw.output, &dir, &name, source.input())?;
         let state_dir = match raw.state.and_then(|s| s.dir) {
             Some(d) => resolve(&dir, self.non_empty_path(&d, "state.dir")?),
@@ -83,6 +93,7 @@ impl JobText<'_> {
                 base.join(".supervisor").join(&name)
             }
         };
+        self.places(&output.path, output_span, &state_dir, state_span)?;
         Ok(Job {
             file: self.file.to_path_buf(),
             dir,
@@ -590,6 +601,58 @@ impl JobText<'_> {
             format,
             order,
         })
+    }
+
+    /// The output and the state folder can be made, and are not each other
+    /// nor the job file.
+    fn places(
+        &self,
+        output: &OutputPath,
+        output_span: Range<usize>,
+        state_dir: &Path,
+        state_span: Range<usize>,
+    ) -> Result<()> {
+        let OutputPath::File(out) = output else {
+            return self.state_folder(state_dir, state_span);
+        };
+        if let Some(reason) = out.parent().and_then(places::not_a_folder) {
+            return Err(self.error(
+                output_span,
+                "output.path",
+                format!("{reason}: the output cannot be made there"),
+            ));
+        }
+        if places::is_inside(out, state_dir) {
+            return Err(self.error(
+                output_span,
+                "output.path",
+                format!(
+                    "{} is inside the state folder {}: the run would overwrite its own journal; \
+                     put the output elsewhere or set `[state] dir`",
+                    out.display(),
+                    state_dir.display()
+                ),
+            ));
+        }
+        if same_file(out, self.file) {
+            return Err(self.error(
+                output_span,
+                "output.path",
+                format!("{} is the job file itself", out.display()),
+            ));
+        }
+        self.state_folder(state_dir, state_span)
+    }
+
+    fn state_folder(&self, state_dir: &Path, state_span: Range<usize>) -> Result<()> {
+        if let Some(reason) = places::not_a_folder(state_dir) {
+            return Err(self.error(
+                state_span,
+                "state.dir",
+                format!("{reason}: the state folder cannot be made there"),
+            ));
+        }
+        Ok(())
     }
 
     fn non_empty_path<'s>(&self, value: &'s Spanned<String>, key: &str) -> Result<&'s Path> {

@@ -6,11 +6,8 @@ use std::io::{self, Read as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, fcntl};
-
 use super::JournalError;
-use crate::durable;
+use crate::{durable, file_lock};
 
 /// The lock file's name in the state folder.
 pub const LOCK_FILE: &str = "lock";
@@ -37,15 +34,6 @@ impl StateLock {
     }
 }
 
-/// The whole file, for writing: the lock every supervisor of the job asks for.
-fn whole_file(kind: libc::c_short) -> libc::flock {
-    // SAFETY: flock is plain integers, for which all zeroes is a value.
-    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-    lock.l_type = kind;
-    lock.l_whence = libc::SEEK_SET as libc::c_short;
-    lock
-}
-
 /// Takes the lock of the state folder `dir`, creating the folder if needed.
 /// Fails at once with [`JournalError::Locked`] when another process holds it.
 pub fn lock_state(dir: &Path) -> Result<StateLock, JournalError> {
@@ -58,18 +46,11 @@ pub fn lock_state(dir: &Path) -> Result<StateLock, JournalError> {
         .truncate(false)
         .open(&path)
         .map_err(JournalError::io("open the lock file", &path))?;
-    match fcntl(
-        &file,
-        FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as _)),
-    ) {
-        Ok(_) => {}
-        Err(Errno::EAGAIN | Errno::EACCES) => {
-            return Err(JournalError::Locked {
-                dir: dir.to_path_buf(),
-                pid: recorded_pid(&file),
-            });
-        }
-        Err(errno) => return Err(JournalError::io("lock", &path)(errno.into())),
+    if !file_lock::try_lock(&file).map_err(JournalError::io("lock", &path))? {
+        return Err(JournalError::Locked {
+            dir: dir.to_path_buf(),
+            pid: recorded_pid(&file),
+        });
     }
     // Written only once the lock is ours, so that a holder's pid is never
     // overwritten by a process that then fails to lock.
@@ -90,10 +71,7 @@ pub fn lock_holder(dir: &Path) -> Result<Option<Option<u32>>, JournalError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(JournalError::io("open the lock file", &path)(e)),
     };
-    let mut probe = whole_file(libc::F_WRLCK as _);
-    fcntl(&file, FcntlArg::F_OFD_GETLK(&mut probe))
-        .map_err(|errno| JournalError::io("ask about the lock", &path)(errno.into()))?;
-    if probe.l_type == libc::F_UNLCK as libc::c_short {
+    if !file_lock::is_locked(&file).map_err(JournalError::io("ask about the lock", &path))? {
         return Ok(None);
     }
     Ok(Some(recorded_pid(&file)))

@@ -39,14 +39,19 @@ pub fn open(job: &Job, start: Start) -> Result<Opened, SetupError> {
             .with_context(|| format!("cannot prepare the failed file {}", failed_path.display()))
             .map_err(SetupError::Failed)
     };
-    let create_output = || {
-        ResultWriter::create(&job.output.path)
-            .with_context(|| match &job.output.path {
+    let create_output = || match make_parent(&job.output.path)
+        .and_then(|()| ResultWriter::create(&job.output.path))
+    {
+        Ok(output) => Ok(output.in_format(job.output.format)),
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(SetupError::Refused(error.into()))
+        }
+        Err(error) => Err(SetupError::Failed(anyhow::Error::new(error).context(
+            match &job.output.path {
                 OutputPath::File(path) => format!("cannot create the output {}", path.display()),
                 OutputPath::Stdout => "cannot write to stdout".to_owned(),
-            })
-            .map(|output| output.in_format(job.output.format))
-            .map_err(SetupError::Failed)
+            },
+        ))),
     };
     let fresh = |journal| -> Result<Opened, SetupError> {
         Ok(Opened {
@@ -60,11 +65,30 @@ pub fn open(job: &Job, start: Start) -> Result<Opened, SetupError> {
         Start::Refuse(refusal) => Err(SetupError::Refused(anyhow!(refusal.message(job)))),
         Start::Unjournaled => fresh(None),
         Start::Fresh(_) => {
+            // The output first: it is locked before anything is written, so
+            // a job refused for another's output leaves its state untouched.
+            let output = create_output()?;
             let journal = journal::create(&job.state_dir, &journal::fingerprint(job))
                 .map_err(|e| SetupError::Refused(e.into()))?;
-            fresh(Some(journal))
+            Ok(Opened {
+                store: Store::new(output, failed_writer(false)?, Some(journal)),
+                skip: None,
+                done_before: 0,
+                failed_before: 0,
+            })
         }
         Start::Resume(resume) => resumed(job, resume, failed_writer),
+    }
+}
+
+/// The output's folder, made (durably) if it is missing.
+fn make_parent(output: &OutputPath) -> std::io::Result<()> {
+    match output {
+        OutputPath::File(path) => match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => crate::durable::create_dir_all(dir),
+            _ => Ok(()),
+        },
+        OutputPath::Stdout => Ok(()),
     }
 }
 

@@ -48,7 +48,19 @@ impl ResultWriter {
     pub fn create(path: &OutputPath) -> io::Result<Self> {
         let sink = match path {
             OutputPath::Stdout => Sink::Stdout(io::stdout()),
-            OutputPath::File(path) => Sink::File(File::create(path)?),
+            OutputPath::File(path) => {
+                // Locked before it is emptied: a second supervisor writing
+                // the same output must not destroy the first one's.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)?;
+                if lock(&file, path)? {
+                    file.set_len(0)?;
+                }
+                Sink::File(file)
+            }
         };
         Ok(Self {
             out: BufWriter::with_capacity(BUFFER, sink),
@@ -70,6 +82,7 @@ impl ResultWriter {
             .truncate(false)
             .open(path)?;
         let meta = file.metadata()?;
+        lock(&file, path)?;
         // A device or pipe (`/dev/null`, a FIFO) has no length to keep.
         if meta.is_file() {
             if meta.len() < len {
@@ -148,6 +161,26 @@ impl ResultWriter {
             Sink::Stdout(_) => Ok(()),
         }
     }
+}
+
+/// Locks a regular output file for this run, so that two supervisors never
+/// write one output; `Ok(false)` for a device or a pipe, which many may
+/// share (`/dev/null`). A file locked by another is an error of kind
+/// `WouldBlock`.
+fn lock(file: &File, path: &Path) -> io::Result<bool> {
+    if !file.metadata()?.is_file() {
+        return Ok(false);
+    }
+    if crate::file_lock::try_lock(file)? {
+        return Ok(true);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::WouldBlock,
+        format!(
+            "another supervisor is writing the output {}, for another job",
+            path.display()
+        ),
+    ))
 }
 
 /// One record, without its position: the caller counts the bytes.

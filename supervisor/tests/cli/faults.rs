@@ -281,3 +281,26 @@ fn an_output_edited_between_runs_is_not_resumed() {
     assert_exactly_once(&read_records(&output), 20);
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn two_jobs_writing_one_output_at_once_are_refused() {
+    let scenario = Scenario::new();
+    let slow = ["--slow-ms", "100", "--stderr-lines", "1"];
+    let shared = "[output]\npath = \"shared.jsonl\"";
+    let first_job = scenario.job("first.toml", &squares_job(20_000, 1000, &slow, shared));
+    let second_job = scenario.job("second.toml", &squares_job(10_000, 1000, &[], shared));
+    let mut first = scenario.start(&["-w", "2", first_job.to_str().unwrap()]);
+    wait_for_busy_workers(&mut first, "squares-worker", 2);
+    let second = scenario.run(&["-w", "2", second_job.to_str().unwrap()]);
+    second.expect_code(2);
+    assert!(
+        second
+            .stderr
+            .contains("another supervisor is writing the output"),
+        "{}",
+        second.stderr
+    );
+    first.finish().expect_code(0);
+    assert_exactly_once(&read_records(&scenario.path("shared.jsonl")), 20);
+    scenario.assert_no_survivors();
+}
