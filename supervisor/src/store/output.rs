@@ -222,17 +222,20 @@ impl<W: Write> Write for Counted<'_, W> {
     }
 }
 
-/// The worker's bytes as JSON: as they are when they are one JSON value, else
-/// as a string when they are UTF-8, else base64 under `output_base64`.
+/// The worker's bytes as a JSON member of the record, whatever they are, so
+/// that every line of the output is valid JSON: one JSON value as it is
+/// (compacted onto one line when it spans several, keys and numbers as
+/// written), else a string when they are UTF-8, else base64 under
+/// `output_base64`. JSON means what a strict reader accepts: a number out of
+/// a double's range (`1e400`) or a string holding invalid UTF-8 is not.
 fn write_output_value(out: &mut impl Write, output: &[u8]) -> io::Result<()> {
     let trimmed = output.trim_ascii();
-    if !trimmed.is_empty() && serde_json::from_slice::<IgnoredAny>(trimmed).is_ok() {
+    if is_plain_integer(trimmed)
+        || (!trimmed.is_empty() && serde_json::from_slice::<Strict>(trimmed).is_ok())
+    {
         out.write_all(br#","output":"#)?;
-        // Whitespace inside a JSON value may hold a line break, which jsonl
-        // cannot: such values are written again on one line.
-        if trimmed.iter().any(|&b| b == b'\n' || b == b'\r') {
-            let value: serde_json::Value = serde_json::from_slice(trimmed)?;
-            serde_json::to_writer(&mut *out, &value)?;
+        if trimmed.iter().any(|b| b.is_ascii_whitespace()) {
+            write_compacted(out, trimmed)?;
         } else {
             out.write_all(trimmed)?;
         }
@@ -246,6 +249,99 @@ fn write_output_value(out: &mut impl Write, output: &[u8]) -> io::Result<()> {
         out.write_all(b"\"")?;
     }
     Ok(())
+}
+
+/// Any JSON value a strict reader takes, checked without building it:
+/// unlike `IgnoredAny`, which skips numbers by their syntax, every number
+/// is read, so one beyond a double's range is refused.
+struct Strict;
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Strict, E> {
+        if value.is_finite() {
+            Ok(Strict)
+        } else {
+            Err(E::custom("a number beyond a double's range"))
+        }
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        while map.next_entry::<IgnoredAny, Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+}
+
+/// An integer any JSON reader takes as it is: the common answer (a count, a
+/// sum), checked without a parser.
+fn is_plain_integer(bytes: &[u8]) -> bool {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1)
+}
+
+/// Valid JSON without the whitespace between its tokens: strings are copied
+/// as they are, escapes and all.
+fn write_compacted(out: &mut impl Write, json: &[u8]) -> io::Result<()> {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut from = 0;
+    for (i, &byte) in json.iter().enumerate() {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+            out.write_all(&json[from..i])?;
+            from = i + 1;
+        }
+    }
+    out.write_all(&json[from..])
 }
 
 #[cfg(test)]
@@ -263,6 +359,28 @@ mod tests {
         assert_eq!(value(b"49259937824"), r#","output":49259937824"#);
         assert_eq!(value(b" 42\n"), r#","output":42"#);
         assert_eq!(value(b"{\n \"a\": [1,\n 2]\n}"), r#","output":{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn any_bytes_become_a_valid_member() {
+        let pretty = b"{\n  \"b\": [1,\n 2.5e3],\n  \"a\": \"x y\\\"z\"\n}\n";
+        assert_eq!(value(pretty), r#","output":{"b":[1,2.5e3],"a":"x y\"z"}"#);
+        // Beyond a double: kept as the text it is.
+        assert_eq!(value(b"1e400"), r#","output":"1e400""#);
+        assert_eq!(value(b"[1e400]"), r#","output":"[1e400]""#);
+        // Invalid UTF-8 inside a JSON string: no JSON, no text.
+        assert_eq!(value(b"\"\xff\""), r#","output_base64":"Iv8i""#);
+        assert_eq!(value(b"007"), r#","output":"007""#);
+        assert_eq!(value(b"-12"), r#","output":-12"#);
+        assert_eq!(
+            value(b"123456789012345678901234567890"),
+            r#","output":123456789012345678901234567890"#
+        );
+        for output in [&pretty[..], b"1e400", b"\"\xff\"", b"007", b" \t\r\n"] {
+            let line = format!("{{\"index\":0{}}}", value(output));
+            serde_json::from_str::<serde_json::Value>(&line)
+                .unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
     }
 
     #[test]

@@ -304,3 +304,44 @@ fn two_jobs_writing_one_output_at_once_are_refused() {
     assert_exactly_once(&read_records(&scenario.path("shared.jsonl")), 20);
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn whatever_bytes_a_worker_returns_every_output_line_is_json() {
+    let scenario = Scenario::new();
+    // Pretty-printed JSON, a number beyond a double, invalid UTF-8 inside a
+    // JSON string, and bytes that are no text at all.
+    let script = r#"case $0 in
+0) printf '{\n  "sum": 42,\n  "list": [1,\n 2]\n}\n' ;;
+1) printf '1e400' ;;
+2) printf '"\377"' ;;
+*) printf '\000\001\377' ;;
+esac"#;
+    let job = scenario.job(
+        "odd.toml",
+        &format!(
+            "[source]\nrange = {{ start = 0, end = 4 }}\nchunk = 1\n\n[worker]\nexec = [\"sh\", \"-c\", {}, \"{{index}}\"]\n",
+            serde_json::to_string(script).unwrap()
+        ),
+    );
+    let finished = scenario.run(&["-w", "2", job.to_str().unwrap()]);
+    finished.expect_code(0);
+    let text = std::fs::read_to_string(scenario.path("odd.jsonl")).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let by_index = |i: u64| records.iter().find(|r| r["index"] == i).unwrap();
+    assert_eq!(
+        by_index(0)["output"],
+        serde_json::json!({"sum": 42, "list": [1, 2]})
+    );
+    assert_eq!(by_index(1)["output"], "1e400");
+    assert_eq!(by_index(2)["output_base64"], "Iv8i");
+    assert_eq!(by_index(3)["output_base64"], "AAH/");
+    // And a run after it finds everything done, rather than failing to read
+    // what it wrote.
+    scenario
+        .run(&["-w", "2", job.to_str().unwrap()])
+        .expect_code(0);
+    scenario.assert_no_survivors();
+}
