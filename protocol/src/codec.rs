@@ -19,6 +19,11 @@ const DONE_OVERHEAD: usize = 28;
 /// can stop collecting output past it rather than fail at the encoding.
 pub const MAX_DONE_OUTPUT: usize = MAX_FRAME_LEN as usize - DONE_OVERHEAD;
 
+/// The largest `params` text a `Welcome` can carry within the frame limit,
+/// leaving room for the rest of it (the input's path is at most `PATH_MAX`,
+/// 4 KiB): a job whose params are larger cannot start a worker.
+pub const MAX_WELCOME_PARAMS: usize = MAX_FRAME_LEN as usize - 8 * 1024;
+
 type Config = Configuration<LittleEndian, Fixint, Limit<{ MAX_FRAME_LEN as usize }>>;
 
 const CONFIG: Config = bincode::config::standard()

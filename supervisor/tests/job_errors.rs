@@ -166,6 +166,24 @@ fn places_a_run_cannot_make_are_refused_at_load() {
 }
 
 #[test]
+fn params_too_large_to_hand_a_worker_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("job.toml");
+    let big = "x".repeat(protocol::frame::MAX_FRAME_LEN as usize);
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nrange = {{ start = 0, end = 100 }}\n\n[worker]\ncommand = [\"sh\"]\n\
+             params = {{ blob = \"{big}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let err = load(&path, None).unwrap_err();
+    assert_eq!((err.line, err.key.as_str()), (6, "worker.params"), "{}", err.message);
+    assert!(err.message.contains("put large data in a file"), "{}", err.message);
+}
+
+#[test]
 fn an_unreadable_file_names_the_file_only() {
     let path = Path::new("tests/fixtures/no-such-job.toml");
     let err = load(path, None).unwrap_err();

@@ -413,7 +413,20 @@ impl JobText<'_> {
             Some(params) => {
                 let json = table_to_json(params.get_ref(), "worker.params")
                     .map_err(|(key, message)| self.error(params.span(), key, message))?;
-                serde_json::Value::Object(json).to_string()
+                let json = serde_json::Value::Object(json).to_string();
+                if json.len() > protocol::codec::MAX_WELCOME_PARAMS {
+                    return Err(self.error(
+                        params.span(),
+                        "worker.params",
+                        format!(
+                            "{} bytes as JSON: more than a worker can be handed when it starts \
+                             (at most {}); put large data in a file and pass its path",
+                            json.len(),
+                            protocol::codec::MAX_WELCOME_PARAMS
+                        ),
+                    ));
+                }
+                json
             }
         };
 
