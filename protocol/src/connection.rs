@@ -243,6 +243,16 @@ impl FrameBatch {
     pub fn is_empty(&self) -> bool {
         self.payloads.is_empty()
     }
+
+    /// Bytes of payload it holds.
+    pub fn payload_bytes(&self) -> usize {
+        self.payloads.iter().map(ExactSizeIterator::len).sum()
+    }
+
+    /// Bytes its buffers hold on to, used or not.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity() + self.payloads.capacity() * std::mem::size_of::<Range<usize>>()
+    }
 }
 
 /// Messages encoded back to back, waiting to be written.

@@ -21,6 +21,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
+pub use reorder::Spill;
 pub use settings::Settings;
 pub use state::Dispatcher;
 pub use types::{

@@ -28,7 +28,7 @@ use crate::observers::notify::Notifier;
 use crate::observers::progress::Progress;
 use crate::observers::report::{Report, ReportCollector, ReportInput};
 use crate::signals::Escalation;
-use crate::store;
+use crate::store::{self, FileSpill};
 use crate::workers::{UpdateKind, WorkerPool, WorkerUpdate, frame_events};
 
 /// Why a run could not be set up.
@@ -143,8 +143,15 @@ pub async fn run(
             Instant::now(),
         ),
     };
+    let spill = FileSpill::new_in(&job.state_dir).map_err(|e| {
+        SetupError::Failed(anyhow!(
+            "cannot make room for results in {}: {e}",
+            job.state_dir.display()
+        ))
+    })?;
     let mut dispatcher =
-        Dispatcher::new(Settings::for_job(job), source, opened.skip, Instant::now());
+        Dispatcher::new(Settings::for_job(job), source, opened.skip, Instant::now())
+            .with_spill(Box::new(spill));
     dispatcher.start(Instant::now(), &mut edges);
 
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
@@ -281,6 +288,7 @@ async fn reap(updates: &mut mpsc::Receiver<WorkerUpdate>, workers: &mut WorkerPo
                 slot,
                 generation,
                 kind: UpdateKind::Exited(_),
+                ..
             })) => workers.forget(slot, generation),
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,
@@ -294,6 +302,7 @@ fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Ed
         slot,
         generation,
         kind,
+        held: _held,
     } = update;
     let now = Instant::now();
     match kind {

@@ -179,8 +179,17 @@ fn params_too_large_to_hand_a_worker_are_refused() {
     )
     .unwrap();
     let err = load(&path, None).unwrap_err();
-    assert_eq!((err.line, err.key.as_str()), (6, "worker.params"), "{}", err.message);
-    assert!(err.message.contains("put large data in a file"), "{}", err.message);
+    assert_eq!(
+        (err.line, err.key.as_str()),
+        (6, "worker.params"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("put large data in a file"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]

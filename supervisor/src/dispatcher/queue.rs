@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use fixedbitset::FixedBitSet;
 
-use super::reorder::Reorder;
+use super::reorder::{Reorder, Spill};
 use super::settings::Settings;
 use super::types::{AttemptError, ResultMeta};
 use crate::chunks::{ChunkSource, ChunkSpec, Next};
@@ -81,6 +81,13 @@ impl WorkQueue {
             max_in_flight: settings.max_in_flight,
             queue_target_seconds: settings.queue_target.as_secs_f64(),
             created: now,
+        }
+    }
+
+    /// Results past the reorder buffer's memory budget wait in `spill`.
+    pub fn spill_to(&mut self, spill: Box<dyn Spill>) {
+        if let Some(reorder) = &mut self.reorder {
+            reorder.spill_to(spill);
         }
     }
 
@@ -216,12 +223,12 @@ impl WorkQueue {
 
     /// Hands a finished chunk to `write` in output order: at once without a
     /// reorder window, else once every lower index is written or failed.
-    pub fn write_in_order<E>(
+    pub fn write_in_order(
         &mut self,
         meta: ResultMeta,
         output: &[u8],
-        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
         match &mut self.reorder {
             Some(reorder) => reorder.done(meta, output, write),
             None => write(&meta, output),
@@ -229,11 +236,11 @@ impl WorkQueue {
     }
 
     /// A chunk failed for good: results waiting behind it may go out.
-    pub fn pass_failed<E>(
+    pub fn pass_failed(
         &mut self,
         index: u64,
-        write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+        write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
         match &mut self.reorder {
             Some(reorder) => reorder.skip(index, write),
             None => Ok(()),

@@ -4,18 +4,41 @@
 //! It is a ring of places indexed by `index - next`, each keeping its output
 //! buffer between uses, so a steady run allocates nothing per chunk. The
 //! dispatcher asks [`Reorder::admits`] before dispatching a fresh chunk: when
-//! the ring or its byte budget is full it dispatches nothing further ahead,
-//! which bounds memory whatever one slow chunk does.
+//! the ring or its byte budget is full it dispatches nothing further ahead.
+//! Chunks already at workers may still bring more than the budget (a slow
+//! chunk holding up many with large outputs): those results wait in a
+//! [`Spill`] instead, a file, so memory stays within the budget whatever
+//! workers return.
+
+use std::io;
 
 use fixedbitset::FixedBitSet;
 
 use super::types::ResultMeta;
+
+/// Where results wait when the memory budget is spent: each written once,
+/// read back once, in order. A file in the run's state folder; in memory
+/// for tests.
+pub trait Spill {
+    /// Appends `bytes` and returns where they start.
+    fn append(&mut self, bytes: &[u8]) -> io::Result<u64>;
+    /// Fills `buf` with the bytes from `at`.
+    fn read_at(&mut self, at: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Nothing waits in it any more: its space can be used again.
+    fn clear(&mut self) -> io::Result<()>;
+}
 
 #[derive(Debug, Default)]
 enum Standing {
     #[default]
     Empty,
     Done(ResultMeta),
+    /// Done, its output in the spill at `at`, `len` bytes long.
+    Spilled {
+        meta: ResultMeta,
+        at: u64,
+        len: usize,
+    },
     /// Failed for good: there is nothing to write, only a gap to pass.
     Skipped,
 }
@@ -24,6 +47,10 @@ enum Standing {
 struct Place {
     state: Standing,
     output: Vec<u8>,
+}
+
+fn spill_error(error: io::Error) -> String {
+    format!("cannot keep a result aside until its turn: {error}")
 }
 
 /// Output buffers that grew past this are given back after use.
@@ -38,6 +65,17 @@ pub struct Reorder {
     max_bytes: usize,
     /// Indices written by an earlier run: passed over as if just written.
     settled: Option<FixedBitSet>,
+    spill: Option<Box<dyn Spill>>,
+    /// Results waiting in the spill.
+    spilled: usize,
+    /// Where a spilled result is read back into, reused.
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for dyn Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Spill")
+    }
 }
 
 impl Reorder {
@@ -49,9 +87,18 @@ impl Reorder {
             buffered_bytes: 0,
             max_bytes,
             settled,
+            spill: None,
+            spilled: 0,
+            scratch: Vec::new(),
         };
         reorder.pass_settled();
         reorder
+    }
+
+    /// Results past the memory budget go to `spill`; without one they are
+    /// kept in memory all the same.
+    pub fn spill_to(&mut self, spill: Box<dyn Spill>) {
+        self.spill = Some(spill);
     }
 
     fn pass_settled(&mut self) {
@@ -83,18 +130,31 @@ impl Reorder {
     }
 
     /// Takes a finished chunk and writes out, through `write`, every result
-    /// that is now in order. The output is copied only if it must wait.
-    pub fn done<E>(
+    /// that is now in order. The output is copied only if it must wait: in
+    /// memory within the budget, else into the spill. An error is the
+    /// write's, or the spill's.
+    pub fn done(
         &mut self,
         meta: ResultMeta,
         output: &[u8],
-        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
         if meta.index == self.next {
             write(&meta, output)?;
             self.next += 1;
             self.pass_settled();
             return self.drain(write);
+        }
+        let over_budget = self.buffered_bytes + output.len() > self.max_bytes;
+        if over_budget && let Some(spill) = &mut self.spill {
+            let at = spill.append(output).map_err(spill_error)?;
+            self.spilled += 1;
+            self.place(meta.index).state = Standing::Spilled {
+                meta,
+                at,
+                len: output.len(),
+            };
+            return Ok(());
         }
         self.buffered_bytes += output.len();
         let place = self.place(meta.index);
@@ -105,19 +165,19 @@ impl Reorder {
     }
 
     /// Marks a chunk as failed for good, so later results can pass it.
-    pub fn skip<E>(
+    pub fn skip(
         &mut self,
         index: u64,
-        write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+        write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
         self.place(index).state = Standing::Skipped;
         self.drain(write)
     }
 
-    fn drain<E>(
+    fn drain(
         &mut self,
-        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+        mut write: impl FnMut(&ResultMeta, &[u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
         loop {
             let next = self.next;
             let place = self.place(next);
@@ -144,6 +204,19 @@ impl Reorder {
                     self.buffered_bytes -= len;
                     result?;
                 }
+                Standing::Spilled { meta, at, len } => {
+                    let spill = self.spill.as_mut().expect("spilled results have a spill");
+                    self.scratch.resize(len, 0);
+                    spill.read_at(at, &mut self.scratch).map_err(spill_error)?;
+                    write(&meta, &self.scratch)?;
+                    self.spilled -= 1;
+                    if self.scratch.capacity() > KEEP_CAPACITY {
+                        self.scratch = Vec::new();
+                    }
+                    if self.spilled == 0 {
+                        spill.clear().map_err(spill_error)?;
+                    }
+                }
             }
             self.next += 1;
         }
@@ -162,7 +235,6 @@ impl Reorder {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::convert::Infallible;
 
     fn meta(index: u64) -> ResultMeta {
         ResultMeta {
@@ -181,7 +253,7 @@ mod tests {
         let written = std::cell::RefCell::new(Vec::new());
         let write = |m: &ResultMeta, out: &[u8]| {
             written.borrow_mut().push((m.index, out.to_vec()));
-            Ok::<_, Infallible>(())
+            Ok::<_, String>(())
         };
         reorder.done(meta(2), b"two", write).unwrap();
         reorder.done(meta(1), b"one", write).unwrap();
@@ -206,7 +278,7 @@ mod tests {
         let mut written = Vec::new();
         let mut write = |m: &ResultMeta, _: &[u8]| {
             written.push(m.index);
-            Ok::<_, Infallible>(())
+            Ok::<_, String>(())
         };
         reorder.done(meta(1), b"", &mut write).unwrap();
         reorder.skip(0, &mut write).unwrap();
@@ -220,7 +292,7 @@ mod tests {
         assert!(reorder.admits(3));
         assert!(!reorder.admits(4));
         reorder
-            .done(meta(1), b"123456789", |_, _| Ok::<_, Infallible>(()))
+            .done(meta(1), b"123456789", |_, _| Ok::<_, String>(()))
             .unwrap();
         assert!(!reorder.admits(2), "over the byte budget");
         assert!(reorder.admits(0), "the next index is always admitted");
@@ -237,12 +309,66 @@ mod tests {
         let mut written = Vec::new();
         let mut write = |m: &ResultMeta, _: &[u8]| {
             written.push(m.index);
-            Ok::<_, Infallible>(())
+            Ok::<_, String>(())
         };
         reorder.done(meta(5), b"", &mut write).unwrap();
         reorder.done(meta(3), b"", &mut write).unwrap();
         assert_eq!(written, [3, 5]);
         assert_eq!(reorder.next_index(), 7);
+    }
+
+    /// A spill in memory, that says how much it holds.
+    #[derive(Default, Clone)]
+    struct Shelf(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+    impl Spill for Shelf {
+        fn append(&mut self, bytes: &[u8]) -> io::Result<u64> {
+            let mut shelf = self.0.borrow_mut();
+            let at = shelf.len() as u64;
+            shelf.extend_from_slice(bytes);
+            Ok(at)
+        }
+        fn read_at(&mut self, at: u64, buf: &mut [u8]) -> io::Result<()> {
+            let shelf = self.0.borrow();
+            buf.copy_from_slice(&shelf[at as usize..at as usize + buf.len()]);
+            Ok(())
+        }
+        fn clear(&mut self) -> io::Result<()> {
+            self.0.borrow_mut().clear();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn results_past_the_budget_wait_in_the_spill_and_come_out_in_order() {
+        let mut reorder = Reorder::new(16, 25, None);
+        let shelf = Shelf::default();
+        reorder.spill_to(Box::new(shelf.clone()));
+        let mut written = Vec::new();
+        let mut write = |m: &ResultMeta, out: &[u8]| {
+            written.push((m.index, out.to_vec()));
+            Ok::<_, String>(())
+        };
+        for index in 1..6 {
+            let output = vec![b'0' + index as u8; 10];
+            reorder.done(meta(index), &output, &mut write).unwrap();
+        }
+        assert!(
+            reorder.buffered_bytes <= 25,
+            "memory stays within the budget"
+        );
+        assert_eq!(shelf.0.borrow().len(), 30, "the rest waits in the spill");
+        reorder.done(meta(0), b"zero", &mut write).unwrap();
+        let indices: Vec<u64> = written.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indices, [0, 1, 2, 3, 4, 5]);
+        for (index, output) in &written[1..] {
+            assert_eq!(output, &vec![b'0' + *index as u8; 10]);
+        }
+        assert!(
+            shelf.0.borrow().is_empty(),
+            "the spill is emptied once read back"
+        );
+        assert!(reorder.is_empty());
     }
 
     proptest! {
@@ -260,7 +386,7 @@ mod tests {
                 let mut write = |m: &ResultMeta, out: &[u8]| {
                     assert_eq!(out, m.index.to_string().as_bytes());
                     written.push(m.index);
-                    Ok::<_, Infallible>(())
+                    Ok::<_, String>(())
                 };
                 if skipped.contains(&index) {
                     reorder.skip(index, &mut write).unwrap();

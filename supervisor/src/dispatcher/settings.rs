@@ -68,7 +68,7 @@ impl Settings {
             stop_grace: Duration::from_secs(10),
             kill_grace: Duration::from_secs(2),
             reorder_capacity: (workers * 64 * 4).max(4096),
-            reorder_max_bytes: 256 << 20,
+            reorder_max_bytes: 64 << 20,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             max_chunks: 0,
             backoff_base: Duration::from_millis(100),

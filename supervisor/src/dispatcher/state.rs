@@ -11,6 +11,7 @@ use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 use fixedbitset::FixedBitSet;
 
 use super::queue::{Work, WorkQueue};
+use super::reorder::Spill;
 use super::settings::Settings;
 use super::slots::{RestartBudget, Slot, SlotPhase};
 use super::types::{
@@ -30,6 +31,34 @@ pub(super) enum RunPhase {
     },
     /// Workers are being stopped; the outcome is decided.
     Ending(Outcome),
+}
+
+/// The most of a worker's error message kept per attempt: errors wait in
+/// memory until their chunk settles, so each is bounded, whatever a worker
+/// sends (up to a whole frame).
+pub(super) const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// `error` whole when short, else its start and its end (where a traceback
+/// says what went wrong) around a note of what was cut.
+pub(super) fn bounded(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let half = MAX_ERROR_BYTES / 2;
+    let mut head = half;
+    while !error.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = error.len() - half;
+    while !error.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}…({} bytes cut)…{}",
+        &error[..head],
+        tail - head,
+        &error[tail..]
+    )
 }
 
 /// How long a finished chunk took at its worker, and how long it waited there.
@@ -88,6 +117,14 @@ impl Dispatcher {
             counts,
             phase: RunPhase::Running,
         }
+    }
+
+    /// Results that must wait for their turn beyond the reorder buffer's
+    /// memory budget go to `spill`, so memory stays within the budget
+    /// whatever workers return.
+    pub fn with_spill(mut self, spill: Box<dyn Spill>) -> Self {
+        self.queue.spill_to(spill);
+        self
     }
 
     /// Starts every worker slot.
@@ -302,7 +339,7 @@ impl Dispatcher {
             }
             WorkerMessage::Failed(failed) => {
                 if let Some((work, _)) = self.answered(slot, failed.index, now, fx) {
-                    self.attempt_failed(slot, work, failed.error.to_owned(), now, fx);
+                    self.attempt_failed(slot, work, bounded(failed.error), now, fx);
                 }
             }
             WorkerMessage::Cancelled(cancelled) => {

@@ -871,3 +871,37 @@ fn a_source_with_nothing_ready_holds_the_end_until_its_chunks_come() {
     assert_eq!(h.fx.results(), [0, 1, 2]);
     assert_eq!(h.stopped(), [0]);
 }
+
+#[test]
+fn a_worker_s_error_is_kept_within_bounds_its_start_and_end_whole() {
+    let mut settings = settings(1);
+    settings.retries = 0;
+    let mut h = Harness::new(settings, 1);
+    h.hello(0);
+    let error = format!("start{}é{}end", "x".repeat(100_000), "y".repeat(100_000));
+    h.message(
+        0,
+        WorkerMessage::Failed(Failed {
+            index: 0,
+            error: &error,
+        }),
+    );
+    let kept =
+        h.fx.calls
+            .iter()
+            .find_map(|c| match c {
+                Call::Failure(0, errors) => Some(errors[0].error.clone()),
+                _ => None,
+            })
+            .expect("the chunk failed for good");
+    assert!(
+        kept.len() <= super::state::MAX_ERROR_BYTES + 64,
+        "{}",
+        kept.len()
+    );
+    assert!(
+        kept.starts_with("start") && kept.ends_with("end"),
+        "{kept:.80}"
+    );
+    assert!(kept.contains("bytes cut)…"), "the cut is said");
+}

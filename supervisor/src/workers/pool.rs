@@ -10,15 +10,19 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use protocol::SupervisorMessage;
 use protocol::connection::{FrameBatch, FrameWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
 
 use super::spawn::{signal_group, spawn_worker};
 use super::stderr::{NO_CHUNK, Stream, forward_lines, forward_stderr};
-use super::task::{Control, Outbox, SPARE_BATCHES, SpareBatches, WorkerTask};
+use super::task::{BYTES_IN_FLIGHT, Control, Outbox, SPARE_BATCHES, SpareBatches, WorkerTask};
 use super::update::WorkerUpdate;
 use crate::config::WorkerSpec;
 use crate::dispatcher::{Event, Generation};
+
+/// A spare batch keeps at most this much: a batch grown for one large
+/// answer is not worth keeping.
+const SPARE_CAPACITY: usize = 256 << 10;
 
 /// A live worker.
 struct WorkerHandle {
@@ -40,6 +44,8 @@ pub struct WorkerPool {
     /// Per slot, the chunk its worker works on now, for its stderr lines.
     busy: Vec<Arc<AtomicU64>>,
     spares: SpareBatches,
+    /// Bytes of frames between the tasks and the run loop, bounded.
+    in_flight: Arc<Semaphore>,
 }
 
 impl WorkerPool {
@@ -54,6 +60,7 @@ impl WorkerPool {
                 .map(|_| Arc::new(AtomicU64::new(NO_CHUNK)))
                 .collect(),
             spares: Arc::new(Mutex::new(Vec::with_capacity(SPARE_BATCHES))),
+            in_flight: Arc::new(Semaphore::new(BYTES_IN_FLIGHT)),
         }
     }
 
@@ -99,6 +106,7 @@ impl WorkerPool {
                 control: control_rx,
                 updates: self.updates.clone(),
                 spares: Arc::clone(&self.spares),
+                in_flight: Arc::clone(&self.in_flight),
             }
             .run(),
         );
@@ -164,7 +172,11 @@ impl WorkerPool {
     }
 
     /// A batch the run loop has read, kept for a task to fill again.
+    /// One that grew for a large answer is let go instead.
     pub fn recycle(&self, batch: FrameBatch) {
+        if batch.capacity() > SPARE_CAPACITY {
+            return;
+        }
         let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
         if spares.len() < SPARE_BATCHES {
             spares.push(batch);

@@ -11,7 +11,7 @@ use protocol::ProtocolError;
 use protocol::connection::{FrameBatch, FrameReader, FrameWriter};
 use tokio::net::UnixStream;
 use tokio::process::Child;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until};
 
 use super::spawn::{describe_exit, signal_group};
@@ -61,6 +61,11 @@ pub enum Control {
 /// Batches the run loop has finished with, kept for the tasks to reuse.
 pub type SpareBatches = Arc<Mutex<Vec<FrameBatch>>>;
 
+/// Bytes of frames on their way from every task to the run loop at most: a
+/// task with more waits before reading its socket again (and its worker
+/// before writing), so a loop behind on large answers never holds more.
+pub const BYTES_IN_FLIGHT: usize = 16 << 20;
+
 /// Batches kept for reuse at most: enough for every worker to have one in
 /// flight and one being filled.
 pub const SPARE_BATCHES: usize = 64;
@@ -75,6 +80,8 @@ pub struct WorkerTask {
     pub control: mpsc::UnboundedReceiver<Control>,
     pub updates: mpsc::Sender<WorkerUpdate>,
     pub spares: SpareBatches,
+    /// [`BYTES_IN_FLIGHT`] permits, shared by every task.
+    pub in_flight: Arc<Semaphore>,
 }
 
 impl WorkerTask {
@@ -90,14 +97,27 @@ impl WorkerTask {
         let mut disconnect_at: Option<Instant> = None;
         let far = || Instant::now() + Duration::from_secs(86400 * 365);
         let report = |kind| {
-            let update = WorkerUpdate {
-                slot: self.slot,
-                generation: self.generation,
-                kind,
-            };
             let updates = self.updates.clone();
-            // The run loop only goes away after every worker has exited.
-            async move { updates.send(update).await.is_ok() }
+            let in_flight = Arc::clone(&self.in_flight);
+            let (slot, generation) = (self.slot, self.generation);
+            async move {
+                let held = match &kind {
+                    UpdateKind::Frames(batch) => {
+                        let bytes = batch.payload_bytes().clamp(1, BYTES_IN_FLIGHT);
+                        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                        in_flight.acquire_many_owned(bytes).await.ok()
+                    }
+                    _ => None,
+                };
+                let update = WorkerUpdate {
+                    slot,
+                    generation,
+                    kind,
+                    held,
+                };
+                // The run loop only goes away after every worker has exited.
+                updates.send(update).await.is_ok()
+            }
         };
         while reading || status.is_none() {
             tokio::select! {
@@ -249,6 +269,7 @@ mod tests {
                 control: control_rx,
                 updates: updates_tx,
                 spares: SpareBatches::default(),
+                in_flight: Arc::new(Semaphore::new(BYTES_IN_FLIGHT)),
             }
             .run(),
         );

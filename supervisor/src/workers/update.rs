@@ -4,6 +4,7 @@
 
 use protocol::codec::decode_worker_message;
 use protocol::connection::FrameBatch;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::dispatcher::{Event, Generation};
 
@@ -12,6 +13,9 @@ pub struct WorkerUpdate {
     pub slot: usize,
     pub generation: Generation,
     pub kind: UpdateKind,
+    /// The share of the bytes in flight between tasks and the run loop that
+    /// this update holds; given back when it is dropped, once handled.
+    pub held: Option<OwnedSemaphorePermit>,
 }
 
 #[derive(Debug)]

@@ -345,3 +345,44 @@ esac"#;
         .expect_code(0);
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn large_answers_held_for_their_turn_stay_within_the_memory_budget() {
+    let scenario = Scenario::new();
+    // Chunk 0 is slow; the 39 after it answer 4 MiB each (156 MiB in all)
+    // and must wait for it, in index order.
+    let job = scenario.job(
+        "large.toml",
+        &squares_job(40, 1, &["--output-mb", "4", "--hold", "0:3000"], ""),
+    );
+    let report = scenario.path("report.json");
+    scenario
+        .run(&[
+            "-w",
+            "2",
+            "--report",
+            report.to_str().unwrap(),
+            job.to_str().unwrap(),
+        ])
+        .expect_code(0);
+    let report = read_json(&report);
+    let peak = report["supervisor_peak_rss_bytes"].as_u64().unwrap();
+    // The reorder buffer's 64 MiB, the 16 MiB on their way from the
+    // workers, and the rest of the supervisor: below the 156 MiB held.
+    assert!(
+        peak < 128 << 20,
+        "the supervisor peaked at {} MiB",
+        peak >> 20
+    );
+    let output = std::fs::read_to_string(scenario.path("large.jsonl")).unwrap();
+    let indices: Vec<u64> = output
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(indices, (0..40).collect::<Vec<_>>());
+    scenario.assert_no_survivors();
+}

@@ -45,6 +45,14 @@ struct Args {
     /// `squares-worker[PID]: chunk I attempt A line K`.
     #[arg(long, value_name = "N", default_value_t = 0)]
     stderr_lines: u32,
+    /// Answer each chunk with a JSON string of MB mebibytes instead of the
+    /// sum: large answers, for tests of what the supervisor holds.
+    #[arg(long, value_name = "MB")]
+    output_mb: Option<u32>,
+    /// Sleep MS before chunk INDEX (every attempt), giving up early when it
+    /// is cancelled: one slow chunk among quick ones. Repeatable.
+    #[arg(long, value_name = "INDEX:MS")]
+    hold: Vec<String>,
     /// Print this many lines to stdout at the start of each chunk, each
     /// `squares-worker[PID]: chunk I stdout line K`.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -78,6 +86,8 @@ enum SquaresError {
     Injected(#[from] Injected),
     #[error("cannot write: {0}")]
     Write(#[from] io::Error),
+    #[error("--hold takes INDEX:MS, got {0:?}")]
+    Hold(String),
 }
 
 fn main() -> ExitCode {
@@ -153,6 +163,23 @@ fn squares(
         if faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms)) {
             return Ok(());
         }
+    }
+    for hold in &args.hold {
+        let held = hold
+            .split_once(':')
+            .and_then(|(index, ms)| Some((index.parse::<u64>().ok()?, ms.parse::<u64>().ok()?)));
+        let Some((index, ms)) = held else {
+            return Err(SquaresError::Hold(hold.clone()));
+        };
+        if index == chunk.index && faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms)) {
+            return Ok(());
+        }
+    }
+    if let Some(mb) = args.output_mb {
+        out.push(b'"');
+        out.resize(1 + (mb as usize) * (1 << 20), b'x');
+        out.push(b'"');
+        return Ok(());
     }
     if let Some(sum) = sum_of_squares(chunk.start, chunk.end, modulus, || ctx.is_cancelled()) {
         write!(out, "{sum}")?;

@@ -20,6 +20,10 @@ use crate::signals;
 /// has them all.
 pub const FAILED_LIST_CAP: usize = 1000;
 
+/// The most of each failed chunk's error the report keeps: the failed file
+/// has them longer.
+const FAILED_ERROR_BYTES: usize = 4 * 1024;
+
 /// Distinct exit causes kept per worker slot. Causes can name a chunk
 /// ("timed out after 1m on chunk 17"), so without a cap a long run of
 /// timeouts would grow the map without end; the rest are counted as
@@ -101,7 +105,7 @@ impl ReportCollector {
                         start: chunk.start,
                         end: chunk.end,
                         attempts,
-                        error: error.to_owned(),
+                        error: cut(error, FAILED_ERROR_BYTES),
                     });
                 } else {
                     self.failed_truncated = true;
@@ -265,6 +269,18 @@ pub struct ReportInput<'a> {
     pub output: &'a str,
     pub failed_file: Option<&'a Path>,
     pub log_lines_dropped: u64,
+}
+
+/// `text` cut to at most `max` bytes, at a character's edge, marked.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…(cut)", &text[..end])
 }
 
 fn new_histogram() -> Histogram<u64> {
