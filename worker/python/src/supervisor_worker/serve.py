@@ -45,9 +45,6 @@ FLUSH_AT = 1024 * 1024
 #: to the supervisor like slow chunks. Short chunks still share a write.
 FLUSH_AFTER_NS = 1_000_000
 
-#: How many lines of a handler's traceback a Failed carries.
-TRACEBACK_LINES = 12
-
 _U64_MAX = 2**64 - 1
 _INPUT_NAMES = {"Range": "range", "File": "file", "Lines": "lines"}
 
@@ -387,8 +384,9 @@ def _output_bytes(value) -> bytes:
 
 
 def _describe(error: BaseException) -> str:
-    """The exception's type and message, then the last lines of its traceback
-    (without the SDK's own frame)."""
+    """The exception's type and message, then its whole traceback, chained
+    exceptions included (without the SDK's own frame): the failed file and the
+    launcher's exception show what a Python user would see in a terminal."""
     kind = type(error)
     name = kind.__qualname__
     if kind.__module__ not in ("builtins", "__main__"):
@@ -398,10 +396,7 @@ def _describe(error: BaseException) -> str:
     tb = error.__traceback__
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next  # the SDK's call of the handler
-    lines = "".join(traceback.format_exception(kind, error, tb)).rstrip("\n").split("\n")
-    if len(lines) > TRACEBACK_LINES:
-        lines = ["Traceback (last lines):"] + lines[-TRACEBACK_LINES:]
-    return head + "\n" + "\n".join(lines)
+    return head + "\n" + "".join(traceback.format_exception(kind, error, tb)).rstrip("\n")
 
 
 # Serving -------------------------------------------------------------------
@@ -497,7 +492,12 @@ def _program_name() -> str:
     return name
 
 
-def serve(handler: Callable[[Chunk], object], *, name: Optional[str] = None) -> None:
+def serve(
+    handler: Callable[[Chunk], object],
+    *,
+    name: Optional[str] = None,
+    init: Optional[Callable[[dict], object]] = None,
+) -> None:
     """Serves chunks from the supervisor that started this process until it
     sends Stop, calling ``handler(chunk)`` for each, one at a time, in the
     order they were assigned; returns once every chunk assigned before Stop is
@@ -508,6 +508,12 @@ def serve(handler: Callable[[Chunk], object], *, name: Optional[str] = None) -> 
     answered ``Failed`` with its type, message and traceback's last lines; a
     chunk cancelled while it ran is answered ``Cancelled`` whatever the
     handler returned or raised.
+
+    ``init(params)``, when given, is called once with the job's params (a
+    dict) after the handshake and before the first chunk: a model or a table
+    loads once per worker, not once per chunk. Should it raise, the worker
+    writes the traceback to stderr and exits with status 1 before answering
+    any chunk. Setup that needs no params can simply run before ``serve``.
 
     When the supervisor goes away the process exits at once with status 0;
     when it sends something unreadable, with status 1. Startup failures (not
@@ -525,10 +531,10 @@ def serve(handler: Callable[[Chunk], object], *, name: Optional[str] = None) -> 
         sock = take_socket()
     except WorkerError as e:
         raise SystemExit(f"{name}: {e}") from None
-    serve_socket(sock, handler, name=name)
+    serve_socket(sock, handler, name=name, init=init)
 
 
-def serve_socket(sock: socket.socket, handler, *, name: str) -> None:
+def serve_socket(sock: socket.socket, handler, *, name: str, init=None) -> None:
     """:func:`serve` on a socket already taken (close-on-exec set)."""
     signals.ignore_interrupt()
     # Before Hello, so a supervisor that has its Hello knows the policy holds.
@@ -542,6 +548,10 @@ def serve_socket(sock: socket.socket, handler, *, name: str) -> None:
         except OSError as e:
             raise SystemExit(f"{name}: the supervisor went away before its Welcome ({e})") from None
         ctx = _Context(welcome)
+        if init is not None:
+            # Before the reader starts: chunks assigned meanwhile wait in the
+            # socket, and none is answered should the setup fail.
+            _initialize(init, ctx, name)
         inbox = _Inbox(ctx)
         reader = threading.Thread(
             target=_read_loop,
@@ -563,6 +573,14 @@ def serve_socket(sock: socket.socket, handler, *, name: str) -> None:
             reader.join(timeout=5)
     finally:
         signals.stop_serving()
+
+
+def _initialize(init, ctx: _Context, name: str) -> None:
+    try:
+        params = ctx.params()
+        init(params)
+    except Exception as error:
+        raise SystemExit(f"{name}: the setup function failed: {_describe(error)}") from None
 
 
 def _run(handler, inbox: _Inbox, answers: _Answers) -> None:
