@@ -31,24 +31,44 @@ the chunk (the supervisor retries it); ``chunk.cancelled`` says when the
 supervisor wants it abandoned. The wire protocol is in ``protocol/PROTOCOL.md``.
 """
 
-from ._find import SupervisorNotFound, find_supervisor_bin
 from ._context import current_chunk
-from .launcher import (
-    Attempt,
-    Blocks,
-    ChunkFailed,
-    ChunkFailure,
-    JobRefused,
-    Lines,
-    RunAborted,
-    RunStopped,
-    SupervisorError,
-    map,
-)
 from .protocol import PROTOCOL_VERSION
 from .serve import Chunk, WorkerError, serve
 
 __version__ = "0.1.0"
+
+# The launcher is imported on first use: a worker imports this package (and
+# the user's script imports it again there) but never launches anything, and
+# the launcher's imports would add tens of milliseconds to every worker's start.
+_LAZY = {
+    "map": "launcher",
+    "Lines": "launcher",
+    "Blocks": "launcher",
+    "SupervisorError": "launcher",
+    "ChunkFailed": "launcher",
+    "ChunkFailure": "launcher",
+    "Attempt": "launcher",
+    "RunAborted": "launcher",
+    "RunStopped": "launcher",
+    "JobRefused": "launcher",
+    "find_supervisor_bin": "_find",
+    "SupervisorNotFound": "_find",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "map",

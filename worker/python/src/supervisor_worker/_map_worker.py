@@ -37,7 +37,22 @@ NAME = "supervisor_worker.map"
 #: spawn: its ``if __name__ == "__main__":`` block does not run again.
 MAIN_ALIAS = "__mp_main__"
 
+_encode_str = json.encoder.encode_basestring_ascii
+_float_repr = float.__repr__
+
+
 def _encode(index: int, result) -> bytes:
+    # json.dumps costs microseconds even for None (it builds an encoder per
+    # call): the common scalars take a shortcut to the same text.
+    kind = type(result)
+    if result is None:
+        return f"{index}\tnull\n".encode()
+    if kind is int:
+        return f"{index}\t{result}\n".encode()
+    if kind is str:
+        return f"{index}\t{_encode_str(result)}\n".encode()
+    if kind is float and result - result == 0.0:  # finite
+        return f"{index}\t{_float_repr(result)}\n".encode()
     try:
         text = json.dumps(result)
     except (TypeError, ValueError) as e:
