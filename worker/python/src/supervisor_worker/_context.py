@@ -2,7 +2,11 @@
 ``map`` function is working on, and whether the launcher's main script is
 being imported in a worker (where a ``map`` call means a missing guard)."""
 
-from typing import Optional
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 #: The launcher's context for its workers, as JSON: {"cwd", "sys_path", "main"}.
 CONTEXT_ENV = "SUPERVISOR_WORKER_MAP"

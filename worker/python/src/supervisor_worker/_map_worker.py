@@ -25,7 +25,6 @@ import os
 import pickle
 import sys
 import traceback
-from typing import Optional
 
 from . import _context, signals
 from ._context import CONTEXT_ENV
@@ -63,7 +62,7 @@ def _encode(index: int, result) -> bytes:
     return f"{index}\t{text}\n".encode()
 
 
-def _handler(fn, source: str, encoding: Optional[str]):
+def _handler(fn, source: str, encoding):
     context = _context
     if source == "range":
 

@@ -433,12 +433,18 @@ def _records(run: _Run, wait_for_notify: bool, poll: float = 0.001) -> Iterator[
     try:
         while True:
             exited = run.proc.poll() is not None
-            if wait_for_notify and not exited and not run.notified.is_set():
+            if wait_for_notify and not run.notified.is_set():
                 # Resuming: the supervisor first cuts the output back to what
-                # its journal holds; nothing before that is read.
-                time.sleep(delay)
-                delay = min(delay * 2, _MAX_POLL)
-                continue
+                # its journal holds; nothing before that is read. One that
+                # ended without a word finished (nothing was left to run) or
+                # refused to start, leaving an earlier run's output as it was.
+                if not exited:
+                    time.sleep(delay)
+                    delay = min(delay * 2, _MAX_POLL)
+                    continue
+                if run.proc.returncode not in (0, _EXIT_FAILED):
+                    return
+                wait_for_notify = False
             if fd is None:
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -6,6 +6,8 @@ Assigns, marks Cancels and Stop, and ends the process when the supervisor goes
 away (status 0) or sends something unreadable (status 1).
 """
 
+from __future__ import annotations
+
 import errno
 import json
 import os
@@ -16,7 +18,9 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Callable, Iterator, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, Optional
 
 from . import protocol, signals
 from .protocol import (
