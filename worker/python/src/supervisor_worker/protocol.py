@@ -443,6 +443,32 @@ class FrameDecoder:
         """Bytes received and not yet returned as payloads."""
         return len(self._buf) - self._pos
 
+    def take_assigns(self) -> list:
+        """Consumes the Assign frames at the head of the buffer, returning
+        each one's ``(frame length, variant, index, start, end, attempt,
+        first_item)``: the worker's hot path, without a payload copy or a
+        message object per chunk. Stops at the first frame that is not a
+        whole Assign, for :meth:`next_payload`."""
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        size = _ASSIGN_FRAME.size
+        unpack = _ASSIGN_FRAME.unpack_from
+        taken = []
+        while end - pos >= size:
+            fields = unpack(buf, pos)
+            if fields[0] != _ASSIGN.size or fields[1] != 1:
+                break
+            taken.append(fields)
+            pos += size
+        if taken:
+            if pos == end:
+                buf.clear()
+                self._pos = 0
+            else:
+                self._pos = pos
+        return taken
+
     def next_payload(self) -> Optional[bytes]:
         buf = self._buf
         pos = self._pos

@@ -187,6 +187,8 @@ class Chunk:
         )
 
 
+_new_chunk = object.__new__
+
 # The hand-off between the reader thread and the main thread ----------------
 
 _RUN = 0
@@ -200,7 +202,10 @@ class _Inbox:
 
     def __init__(self, ctx: _Context):
         self._ctx = ctx
-        self._cond = threading.Condition(threading.Lock())
+        # Taken directly where nothing waits or is notified: a Condition's
+        # own `with` costs a Python-level call per chunk.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         # [chunk, cancelled] in the order assigned.
         self._queue = deque()
         self._queued = {}
@@ -211,15 +216,33 @@ class _Inbox:
     def receive(self, decoder: FrameDecoder) -> None:
         """Takes in every complete frame under one lock; raises ProtocolError
         at the first message that breaks the protocol."""
-        with self._cond:
+        with self._lock:
             try:
                 while True:
+                    for fields in decoder.take_assigns():
+                        self._assign(fields)
                     payload = decoder.next_payload()
                     if payload is None:
                         return
                     self._apply(protocol.decode_supervisor_message(payload))
             finally:
                 self._cond.notify()
+
+    def _assign(self, fields) -> None:
+        _, _, index, start, end, attempt, first_item = fields
+        if self._stopping:
+            raise ProtocolError(f"Assign for chunk {index} after Stop")
+        chunk = _new_chunk(Chunk)
+        chunk.index = index
+        chunk.start = start
+        chunk.end = end
+        chunk.attempt = attempt
+        chunk.first_item = first_item
+        chunk._ctx = self._ctx
+        chunk._cancelled = False
+        entry = [chunk, False]
+        self._queue.append(entry)
+        self._queued[index] = entry
 
     def _apply(self, message) -> None:
         kind = type(message)
@@ -255,7 +278,7 @@ class _Inbox:
         return None
 
     def try_next(self):
-        with self._cond:
+        with self._lock:
             return self._next()
 
     def wait_next(self):
@@ -267,7 +290,7 @@ class _Inbox:
                 self._cond.wait()
 
     def finish(self) -> None:
-        with self._cond:
+        with self._lock:
             self._running = None
 
 
