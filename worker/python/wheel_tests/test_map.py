@@ -429,6 +429,8 @@ class MapTest(unittest.TestCase):
                 assert [r[0] for r in results] == [100] * 10, results
                 assert sum(r[1] for r in results) == sum(range(1000))
                 assert results[3][2] == "300 ünïcode line", results[3]
+                done = list(sw.map(summed, "input.txt", chunk=100, workers=2, order="completion"))
+                assert sorted(done) == sorted(results), done
                 blocks = list(sw.map(counted, sw.Blocks("input.txt"), chunk=4096, workers=2))
                 assert sum(blocks) == 1000 and len(blocks) > 1, blocks
                 print("ok")
