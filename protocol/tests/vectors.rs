@@ -79,7 +79,7 @@ fn parse_vector(line_no: usize, line: &str) -> Result<Vector, String> {
 }
 
 fn parse_hex(digits: &str) -> Result<Vec<u8>, String> {
-    if digits.len() % 2 != 0 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !digits.len().is_multiple_of(2) || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("not an even number of hex digits: {digits:?}"));
     }
     (0..digits.len())

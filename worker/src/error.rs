@@ -18,6 +18,8 @@ pub enum WorkerError {
     Disconnected,
     #[error("cannot set up signal handling: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("the worker's init failed: {0}")]
+    Init(String),
     #[error("invalid job params: {0}")]
     Params(#[source] serde_json::Error),
     #[error(transparent)]

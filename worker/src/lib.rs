@@ -23,6 +23,9 @@
 //! }
 //! ```
 //!
+//! [`serve_with_init`] adds a setup step that reads the params once per
+//! worker (a model, a lookup table) and hands its result to every chunk.
+//!
 //! The `squares-worker` binary in this package is the reference worker; its
 //! [`faults`] switches make it crash, hang or misbehave on chosen chunks.
 
@@ -33,9 +36,11 @@ pub mod faults;
 mod inbox;
 mod reader;
 mod serve;
+mod setup;
 mod signals;
 mod socket;
 
 pub use context::{Chunk, Context};
 pub use error::WorkerError;
 pub use serve::serve;
+pub use setup::serve_with_init;

@@ -44,8 +44,19 @@ use crate::{signals, socket};
 ///
 /// When the process was not started by a supervisor, the handshake fails
 /// (including a protocol version mismatch), or the socket fails.
-pub fn serve<H, E>(mut handler: H) -> Result<(), WorkerError>
+pub fn serve<H, E>(handler: H) -> Result<(), WorkerError>
 where
+    H: FnMut(&Context, &Chunk, &mut Vec<u8>) -> Result<(), E>,
+    E: Display,
+{
+    serve_after(|_| Ok(()), handler)
+}
+
+/// [`serve`], calling `init` once after the handshake and before the first
+/// chunk; an error from it ends serving without answering any chunk.
+pub(crate) fn serve_after<I, H, E>(init: I, mut handler: H) -> Result<(), WorkerError>
+where
+    I: FnOnce(&Context) -> Result<(), WorkerError>,
     H: FnMut(&Context, &Chunk, &mut Vec<u8>) -> Result<(), E>,
     E: Display,
 {
@@ -65,7 +76,7 @@ where
         Arc::clone(&inbox),
         socket,
     );
-    let result = run(&ctx, &inbox, &mut handler);
+    let result = init(&ctx).and_then(|()| run(&ctx, &inbox, &mut handler));
 
     // Shutting the socket down wakes the reader, which sees `closed` and
     // ends quietly instead of exiting the process.

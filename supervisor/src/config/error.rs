@@ -88,13 +88,14 @@ impl JobText<'_> {
         let (message, unknown) = polish(e.inner().message());
         // serde_path_to_error usually ends the path with the unknown key
         // already; toml's own key errors do not.
-        if let Some(unknown) = unknown {
-            if key != unknown && !key.ends_with(&format!(".{unknown}")) {
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(&unknown);
+        if let Some(unknown) = unknown
+            && key != unknown
+            && !key.ends_with(&format!(".{unknown}"))
+        {
+            if !key.is_empty() {
+                key.push('.');
             }
+            key.push_str(&unknown);
         }
         if key.is_empty() {
             key = "(syntax)".to_owned();
@@ -144,25 +145,25 @@ fn key_path(path: &serde_path_to_error::Path) -> String {
 /// in the message.
 fn polish(message: &str) -> (String, Option<String>) {
     let message = message.lines().next().unwrap_or("").trim();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((field, expected)) = rest.split_once('`') {
-            let expected = expected.trim_start_matches(',').trim();
-            let text = if expected == "there are no fields" || expected.is_empty() {
-                format!("unknown key `{field}`")
-            } else {
-                format!("unknown key `{field}`; {expected}")
-            };
-            return (text, Some(field.to_owned()));
-        }
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((field, expected)) = rest.split_once('`')
+    {
+        let expected = expected.trim_start_matches(',').trim();
+        let text = if expected == "there are no fields" || expected.is_empty() {
+            format!("unknown key `{field}`")
+        } else {
+            format!("unknown key `{field}`; {expected}")
+        };
+        return (text, Some(field.to_owned()));
     }
     // toml hands integers beyond i64 to serde as i128, which serde words oddly.
-    if let Some(rest) = message.strip_prefix("invalid type: integer `") {
-        if let Some((digits, _)) = rest.split_once("` as i128") {
-            return (
-                format!("`{digits}` is too large for a 64-bit integer"),
-                None,
-            );
-        }
+    if let Some(rest) = message.strip_prefix("invalid type: integer `")
+        && let Some((digits, _)) = rest.split_once("` as i128")
+    {
+        return (
+            format!("`{digits}` is too large for a 64-bit integer"),
+            None,
+        );
     }
     let mut text = message
         .replace("missing field", "missing key")

@@ -47,10 +47,10 @@ pub(super) fn resolve_program(name: &str, dir: &Path) -> Result<PathBuf, String>
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_path_buf));
-    if let Some(candidate) = beside.as_ref().map(|d| d.join(name)) {
-        if is_executable(&candidate) {
-            return Ok(candidate);
-        }
+    if let Some(candidate) = beside.as_ref().map(|d| d.join(name))
+        && is_executable(&candidate)
+    {
+        return Ok(candidate);
     }
     match which::which(name) {
         Ok(found) => Ok(std::path::absolute(&found).unwrap_or(found)),

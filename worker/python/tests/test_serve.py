@@ -247,8 +247,9 @@ class ServeTestCase(unittest.TestCase):
             worker.close()
         self.tmp.cleanup()
 
-    def start(self, handler, **kwargs):
-        worker = Worker(self.folder, ["-m", "supervisor_worker", handler], **kwargs)
+    def start(self, handler, *, init=None, **kwargs):
+        argv = ["-m", "supervisor_worker"] + (["--init", init] if init else []) + [handler]
+        worker = Worker(self.folder, argv, **kwargs)
         self.workers.append(worker)
         return worker
 
@@ -451,6 +452,39 @@ class Endings(ServeTestCase):
         worker = self.start("handlers:echo", fd=False, env={"SUPERVISOR_WORKER_FD": "0"})
         self.assertNotEqual(worker.wait(), 0)
         self.assertIn("not a socket", worker.stderr())
+
+    def test_the_setup_function_runs_once_with_the_params_before_the_first_chunk(self):
+        with open(os.path.join(self.folder, "setup.py"), "w") as f:
+            f.write(
+                "calls = []\n"
+                "def setup(params):\n"
+                "    calls.append(params)\n"
+                "def handler(chunk):\n"
+                "    return [calls, chunk.index]\n"
+            )
+        worker = self.start("setup.py:handler", init="setup.py:setup")
+        worker.handshake(params='{"model": "m.bin"}')
+        worker.send(Assign(0, 0, 1, 1, 0), Assign(1, 1, 2, 1, 1), Stop())
+        outputs = [json.loads(worker.receive().output) for _ in range(2)]
+        self.assertEqual(outputs, [[[{"model": "m.bin"}], 0], [[{"model": "m.bin"}], 1]])
+        self.assertEqual(worker.wait(), 0, worker.stderr())
+
+    def test_a_setup_function_that_raises_ends_the_worker_before_any_answer(self):
+        with open(os.path.join(self.folder, "setup.py"), "w") as f:
+            f.write(
+                "def setup(params):\n"
+                "    raise FileNotFoundError(params['model'])\n"
+                "def handler(chunk):\n"
+                "    return chunk.index\n"
+            )
+        worker = self.start("setup.py:handler", init="setup.py:setup")
+        worker.handshake(params='{"model": "m.bin"}')
+        worker.send(Assign(0, 0, 1, 1, 0))
+        self.assertEqual(worker.wait(), 1)
+        worker.receive_eof()
+        stderr = worker.stderr()
+        self.assertIn("the setup function failed: FileNotFoundError: m.bin", stderr)
+        self.assertIn("in setup", stderr)
 
     def test_a_handler_that_cannot_be_loaded_is_reported(self):
         for spec, needle in [

@@ -148,6 +148,21 @@ def supervisor_payload(fields_hex):
     return bytes.fromhex(fields_hex.replace(" ", ""))
 
 
+    def test_assigns_at_the_head_are_taken_whole_and_the_rest_left_in_order(self):
+        first, second, third = Assign(1, 10, 20, 1, 10), Assign(2, 20, 30, 2, 20), Assign(3, 30, 40, 1, 30)
+        stream = b"".join(protocol.encode(m) for m in (first, second, Cancel(2), third))
+        decoder = FrameDecoder()
+        decoder.feed(stream[:-5])
+        taken = decoder.take_assigns()
+        self.assertEqual([Assign(*t[2:]) for t in taken], [first, second])
+        self.assertEqual(decoder.take_assigns(), [])
+        self.assertEqual(protocol.decode_supervisor_message(decoder.next_payload()), Cancel(2))
+        self.assertEqual(decoder.take_assigns(), [])  # the third is not whole yet
+        decoder.feed(stream[-5:])
+        self.assertEqual([Assign(*t[2:]) for t in decoder.take_assigns()], [third])
+        self.assertEqual(decoder.buffered(), 0)
+
+
 class Refusals(unittest.TestCase):
     def test_a_header_above_the_cap_is_refused_before_the_payload(self):
         decoder = FrameDecoder()

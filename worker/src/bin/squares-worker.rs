@@ -159,10 +159,10 @@ fn squares(
     if let Some(mb) = args.alloc_mb {
         faults::allocate_and_touch(mb);
     }
-    if let Some(ms) = args.slow_ms {
-        if faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms)) {
-            return Ok(());
-        }
+    if let Some(ms) = args.slow_ms
+        && faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms))
+    {
+        return Ok(());
     }
     for hold in &args.hold {
         let held = hold

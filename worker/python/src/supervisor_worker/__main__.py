@@ -23,6 +23,11 @@ dotted (obj.method). It is called as FUNC(chunk) and returns the chunk's
 output: bytes as they are, str as UTF-8, None as nothing, anything else as
 JSON. An exception fails the chunk.
 
+With --init SETUP (same forms as HANDLER), SETUP(params) is called once, with
+the job's params as a dict, after the handshake and before the first chunk: load
+a model or a table there, once per worker. If it raises, the worker prints the
+traceback and exits with status 1 before answering any chunk.
+
 The supervisor starts workers with {WORKER_FD_ENV} set; run by hand, this
 exits with status 1.
 """
@@ -30,7 +35,7 @@ exits with status 1.
 EXAMPLE = """\
 job file:
   [worker]
-  command = ["python3", "-m", "supervisor_worker", "handlers.py:work"]
+  command = ["python3", "-m", "supervisor_worker", "--init", "handlers.py:setup", "handlers.py:work"]
 """
 
 
@@ -63,8 +68,15 @@ def load_handler(spec: str):
     return handler
 
 
+#: Files loaded so far, by absolute path: a handler and a setup function from
+#: the same file share one module.
+_loaded_files = {}
+
+
 def _load_file(path: str):
     full = os.path.abspath(path)
+    if full in _loaded_files:
+        return _loaded_files[full]
     if not os.path.isfile(full):
         raise WorkerError(f"{path}: no such file (looked for {full})")
     # Like `python3 FILE`: the file's folder is on the path, so it can import
@@ -81,6 +93,7 @@ def _load_file(path: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    _loaded_files[full] = module
     return module
 
 
@@ -92,6 +105,11 @@ def main(argv=None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("handler", metavar="HANDLER", help="MODULE:FUNC or path/to/file.py:FUNC")
+    parser.add_argument(
+        "--init",
+        metavar="SETUP",
+        help="MODULE:FUNC or path/to/file.py:FUNC, called as FUNC(params) once before the first chunk",
+    )
     parser.add_argument(
         "--version",
         action="version",
@@ -109,10 +127,11 @@ def main(argv=None) -> int:
     signals.obey_only_the_parent(NAME)
     try:
         handler = load_handler(args.handler)
+        init = load_handler(args.init) if args.init else None
     except WorkerError as e:
         print(f"{NAME}: {e}", file=sys.stderr)
         return 1
-    serve_socket(sock, handler, name=NAME)
+    serve_socket(sock, handler, name=NAME, init=init)
     return 0
 
 

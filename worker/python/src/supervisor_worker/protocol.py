@@ -11,9 +11,16 @@ checked both ways; the worker itself only encodes :class:`WorkerMessage` values
 and decodes :class:`SupervisorMessage` values.
 """
 
+from __future__ import annotations
+
 import struct
-from dataclasses import dataclass
-from typing import Optional, Union
+
+# Annotations only: `typing` and `dataclasses` (with the `inspect`, `enum`
+# and `re` they pull in) would add tens of milliseconds to every worker's
+# start, which a short job pays once per worker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional, Union
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -96,65 +103,97 @@ class FrameTooLarge(ProtocolError):
 # Supervisor -> worker ------------------------------------------------------
 
 
-@dataclass
-class Welcome:
-    protocol_version: int
-    worker_id: int
-    params: str
-    #: "Range", "File" or "Lines", as the variant is named in the document.
-    input: str = "Range"
-    #: The input file of a File or Lines job; None for Range.
-    input_path: Optional[str] = None
+class _Message:
+    """Equality and repr over ``__slots__``, as a dataclass would give them."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None
+
+    def __repr__(self):
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
-@dataclass
-class Assign:
-    index: int
-    start: int
-    end: int
-    attempt: int
-    first_item: int
+class Welcome(_Message):
+    """``input`` is "Range", "File" or "Lines", as the variant is named in the
+    document; ``input_path`` the input file of a File or Lines job, else None."""
+
+    __slots__ = ("protocol_version", "worker_id", "params", "input", "input_path")
+
+    def __init__(self, protocol_version: int, worker_id: int, params: str,
+                 input: str = "Range", input_path: "Optional[str]" = None):
+        self.protocol_version = protocol_version
+        self.worker_id = worker_id
+        self.params = params
+        self.input = input
+        self.input_path = input_path
 
 
-@dataclass
-class Cancel:
-    index: int
+class Assign(_Message):
+    __slots__ = ("index", "start", "end", "attempt", "first_item")
+
+    def __init__(self, index: int, start: int, end: int, attempt: int, first_item: int):
+        self.index = index
+        self.start = start
+        self.end = end
+        self.attempt = attempt
+        self.first_item = first_item
 
 
-@dataclass
-class Stop:
-    pass
+class Cancel(_Message):
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+class Stop(_Message):
+    __slots__ = ()
 
 
 # Worker -> supervisor ------------------------------------------------------
 
 
-@dataclass
-class Hello:
-    protocol_version: int
-    pid: int
+class Hello(_Message):
+    __slots__ = ("protocol_version", "pid")
+
+    def __init__(self, protocol_version: int, pid: int):
+        self.protocol_version = protocol_version
+        self.pid = pid
 
 
-@dataclass
-class Done:
-    index: int
-    elapsed_ns: int
-    output: bytes
+class Done(_Message):
+    __slots__ = ("index", "elapsed_ns", "output")
+
+    def __init__(self, index: int, elapsed_ns: int, output: bytes):
+        self.index = index
+        self.elapsed_ns = elapsed_ns
+        self.output = output
 
 
-@dataclass
-class Failed:
-    index: int
-    error: str
+class Failed(_Message):
+    __slots__ = ("index", "error")
+
+    def __init__(self, index: int, error: str):
+        self.index = index
+        self.error = error
 
 
-@dataclass
-class Cancelled:
-    index: int
+class Cancelled(_Message):
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
 
 
-SupervisorMessage = Union[Welcome, Assign, Cancel, Stop]
-WorkerMessage = Union[Hello, Done, Failed, Cancelled]
+SupervisorMessage = "Union[Welcome, Assign, Cancel, Stop]"
+WorkerMessage = "Union[Hello, Done, Failed, Cancelled]"
 
 
 # Encoding ------------------------------------------------------------------
@@ -403,6 +442,32 @@ class FrameDecoder:
     def buffered(self) -> int:
         """Bytes received and not yet returned as payloads."""
         return len(self._buf) - self._pos
+
+    def take_assigns(self) -> list:
+        """Consumes the Assign frames at the head of the buffer, returning
+        each one's ``(frame length, variant, index, start, end, attempt,
+        first_item)``: the worker's hot path, without a payload copy or a
+        message object per chunk. Stops at the first frame that is not a
+        whole Assign, for :meth:`next_payload`."""
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        size = _ASSIGN_FRAME.size
+        unpack = _ASSIGN_FRAME.unpack_from
+        taken = []
+        while end - pos >= size:
+            fields = unpack(buf, pos)
+            if fields[0] != _ASSIGN.size or fields[1] != 1:
+                break
+            taken.append(fields)
+            pos += size
+        if taken:
+            if pos == end:
+                buf.clear()
+                self._pos = 0
+            else:
+                self._pos = pos
+        return taken
 
     def next_payload(self) -> Optional[bytes]:
         buf = self._buf

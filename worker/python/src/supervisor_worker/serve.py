@@ -6,6 +6,8 @@ Assigns, marks Cancels and Stop, and ends the process when the supervisor goes
 away (status 0) or sends something unreadable (status 1).
 """
 
+from __future__ import annotations
+
 import errno
 import json
 import os
@@ -16,7 +18,9 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Callable, Iterator, Optional
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, Optional
 
 from . import protocol, signals
 from .protocol import (
@@ -44,9 +48,6 @@ FLUSH_AT = 1024 * 1024
 #: queued chunk may run for minutes, and answers held back that long would look
 #: to the supervisor like slow chunks. Short chunks still share a write.
 FLUSH_AFTER_NS = 1_000_000
-
-#: How many lines of a handler's traceback a Failed carries.
-TRACEBACK_LINES = 12
 
 _U64_MAX = 2**64 - 1
 _INPUT_NAMES = {"Range": "range", "File": "file", "Lines": "lines"}
@@ -186,6 +187,8 @@ class Chunk:
         )
 
 
+_new_chunk = object.__new__
+
 # The hand-off between the reader thread and the main thread ----------------
 
 _RUN = 0
@@ -199,7 +202,10 @@ class _Inbox:
 
     def __init__(self, ctx: _Context):
         self._ctx = ctx
-        self._cond = threading.Condition(threading.Lock())
+        # Taken directly where nothing waits or is notified: a Condition's
+        # own `with` costs a Python-level call per chunk.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         # [chunk, cancelled] in the order assigned.
         self._queue = deque()
         self._queued = {}
@@ -210,15 +216,33 @@ class _Inbox:
     def receive(self, decoder: FrameDecoder) -> None:
         """Takes in every complete frame under one lock; raises ProtocolError
         at the first message that breaks the protocol."""
-        with self._cond:
+        with self._lock:
             try:
                 while True:
+                    for fields in decoder.take_assigns():
+                        self._assign(fields)
                     payload = decoder.next_payload()
                     if payload is None:
                         return
                     self._apply(protocol.decode_supervisor_message(payload))
             finally:
                 self._cond.notify()
+
+    def _assign(self, fields) -> None:
+        _, _, index, start, end, attempt, first_item = fields
+        if self._stopping:
+            raise ProtocolError(f"Assign for chunk {index} after Stop")
+        chunk = _new_chunk(Chunk)
+        chunk.index = index
+        chunk.start = start
+        chunk.end = end
+        chunk.attempt = attempt
+        chunk.first_item = first_item
+        chunk._ctx = self._ctx
+        chunk._cancelled = False
+        entry = [chunk, False]
+        self._queue.append(entry)
+        self._queued[index] = entry
 
     def _apply(self, message) -> None:
         kind = type(message)
@@ -254,7 +278,7 @@ class _Inbox:
         return None
 
     def try_next(self):
-        with self._cond:
+        with self._lock:
             return self._next()
 
     def wait_next(self):
@@ -266,7 +290,7 @@ class _Inbox:
                 self._cond.wait()
 
     def finish(self) -> None:
-        with self._cond:
+        with self._lock:
             self._running = None
 
 
@@ -387,8 +411,9 @@ def _output_bytes(value) -> bytes:
 
 
 def _describe(error: BaseException) -> str:
-    """The exception's type and message, then the last lines of its traceback
-    (without the SDK's own frame)."""
+    """The exception's type and message, then its whole traceback, chained
+    exceptions included (without the SDK's own frame): the failed file and the
+    launcher's exception show what a Python user would see in a terminal."""
     kind = type(error)
     name = kind.__qualname__
     if kind.__module__ not in ("builtins", "__main__"):
@@ -398,10 +423,7 @@ def _describe(error: BaseException) -> str:
     tb = error.__traceback__
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next  # the SDK's call of the handler
-    lines = "".join(traceback.format_exception(kind, error, tb)).rstrip("\n").split("\n")
-    if len(lines) > TRACEBACK_LINES:
-        lines = ["Traceback (last lines):"] + lines[-TRACEBACK_LINES:]
-    return head + "\n" + "\n".join(lines)
+    return head + "\n" + "".join(traceback.format_exception(kind, error, tb)).rstrip("\n")
 
 
 # Serving -------------------------------------------------------------------
@@ -497,7 +519,12 @@ def _program_name() -> str:
     return name
 
 
-def serve(handler: Callable[[Chunk], object], *, name: Optional[str] = None) -> None:
+def serve(
+    handler: Callable[[Chunk], object],
+    *,
+    name: Optional[str] = None,
+    init: Optional[Callable[[dict], object]] = None,
+) -> None:
     """Serves chunks from the supervisor that started this process until it
     sends Stop, calling ``handler(chunk)`` for each, one at a time, in the
     order they were assigned; returns once every chunk assigned before Stop is
@@ -508,6 +535,12 @@ def serve(handler: Callable[[Chunk], object], *, name: Optional[str] = None) -> 
     answered ``Failed`` with its type, message and traceback's last lines; a
     chunk cancelled while it ran is answered ``Cancelled`` whatever the
     handler returned or raised.
+
+    ``init(params)``, when given, is called once with the job's params (a
+    dict) after the handshake and before the first chunk: a model or a table
+    loads once per worker, not once per chunk. Should it raise, the worker
+    writes the traceback to stderr and exits with status 1 before answering
+    any chunk. Setup that needs no params can simply run before ``serve``.
 
     When the supervisor goes away the process exits at once with status 0;
     when it sends something unreadable, with status 1. Startup failures (not
@@ -525,10 +558,10 @@ def serve(handler: Callable[[Chunk], object], *, name: Optional[str] = None) -> 
         sock = take_socket()
     except WorkerError as e:
         raise SystemExit(f"{name}: {e}") from None
-    serve_socket(sock, handler, name=name)
+    serve_socket(sock, handler, name=name, init=init)
 
 
-def serve_socket(sock: socket.socket, handler, *, name: str) -> None:
+def serve_socket(sock: socket.socket, handler, *, name: str, init=None) -> None:
     """:func:`serve` on a socket already taken (close-on-exec set)."""
     signals.ignore_interrupt()
     # Before Hello, so a supervisor that has its Hello knows the policy holds.
@@ -542,6 +575,10 @@ def serve_socket(sock: socket.socket, handler, *, name: str) -> None:
         except OSError as e:
             raise SystemExit(f"{name}: the supervisor went away before its Welcome ({e})") from None
         ctx = _Context(welcome)
+        if init is not None:
+            # Before the reader starts: chunks assigned meanwhile wait in the
+            # socket, and none is answered should the setup fail.
+            _initialize(init, ctx, name)
         inbox = _Inbox(ctx)
         reader = threading.Thread(
             target=_read_loop,
@@ -563,6 +600,14 @@ def serve_socket(sock: socket.socket, handler, *, name: str) -> None:
             reader.join(timeout=5)
     finally:
         signals.stop_serving()
+
+
+def _initialize(init, ctx: _Context, name: str) -> None:
+    try:
+        params = ctx.params()
+        init(params)
+    except Exception as error:
+        raise SystemExit(f"{name}: the setup function failed: {_describe(error)}") from None
 
 
 def _run(handler, inbox: _Inbox, answers: _Answers) -> None:

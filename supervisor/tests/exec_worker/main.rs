@@ -2,7 +2,7 @@
 //! supervisor, running real commands.
 
 mod files;
-#[path = "../common/harness.rs"]
+#[path = "../../../worker/tests/common/harness.rs"]
 mod harness;
 mod procfs;
 
