@@ -159,6 +159,17 @@ fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat) {
         )),
         Outcome::Finished { .. } => {}
     }
+    if summary.failed_before > 0 {
+        let chunks = if summary.failed_before == 1 {
+            "chunk"
+        } else {
+            "chunks"
+        };
+        lines.push(format!(
+            "{} {chunks} failed for good in an earlier run; run with --retry-failed to try them again",
+            summary.failed_before
+        ));
+    }
     let dropped = logging::dropped();
     if dropped > 0 {
         lines.push(format!(

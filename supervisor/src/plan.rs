@@ -172,6 +172,7 @@ fn refused(refusal: &Refusal) -> String {
         Refusal::Journal(_)
         | Refusal::Unreadable(_)
         | Refusal::NothingToRetry
+        | Refusal::NoFailures
         | Refusal::RetryNeedsJournal => {
             let reason = match refusal {
                 Refusal::Journal(error) => error_chain(error),
@@ -196,12 +197,23 @@ fn would_resume(resume: &Resume, chunks: u64) -> String {
     {
         let _ = write!(text, " (it has {len})");
     }
-    if recovered.torn_bytes > 0 {
-        let _ = write!(
-            text,
-            "; the journal's last {} bytes are torn and are cut off",
-            recovered.torn_bytes
-        );
+    match recovered.damaged_at {
+        Some(record) => {
+            let _ = write!(
+                text,
+                "; the journal is damaged at record {record}: from it on, {} bytes are cut off \
+                 and their chunks run again",
+                recovered.torn_bytes
+            );
+        }
+        None if recovered.torn_bytes > 0 => {
+            let _ = write!(
+                text,
+                "; the journal's last {} bytes are torn and are cut off",
+                recovered.torn_bytes
+            );
+        }
+        None => {}
     }
     text
 }

@@ -239,6 +239,9 @@ impl JobText<'_> {
     /// regular file, and have a UTF-8 path (workers are handed it as text).
     fn input_file(&self, path: &Spanned<String>, key: &str, dir: &Path) -> Result<InputFile> {
         let resolved = resolve(dir, self.non_empty_path(path, key)?);
+        // Through every link to the file itself: workers open the path in
+        // their own processes, where `/dev/stdin` is not the supervisor's.
+        let resolved = resolved.canonicalize().unwrap_or(resolved);
         let fail = |message: String| self.error(path.span(), key, message);
         let meta = std::fs::metadata(&resolved).map_err(|e| {
             fail(match e.kind() {

@@ -33,6 +33,9 @@ pub struct Recovered {
     pub torn_bytes: u64,
     /// Whole records read (and kept).
     pub records: u64,
+    /// The record whose checksum failed although whole records with good
+    /// checksums follow it: damage, not a write cut short by a crash.
+    pub damaged_at: Option<u64>,
 }
 
 impl Recovered {
@@ -44,6 +47,7 @@ impl Recovered {
             output_len: 0,
             torn_bytes: 0,
             records: 0,
+            damaged_at: None,
         }
     }
 }
@@ -218,7 +222,12 @@ pub(super) fn read_back(
         }
         let entry = match decode_record(&bytes) {
             Ok(entry) => entry,
-            Err(BadRecord::Checksum) => break,
+            Err(BadRecord::Checksum) => {
+                if any_good_record(&mut reader, whole - n - 1) {
+                    recovered.damaged_at = Some(n);
+                }
+                break;
+            }
             Err(BadRecord::Invalid(reason)) => {
                 return Err(JournalError::corrupt(path, format!("record {n}: {reason}")));
             }
@@ -257,6 +266,20 @@ pub(super) fn read_back(
     let kept = header_len + recovered.records * RECORD_LEN as u64;
     recovered.torn_bytes = file_len - kept;
     Ok(recovered)
+}
+
+/// Whether any of the next `count` records read whole and checksummed.
+fn any_good_record(reader: &mut impl Read, count: u64) -> bool {
+    let mut bytes = [0; RECORD_LEN];
+    for _ in 0..count {
+        if reader.read_exact(&mut bytes).is_err() {
+            return false;
+        }
+        if decode_record(&bytes).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Reads the output along with the journal, checking each finished chunk's

@@ -105,12 +105,19 @@ fn resumed(
     let OutputPath::File(path) = &job.output.path else {
         unreachable!("a run to stdout is never resumed");
     };
-    if recovered.torn_bytes > 0 {
-        warn!(
+    match recovered.damaged_at {
+        Some(record) => warn!(
+            "the journal is damaged at record {record} (a checksum fails where more records \
+             follow): nothing from there on is trusted, {} bytes are cut off, and the chunks \
+             they described run again",
+            recovered.torn_bytes
+        ),
+        None if recovered.torn_bytes > 0 => warn!(
             "the journal ended in {} torn bytes (the previous run stopped mid-write); \
              the chunks they described run again",
             recovered.torn_bytes
-        );
+        ),
+        None => {}
     }
     let journal =
         journal::resume(&job.state_dir, &recovered).map_err(|e| SetupError::Refused(e.into()))?;

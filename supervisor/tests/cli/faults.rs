@@ -386,3 +386,56 @@ fn large_answers_held_for_their_turn_stay_within_the_memory_budget() {
     assert_eq!(indices, (0..40).collect::<Vec<_>>());
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn an_input_rewritten_during_the_run_aborts_it() {
+    let scenario = Scenario::new();
+    std::fs::write(scenario.path("input.txt"), "one\ntwo\nthree\nfour\n").unwrap();
+    // Chunk 0's command appends to the input, as someone might meanwhile.
+    let job = scenario.job(
+        "rewritten.toml",
+        "[source]\nfile = { path = \"input.txt\" }\nchunk = 4\n\n\
+         [worker]\nexec = [\"sh\", \"-c\", \"[ \\\"$0\\\" = 0 ] && echo five >> input.txt; cat\", \"{index}\"]\n\
+         stdin = \"chunk\"\n\n[output]\nformat = \"raw\"\n",
+    );
+    let finished = scenario.run(&["-w", "1", job.to_str().unwrap()]);
+    finished.expect_code(3);
+    assert!(
+        finished.stderr.contains("input.txt changed during the run"),
+        "{}",
+        finished.stderr
+    );
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn retrying_a_run_with_no_failure_is_refused_and_earlier_failures_are_pointed_out() {
+    let scenario = Scenario::new();
+    let clean = scenario.job("clean.toml", &squares_job(4000, 1000, &[], ""));
+    let clean = clean.to_str().unwrap();
+    scenario.run(&["-w", "2", clean]).expect_code(0);
+    let retry = scenario.run(&["-w", "2", "--retry-failed", clean]);
+    retry.expect_code(2);
+    assert!(
+        retry.stderr.contains("no chunk failed for good"),
+        "{}",
+        retry.stderr
+    );
+
+    let failing = scenario.job(
+        "failing.toml",
+        &squares_job(4000, 1000, &["--fault", "fail:2"], "retries = 0"),
+    );
+    let failing = failing.to_str().unwrap();
+    scenario.run(&["-w", "2", failing]).expect_code(1);
+    let again = scenario.run(&["-w", "2", failing]);
+    again.expect_code(1);
+    assert!(
+        again
+            .stderr
+            .contains("1 chunk failed for good in an earlier run; run with --retry-failed"),
+        "{}",
+        again.stderr
+    );
+    scenario.assert_no_survivors();
+}
