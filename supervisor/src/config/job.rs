@@ -90,6 +90,10 @@ pub struct WorkerSpec {
     /// `command[1..]`; for an `exec` job, the host's options, `--`, then the
     /// resolved command and its arguments.
     pub args: Vec<String>,
+    /// The keys that decide what a worker computes, as the job file wrote
+    /// them (`worker.command` or `worker.exec` and `worker.stdin`, as JSON):
+    /// what a resume must match, whatever `program` resolves to today.
+    pub written: Vec<(String, String)>,
     /// Workers run in the job file's folder, so relative paths in their
     /// arguments mean what they mean in the job file.
     pub cwd: PathBuf,

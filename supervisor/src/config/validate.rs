@@ -356,6 +356,19 @@ impl JobText<'_> {
     ) -> Result<WorkerSpec> {
         let span = worker.span();
         let worker = worker.into_inner();
+        let as_json = |words: &[String]| serde_json::to_string(words).expect("strings serialize");
+        let mut written = Vec::new();
+        if let Some(command) = &worker.command {
+            written.push(("worker.command".to_owned(), as_json(command.get_ref())));
+        }
+        if let Some(exec) = &worker.exec {
+            written.push(("worker.exec".to_owned(), as_json(exec.get_ref())));
+            let stdin = match worker.stdin.as_ref().map(Spanned::get_ref) {
+                Some(RawStdin::Chunk) => "chunk",
+                _ => "none",
+            };
+            written.push(("worker.stdin".to_owned(), stdin.to_owned()));
+        }
         let (program, args) = match (worker.command, worker.exec) {
             (Some(_), Some(exec)) => {
                 return Err(self.error(
@@ -459,6 +472,7 @@ impl JobText<'_> {
         Ok(WorkerSpec {
             program,
             args,
+            written,
             cwd: dir.to_path_buf(),
             env,
             params_json,

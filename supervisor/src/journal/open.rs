@@ -36,6 +36,8 @@ pub struct Recovered {
     /// The record whose checksum failed although whole records with good
     /// checksums follow it: damage, not a write cut short by a crash.
     pub damaged_at: Option<u64>,
+    /// The notes of the fingerprint the journal was written with.
+    pub notes: std::collections::BTreeMap<String, String>,
 }
 
 impl Recovered {
@@ -48,6 +50,7 @@ impl Recovered {
             torn_bytes: 0,
             records: 0,
             damaged_at: None,
+            notes: Default::default(),
         }
     }
 }
@@ -201,6 +204,11 @@ pub(super) fn read_back(
 
     let (stored, header_len) = read_header(&mut reader, path, file_len)?;
     if stored.digest != fingerprint.digest {
+        if file_len == header_len {
+            // Another job's journal that settled nothing holds nothing to
+            // keep: starting over loses nothing, so it never blocks a run.
+            return Ok(Recovered::empty(chunk_count));
+        }
         return Err(JournalError::Changed {
             dir: dir.to_path_buf(),
             changes: stored.changes(fingerprint),
@@ -212,6 +220,7 @@ pub(super) fn read_back(
         None => None,
     };
     let mut recovered = Recovered::empty(chunk_count);
+    recovered.notes = stored.notes;
     let whole = (file_len - header_len) / RECORD_LEN as u64;
     let mut bytes = [0; RECORD_LEN];
     let mut read_failed = None;

@@ -126,6 +126,7 @@ fn expected(entries: &[Entry]) -> Recovered {
         torn_bytes: 0,
         records: entries.len() as u64,
         damaged_at: None,
+        notes: Default::default(),
     }
 }
 

@@ -105,6 +105,15 @@ fn resumed(
     let OutputPath::File(path) = &job.output.path else {
         unreachable!("a run to stdout is never resumed");
     };
+    let resolved = |notes: &std::collections::BTreeMap<String, String>| {
+        notes.get("worker.resolved").cloned()
+    };
+    let now = journal::fingerprint(job);
+    if let (Some(was), Some(is)) = (resolved(&recovered.notes), resolved(&now.notes))
+        && was != is
+    {
+        info!("the worker command now resolves to {is} (the earlier run's was {was}); resuming");
+    }
     match recovered.damaged_at {
         Some(record) => warn!(
             "the journal is damaged at record {record} (a checksum fails where more records \
