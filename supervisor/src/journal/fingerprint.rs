@@ -270,7 +270,10 @@ params = { modulus = 10007, name = "x" }
         let mut elsewhere = job.clone();
         elsewhere.worker.program = "/opt/venv/bin/sh".into();
         let (was, now) = (fingerprint(&job), fingerprint(&elsewhere));
-        assert_eq!(was.digest, now.digest, "a venv's shim changes nothing computed");
+        assert_eq!(
+            was.digest, now.digest,
+            "a venv's shim changes nothing computed"
+        );
         assert_ne!(was.notes["worker.resolved"], now.notes["worker.resolved"]);
         assert!(now.notes["worker.resolved"].starts_with(r#"["/opt/venv/bin/sh","#));
     }

@@ -105,9 +105,8 @@ fn resumed(
     let OutputPath::File(path) = &job.output.path else {
         unreachable!("a run to stdout is never resumed");
     };
-    let resolved = |notes: &std::collections::BTreeMap<String, String>| {
-        notes.get("worker.resolved").cloned()
-    };
+    let resolved =
+        |notes: &std::collections::BTreeMap<String, String>| notes.get("worker.resolved").cloned();
     let now = journal::fingerprint(job);
     if let (Some(was), Some(is)) = (resolved(&recovered.notes), resolved(&now.notes))
         && was != is

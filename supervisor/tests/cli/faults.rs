@@ -439,3 +439,57 @@ fn retrying_a_run_with_no_failure_is_refused_and_earlier_failures_are_pointed_ou
     );
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn a_command_found_elsewhere_on_path_still_resumes() {
+    let scenario = Scenario::new();
+    let worker = crate::harness::supervisor_bin().with_file_name("squares-worker");
+    // Two folders with the same worker under a name found only on PATH, as
+    // a virtualenv's or a version manager's shims would be.
+    for folder in ["venv-a", "venv-b"] {
+        std::fs::create_dir(scenario.path(folder)).unwrap();
+        std::os::unix::fs::symlink(&worker, scenario.path(folder).join("shimmed-worker")).unwrap();
+    }
+    let text = squares_job(
+        20_000,
+        1000,
+        &["--slow-ms", "50", "--stderr-lines", "1"],
+        "",
+    )
+    .replace("\"squares-worker\"", "\"shimmed-worker\"");
+    let job = scenario.job("shimmed.toml", &text);
+    let job = job.to_str().unwrap();
+    let path = |folder: &str| {
+        format!(
+            "{}:{}",
+            scenario.path(folder).display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    };
+    let launch = crate::harness::Launch::default().env("PATH", &path("venv-a"));
+    let mut first = scenario.start_with(&["-w", "2", job], launch);
+    wait_for_busy_workers(&mut first, "squares-worker", 2);
+    first.signal(Signal::SIGTERM);
+    first.finish().expect_code(143);
+    let done_before = read_records(&scenario.path("shimmed.jsonl")).len();
+    assert!(done_before > 0);
+
+    let launch = crate::harness::Launch::default().env("PATH", &path("venv-b"));
+    let resumed = scenario.start_with(&["-w", "2", job], launch).finish();
+    resumed.expect_code(0);
+    assert!(
+        resumed
+            .stderr
+            .contains("the worker command now resolves to")
+            && resumed.stderr.contains("resuming"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        resumed
+            .stderr
+            .contains(&format!("{done_before} of 20 chunks were finished"))
+    );
+    assert_exactly_once(&read_records(&scenario.path("shimmed.jsonl")), 20);
+    scenario.assert_no_survivors();
+}
