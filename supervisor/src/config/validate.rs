@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, JobText};
 use super::job::{
-    InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
+    InputFile, Job, MaxFailed, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
     SupervisorSpec, WorkerSpec,
 };
 use super::paths::{job_dir, resolve, resolve_program};
@@ -553,11 +553,13 @@ impl JobText<'_> {
                 workers: workers_override.unwrap_or_else(available_workers),
                 restart: defaults::RESTART,
                 drain_timeout: defaults::DRAIN_TIMEOUT,
+                max_failed: None,
             });
         };
-        if let Some(max_failed) = &raw.max_failed {
-            return self.unsupported(max_failed.span(), "supervisor.max_failed");
-        }
+        let max_failed = match &raw.max_failed {
+            Some(value) => Some(self.max_failed(value)?),
+            None => None,
+        };
         let from_file = match &raw.workers {
             Some(w) => Some(self.int_in(w, "supervisor.workers", 1..=MAX_WORKERS)? as usize),
             None => None,
@@ -579,7 +581,41 @@ impl JobText<'_> {
                 .unwrap_or_else(available_workers),
             restart,
             drain_timeout,
+            max_failed,
         })
+    }
+
+    /// A count of chunks (an integer) or a share of those finished (`"5%"`).
+    fn max_failed(&self, value: &Spanned<toml::Value>) -> Result<MaxFailed> {
+        let key = "supervisor.max_failed";
+        let wrong = || {
+            self.error(
+                value.span(),
+                key,
+                "expected a count of chunks (an integer such as 10) or a share of the chunks \
+                 finished (a string such as \"5%\" or \"0.5%\")",
+            )
+        };
+        match value.get_ref() {
+            toml::Value::Integer(count) => u64::try_from(*count)
+                .map(MaxFailed::Count)
+                .map_err(|_| self.error(value.span(), key, "must not be negative")),
+            toml::Value::String(text) => {
+                let number = text.trim().strip_suffix('%').ok_or_else(wrong)?;
+                let percent: f64 = number.trim().parse().map_err(|_| wrong())?;
+                if !(0.0..=100.0).contains(&percent) {
+                    return Err(self.error(
+                        value.span(),
+                        key,
+                        "a share must be between 0% and 100%",
+                    ));
+                }
+                Ok(MaxFailed::Share {
+                    per_million: (percent * 10_000.0).round() as u32,
+                })
+            }
+            _ => Err(wrong()),
+        }
     }
 
     fn output(

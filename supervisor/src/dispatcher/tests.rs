@@ -905,3 +905,72 @@ fn a_worker_s_error_is_kept_within_bounds_its_start_and_end_whole() {
     );
     assert!(kept.contains("bytes cut)…"), "the cut is said");
 }
+
+#[test]
+fn past_max_failed_dispatch_stops_what_is_in_flight_finishes_and_the_run_aborts() {
+    let mut settings = settings(1);
+    settings.retries = 0;
+    settings.max_failed = Some(crate::config::MaxFailed::Count(1));
+    let mut h = Harness::new(settings, 20);
+    h.hello(0);
+    // The first failure is within the limit; the worker gets more.
+    let fail = |h: &mut Harness, index: u64| {
+        h.answered.insert((h.generations[0], index));
+        h.message(
+            0,
+            WorkerMessage::Failed(Failed {
+                index,
+                error: "boom",
+            }),
+        )
+    };
+    fail(&mut h, 0);
+    h.done(0, 1);
+    assert_eq!(h.dispatcher.outcome(), None);
+    let sent_before = h.assigned(0).len();
+    fail(&mut h, 2);
+    // Past the limit: nothing more is sent, what was in flight still counts.
+    assert_eq!(h.assigned(0).len(), sent_before);
+    assert!(h.dispatcher.is_draining());
+    h.serve_all(0);
+    assert_eq!(h.stopped(), [0]);
+    h.exited(0);
+    let Some(Outcome::Aborted { reason }) = h.dispatcher.outcome() else {
+        panic!("{:?}", h.dispatcher.outcome())
+    };
+    assert!(reason.contains("max_failed"), "{reason}");
+    assert!(reason.starts_with("2 chunks failed for good"), "{reason}");
+}
+
+#[test]
+fn a_share_of_max_failed_is_judged_once_enough_chunks_finished() {
+    let mut settings = settings(1);
+    settings.retries = 0;
+    // 25%: judged from the fourth finished chunk on.
+    settings.max_failed = Some(crate::config::MaxFailed::Share {
+        per_million: 250_000,
+    });
+    let mut h = Harness::new(settings, 20);
+    h.hello(0);
+    h.message(
+        0,
+        WorkerMessage::Failed(Failed {
+            index: 0,
+            error: "boom",
+        }),
+    );
+    assert!(!h.dispatcher.is_draining(), "one of one is no sample");
+    for index in 1..3 {
+        h.done(0, index);
+    }
+    assert!(!h.dispatcher.is_draining());
+    h.message(
+        0,
+        WorkerMessage::Failed(Failed {
+            index: 3,
+            error: "boom",
+        }),
+    );
+    // 2 of 4 finished failed: past 25%.
+    assert!(h.dispatcher.is_draining());
+}

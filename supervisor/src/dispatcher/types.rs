@@ -192,6 +192,12 @@ pub enum RunEvent<'a> {
         signal: i32,
         in_flight: usize,
     },
+    /// `max_failed` was passed: no chunk starts any more, those in flight
+    /// finish, and the run aborts with `reason`.
+    Tripped {
+        reason: &'a str,
+        in_flight: usize,
+    },
     /// Chunks still in flight are being cancelled (drain timeout or a second signal).
     Cancelling {
         in_flight: usize,

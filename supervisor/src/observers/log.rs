@@ -56,6 +56,9 @@ pub fn log(event: &RunEvent<'_>) {
             "chunk failed, will retry: {error}"
         ),
         RunEvent::Aborting { reason } => warn!("aborting: {reason}"),
+        RunEvent::Tripped { reason, in_flight } => warn!(
+            "{reason}: no new chunks start, {in_flight} in flight may finish, then the run aborts"
+        ),
         RunEvent::DrainStarted { signal, in_flight } => {
             let name = signals::name(signal);
             warn!(

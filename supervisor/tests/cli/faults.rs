@@ -493,3 +493,50 @@ fn a_command_found_elsewhere_on_path_still_resumes() {
     assert_exactly_once(&read_records(&scenario.path("shimmed.jsonl")), 20);
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn past_max_failed_the_run_drains_and_aborts_with_the_failed_file_complete() {
+    let scenario = Scenario::new();
+    let faults: Vec<String> = (1..40).step_by(2).map(|i| format!("fail:{i}")).collect();
+    let mut args = vec!["--slow-ms", "20"];
+    for fault in &faults {
+        args.extend(["--fault", fault]);
+    }
+    let job = scenario.job(
+        "breaker.toml",
+        &squares_job(
+            40_000,
+            1000,
+            &args,
+            "retries = 0\n\n[supervisor]\nmax_failed = 2",
+        ),
+    );
+    let report = scenario.path("report.json");
+    let finished = scenario.run(&[
+        "-w",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+        job.to_str().unwrap(),
+    ]);
+    finished.expect_code(3);
+    assert!(
+        finished.stderr.contains("max_failed"),
+        "{}",
+        finished.stderr
+    );
+    let report = read_json(&report);
+    let failed = report["chunks"]["failed"].as_u64().unwrap();
+    assert!(failed >= 3, "{report:#}");
+    let listed = std::fs::read_to_string(scenario.path(".supervisor/breaker/failed.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(listed, failed, "the failed file lists every failure");
+    let done = read_records(&scenario.path("breaker.jsonl")).len() as u64;
+    assert!(
+        done + failed < 40,
+        "dispatch went on: {done} done, {failed} failed"
+    );
+    scenario.assert_no_survivors();
+}
