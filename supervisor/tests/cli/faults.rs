@@ -540,3 +540,43 @@ fn past_max_failed_the_run_drains_and_aborts_with_the_failed_file_complete() {
     );
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn records_on_stdout_arrive_as_chunks_finish_not_at_the_end() {
+    use std::io::BufRead as _;
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "piped.toml",
+        &squares_job(
+            20_000,
+            1000,
+            &["--slow-ms", "200"],
+            "[output]\npath = \"-\"",
+        ),
+    );
+    let (mark, value) = scenario.mark_env();
+    let mut child = std::process::Command::new(crate::harness::supervisor_bin())
+        .args(["-w", "2", job.to_str().unwrap()])
+        .current_dir(scenario.dir())
+        .env(mark, value)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"index\":"), "{first}");
+    // Twenty chunks of 200 ms on two workers take two seconds at least: a
+    // record read while the supervisor still runs was not held to the end.
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "the first record came only at the end"
+    );
+    let rest: Vec<String> = stdout.lines().map(Result::unwrap).collect();
+    assert_eq!(rest.len(), 19);
+    assert!(child.wait().unwrap().success());
+    scenario.assert_no_survivors();
+}
