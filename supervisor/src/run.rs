@@ -308,7 +308,7 @@ async fn reap(updates: &mut mpsc::Receiver<WorkerUpdate>, workers: &mut WorkerPo
             Ok(Some(WorkerUpdate {
                 slot,
                 generation,
-                kind: UpdateKind::Exited(_),
+                kind: UpdateKind::Exited { .. },
                 ..
             })) => workers.forget(slot, generation),
             Ok(Some(_)) => {}
@@ -344,7 +344,7 @@ fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Ed
         UpdateKind::Disconnected => {
             dispatcher.handle(Event::Disconnected { slot, generation }, now, edges);
         }
-        UpdateKind::Exited(status) => {
+        UpdateKind::Exited { status, last_words } => {
             // The handle goes first: the dispatcher may start a successor in
             // the same slot while it handles the exit.
             edges.workers.forget(slot, generation);
@@ -352,6 +352,7 @@ fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Ed
                 slot,
                 generation,
                 status,
+                last_words,
             };
             dispatcher.handle(event, now, edges);
         }

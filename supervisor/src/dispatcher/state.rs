@@ -95,6 +95,9 @@ pub struct Dispatcher {
     pub(super) in_flight: usize,
     pub(super) counts: Counts,
     pub(super) phase: RunPhase,
+    /// Some worker of this run has said hello: a worker that dies before
+    /// its hello is no longer proof that none can start.
+    pub(super) ever_ready: bool,
 }
 
 impl Dispatcher {
@@ -126,6 +129,7 @@ impl Dispatcher {
             in_flight: 0,
             counts,
             phase: RunPhase::Running,
+            ever_ready: false,
         }
     }
 
@@ -223,7 +227,8 @@ impl Dispatcher {
                 error,
             } => {
                 if self.is_current(slot, generation) {
-                    self.exited(slot, &format!("could not be started: {error}"), now, fx);
+                    let status = format!("could not be started: {error}");
+                    self.exited(slot, &status, "", now, fx);
                 }
             }
             Event::Message {
@@ -255,9 +260,10 @@ impl Dispatcher {
                 slot,
                 generation,
                 status,
+                last_words,
             } => {
                 if self.is_current(slot, generation) {
-                    self.exited(slot, &status, now, fx);
+                    self.exited(slot, &status, &last_words, now, fx);
                 }
             }
             Event::Tick => self.tick(now, fx),
@@ -333,6 +339,7 @@ impl Dispatcher {
                     );
                     return self.abort(reason, now, fx);
                 }
+                self.ever_ready = true;
                 let s = &mut self.slots[slot];
                 s.phase = SlotPhase::Ready;
                 let welcome = SupervisorMessage::Welcome(Welcome {

@@ -44,6 +44,8 @@ pub enum Event<'a> {
         slot: usize,
         generation: Generation,
         status: String,
+        /// The last lines it wrote to stderr: why it died, often.
+        last_words: String,
     },
     /// A deadline from [`Dispatcher::next_deadline`](super::Dispatcher::next_deadline)
     /// may have passed.
@@ -271,6 +273,9 @@ impl Counts {
         self.done + self.failed + self.cancelled
     }
 }
+
+/// Introduces, in an error, the last lines a worker wrote to stderr.
+pub const LAST_WORDS: &str = "; its last words on stderr:\n";
 
 /// A duration the way messages show it: `1m 30s`.
 pub fn humanize(duration: Duration) -> String {

@@ -580,3 +580,23 @@ fn records_on_stdout_arrive_as_chunks_finish_not_at_the_end() {
     assert!(child.wait().unwrap().success());
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn a_worker_that_cannot_start_ends_the_run_at_once_with_what_it_said() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "broken.toml",
+        "[source]\nrange = { start = 0, end = 10 }\nchunk = 1\n\n\
+         [worker]\ncommand = [\"python3\", \"-c\", \"import no_such_module_here\"]\n",
+    );
+    let finished = scenario.run(&["-w", "2", job.to_str().unwrap()]);
+    finished.expect_code(3);
+    let stderr = &finished.stderr;
+    assert!(stderr.contains("could not start (exit status 1)"), "{stderr}");
+    assert!(
+        stderr.contains("ModuleNotFoundError: No module named 'no_such_module_here'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("workers crashed"), "{stderr}");
+    scenario.assert_no_survivors();
+}
