@@ -71,6 +71,11 @@ pub enum Command {
         #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
 
+        /// Also start one worker, greet it and stop it, to see that it can
+        /// start (exit 2, with what it said, when it cannot)
+        #[arg(long)]
+        start: bool,
+
         /// The job file
         #[arg(value_name = "JOB.toml")]
         job: PathBuf,

@@ -592,11 +592,40 @@ fn a_worker_that_cannot_start_ends_the_run_at_once_with_what_it_said() {
     let finished = scenario.run(&["-w", "2", job.to_str().unwrap()]);
     finished.expect_code(3);
     let stderr = &finished.stderr;
-    assert!(stderr.contains("could not start (exit status 1)"), "{stderr}");
+    assert!(
+        stderr.contains("could not start (exit status 1)"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("ModuleNotFoundError: No module named 'no_such_module_here'"),
         "{stderr}"
     );
     assert!(!stderr.contains("workers crashed"), "{stderr}");
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn check_start_tries_one_worker_and_says_what_stopped_it() {
+    let scenario = Scenario::new();
+    let good = scenario.job("good.toml", &squares_job(10, 1, &[], ""));
+    let checked = scenario.run(&["check", "--start", good.to_str().unwrap()]);
+    checked.expect_code(0);
+    let plan = String::from_utf8_lossy(&checked.stdout);
+    assert!(plan.contains("start: a worker started (pid "), "{plan}");
+
+    let bad = scenario.job(
+        "bad.toml",
+        "[source]\nrange = { start = 0, end = 10 }\n\n\
+         [worker]\ncommand = [\"python3\", \"-c\", \"import no_such_module_here\"]\n",
+    );
+    let checked = scenario.run(&["check", "--start", bad.to_str().unwrap()]);
+    checked.expect_code(2);
+    let plan = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        plan.contains("start: the worker could not start (exit status 1)")
+            && plan.contains("ModuleNotFoundError: No module named 'no_such_module_here'"),
+        "{plan}"
+    );
+    assert!(!scenario.path(".supervisor").exists(), "check wrote state");
     scenario.assert_no_survivors();
 }
