@@ -29,7 +29,7 @@ use crate::observers::progress::Progress;
 use crate::observers::report::{Report, ReportCollector, ReportInput};
 use crate::signals::Escalation;
 use crate::store::{self, FileSpill};
-use crate::workers::{UpdateKind, WorkerPool, WorkerUpdate, frame_events};
+use crate::workers::{self, UpdateKind, WorkerPool, WorkerUpdate, frame_events};
 
 /// Why a run could not be set up.
 #[derive(Debug)]
@@ -99,6 +99,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(20);
 /// A wait this much longer than the loop ever waits means the supervisor
 /// was stopped, not that workers were slow.
 const PAUSE: Duration = Duration::from_secs(1);
+/// How often the loop looks for what workers left behind.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long the end of a run waits for killed leftovers to be reaped.
+const SETTLE_ORPHANS: Duration = Duration::from_secs(2);
 /// How long the third signal waits for killed workers to be reaped.
 const REAP_AFTER_KILL: Duration = Duration::from_secs(2);
 
@@ -119,6 +123,12 @@ pub async fn run(
         })?),
         None => None,
     };
+    // What workers leave behind becomes ours to kill, not init's to keep.
+    if let Err(error) = workers::become_subreaper() {
+        warn!(
+            "cannot adopt what workers leave behind ({error}); a process a worker detaches may outlive the run"
+        );
+    }
     // Held for the whole run: a second supervisor on the same job is refused.
     let lock = journal::lock_state(&job.state_dir).map_err(|e| SetupError::Refused(e.into()))?;
     let assessment = assess::assess(job, options, Lock::Held);
@@ -157,6 +167,7 @@ pub async fn run(
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut escalation = Escalation::default();
+    let mut last_sweep = Instant::now();
     let outcome = loop {
         edges.deliver_spawn_events(&mut dispatcher);
         edges.workers.flush();
@@ -188,6 +199,11 @@ pub async fn run(
             dispatcher.postpone_deadlines(gap.saturating_sub(HOUSEKEEPING));
         }
         match woke {
+            Woke::Update(update) if matches!(update.kind, UpdateKind::Exited { .. }) => {
+                take_update(update, &mut dispatcher, &mut edges);
+                // Whatever the worker left behind is ours by now.
+                workers::sweep_orphans();
+            }
             Woke::Update(update) => {
                 take_update(update, &mut dispatcher, &mut edges);
                 for _ in 0..UPDATE_BATCH {
@@ -210,6 +226,10 @@ pub async fn run(
                 dispatcher.handle(Event::SourceReady, Instant::now(), &mut edges);
             }
             Woke::Housekeeping => {
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = Instant::now();
+                    workers::sweep_orphans();
+                }
                 let pids: Vec<(usize, u32)> = edges.workers.pids().collect();
                 let snapshot = Snapshot {
                     counts: dispatcher.counts(),
@@ -240,6 +260,7 @@ pub async fn run(
         }
     };
 
+    settle_orphans().await;
     let Edges {
         store,
         mut observers,
@@ -296,6 +317,16 @@ enum Woke {
     SourceReady,
     Housekeeping,
     Signal(i32),
+}
+
+/// Kills what the workers left behind and waits, briefly, until it is
+/// reaped: no process a worker started outlives the run.
+async fn settle_orphans() {
+    let deadline = tokio::time::Instant::now() + SETTLE_ORPHANS;
+    while workers::sweep_orphans() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    workers::sweep_orphans();
 }
 
 /// Waits, briefly, for the tasks of killed workers to reap them, so that
