@@ -90,7 +90,9 @@ pub fn describe(job: &Job, assessment: &Assessment) -> String {
 fn source(source: &Source) -> String {
     match source {
         Source::Range { start, end } => format!("range [{start}, {end})"),
-        Source::File { input, delimiter } => format!(
+        Source::File {
+            input, delimiter, ..
+        } => format!(
             "file {} ({}), records end with {}",
             input.path.display(),
             bytes(input.size),
@@ -346,9 +348,11 @@ command = ["/bin/sh", "-c", "true"]
     }
 
     #[test]
-    fn a_file_source_is_described_without_reading_it() {
+    fn a_file_source_is_described_with_its_size_delimiter_and_count() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("in.txt"), vec![b'x'; 5000]).unwrap();
+        // 50 records of 100 bytes: cut near 2048 and 4096, three chunks.
+        let record = [vec![b'x'; 98], b"\r\n".to_vec()].concat();
+        std::fs::write(dir.path().join("in.txt"), record.repeat(50)).unwrap();
         let path = dir.path().join("cut.toml");
         std::fs::write(
             &path,

@@ -413,9 +413,14 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
             let never = Arc::new(Notify::new());
             return Ok((Box::new(RangeChunks::new(*start, *end, job.chunk)), never));
         }
-        Source::File { input, delimiter } => Box::new(
+        Source::File {
+            input,
+            delimiter,
+            chunks,
+        } => Box::new(
             FileChunks::open(&input.path, delimiter.clone(), job.chunk)
-                .map_err(|e| cannot_read(&input.path, e))?,
+                .map_err(|e| cannot_read(&input.path, e))?
+                .with_total(*chunks),
         ),
         Source::Lines { input, lines } => Box::new(
             LinesChunks::open(

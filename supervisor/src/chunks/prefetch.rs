@@ -242,7 +242,8 @@ mod tests {
         let file = temp_file(&text);
         let cut = |chunk| FileChunks::open(file.path(), b"\n".to_vec(), chunk).unwrap();
         let expected = all(&mut cut(997));
-        let mut prefetch = Prefetch::start(Box::new(cut(997))).unwrap();
+        let mut prefetch =
+            Prefetch::start(Box::new(cut(997).with_total(expected.len() as u64))).unwrap();
         assert_eq!(prefetch.total(), Some(expected.len() as u64));
         assert_eq!(drain(&mut prefetch), expected);
         assert_eq!(prefetch.error(), None);

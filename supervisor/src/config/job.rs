@@ -43,6 +43,9 @@ pub enum Source {
         input: InputFile,
         /// Never empty; `\n` by default.
         delimiter: Vec<u8>,
+        /// Counted when the job was loaded: no chunk is empty, so a record
+        /// longer than a chunk makes fewer, larger chunks.
+        chunks: u64,
     },
     /// One file, `chunk` lines per chunk.
     Lines {
@@ -64,11 +67,11 @@ pub struct InputFile {
 
 impl Source {
     /// How many chunks of `chunk` items the source is cut into: integers,
-    /// bytes or lines. Known without reading the input.
+    /// bytes or lines; a file's as counted at load.
     pub fn chunk_count(&self, chunk: u64) -> u64 {
         match self {
             Source::Range { start, end } => (end - start).div_ceil(chunk),
-            Source::File { input, .. } => input.size.div_ceil(chunk),
+            Source::File { chunks, .. } => *chunks,
             Source::Lines { lines, .. } => lines.div_ceil(chunk),
         }
     }

@@ -179,7 +179,24 @@ impl JobText<'_> {
                 None => b"\n".to_vec(),
             };
             let chunk = self.file_chunk(chunk.as_ref(), input.size)?;
-            (Source::File { input, delimiter }, file_span, chunk)
+            let most = crate::chunks::FileChunks::most_chunks(input.size, chunk);
+            if most > MAX_CHUNKS {
+                return Err(self.too_many_chunks(most, chunk_span.clone().unwrap_or(file_span)));
+            }
+            let chunks = crate::chunks::FileChunks::count(&input.path, delimiter.clone(), chunk)
+                .map_err(|e| {
+                    self.error(
+                        file.path.span(),
+                        "source.file.path",
+                        format!("cannot read {}: {e}", input.path.display()),
+                    )
+                })?;
+            let source = Source::File {
+                input,
+                delimiter,
+                chunks,
+            };
+            (source, file_span, chunk)
         } else if let Some(lines) = source.lines {
             let lines_span = lines.span();
             let lines = lines.into_inner();
@@ -223,16 +240,20 @@ impl JobText<'_> {
         };
         let chunks = source.chunk_count(chunk);
         if chunks > MAX_CHUNKS {
-            return Err(self.error(
-                chunk_span.unwrap_or(source_span),
-                "source.chunk",
-                format!(
-                    "{chunks} chunks is more than the {MAX_CHUNKS} a job may have \
-                     (resume keeps a bit per chunk): use larger chunks"
-                ),
-            ));
+            return Err(self.too_many_chunks(chunks, chunk_span.unwrap_or(source_span)));
         }
         Ok((source, chunk))
+    }
+
+    fn too_many_chunks(&self, chunks: u64, span: Range<usize>) -> ConfigError {
+        self.error(
+            span,
+            "source.chunk",
+            format!(
+                "{chunks} chunks is more than the {MAX_CHUNKS} a job may have \
+                 (resume keeps a bit per chunk): use larger chunks"
+            ),
+        )
     }
 
     /// The input file of a `file` or `lines` source: it must exist, be a
