@@ -216,7 +216,7 @@ stdin = "chunk"
 #[test]
 fn a_command_that_fails_on_one_chunk_fails_that_chunk_alone() {
     let scenario = Scenario::new();
-    let input = text_file(&scenario.path("input.txt"), 2000, true);
+    text_file(&scenario.path("input.txt"), 2000, true);
     let job = scenario.job(
         "flaky.toml",
         r#"
