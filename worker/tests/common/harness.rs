@@ -189,8 +189,19 @@ impl Worker {
                 return Ok(Some(owned(message)));
             }
             let socket = self.socket.as_mut().expect("the socket is closed");
-            if !self.frames.fill_from(socket)? {
-                return Ok(None);
+            match self.frames.fill_from(socket) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                // A worker killed while bytes it had not read were still
+                // queued for it resets the connection instead of closing it:
+                // either way it is gone, and nothing was half sent.
+                Err(ProtocolError::Io(e))
+                    if e.kind() == std::io::ErrorKind::ConnectionReset
+                        && !self.frames.has_partial_frame() =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
