@@ -171,6 +171,15 @@ impl Worker {
         self.socket().write_all(bytes).expect("write to the worker");
     }
 
+    /// As [`Worker::send`], for a worker that may have exited already.
+    pub fn try_send(&mut self, messages: &[SupervisorMessage]) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for m in messages {
+            encode_frame(m, &mut bytes).unwrap();
+        }
+        self.socket().write_all(&bytes)
+    }
+
     /// The next message, or `None` at a clean end of stream.
     pub fn recv(&mut self) -> Option<Reply> {
         self.try_recv()
