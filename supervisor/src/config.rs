@@ -2,6 +2,7 @@
 //! with every error pointing at a file, line, column and key.
 
 mod error;
+mod exec;
 mod job;
 mod paths;
 mod raw;

@@ -115,6 +115,10 @@ fn bad_fixtures_with_a_known_location() {
         ("memory_limit_too_small", 6, 16, "worker.memory_limit"),
         ("memory_limit_integer", 6, 16, "worker.memory_limit"),
         ("drain_timeout_zero", 8, 17, "supervisor.drain_timeout"),
+        ("exec_path_needs_file", 5, 35, "worker.exec"),
+        ("line_placeholder_renamed", 5, 17, "worker.exec"),
+        ("item_chunk_not_one", 3, 9, "source.chunk"),
+        ("success_exit_out_of_range", 7, 23, "worker.success_exit"),
     ];
     for (name, line, column, key) in cases {
         let path = Path::new(BAD).join(format!("{name}.toml"));

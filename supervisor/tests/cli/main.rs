@@ -4,6 +4,7 @@
 
 mod drain;
 mod harness;
+mod items;
 mod metrics;
 mod progress;
 mod python;
