@@ -97,6 +97,11 @@ impl<'a> Feed<'a> {
             0 => Err(Stop::Input(self.short())),
             1.. => {
                 self.at += n.unsigned_abs() as u64;
+                if n.unsigned_abs() < len.min(1 << 30) {
+                    // The pipe is full: splicing again now would only chase
+                    // the reader a few KiB at a time.
+                    return Err(Stop::Blocked);
+                }
                 Ok(())
             }
             _ => {
@@ -137,6 +142,9 @@ impl<'a> Feed<'a> {
         let n = unsafe { libc::write(pipe.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
         if n >= 0 {
             self.sent += n.unsigned_abs();
+            if n.unsigned_abs() < rest.len() {
+                return Err(Stop::Blocked);
+            }
             return Ok(());
         }
         let e = io::Error::last_os_error();

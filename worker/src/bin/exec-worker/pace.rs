@@ -8,8 +8,9 @@
 //! moving the bytes. While bytes stream, the worker instead sleeps a little
 //! between turns and moves whatever piled up in one go: the nap is tuned so a
 //! turn finds the pipes about half way, neither starving the command nor
-//! waking for crumbs. When little moves (a slow or idle command) it goes back
-//! to waiting for the pipes themselves, which then wake it seldom.
+//! waking for crumbs. When next to nothing moves even at the longest nap (a
+//! slow or idle command) it goes back to waiting for the pipes themselves,
+//! which then wake it seldom.
 
 use std::time::Duration;
 
@@ -37,14 +38,15 @@ impl Pace {
     /// After a turn that moved `moved` bytes through the busier pipe: how
     /// long to sleep before the next turn, or `None` to wait on the pipes.
     pub fn after(&mut self, moved: usize) -> Option<Duration> {
-        if moved < self.capacity / 16 {
-            return None;
-        }
         if moved >= self.capacity * 3 / 4 {
             // The pipe was (nearly) full or empty: the command may have waited.
             self.nap = (self.nap / 2).max(MIN_NAP);
         } else if moved < self.capacity / 4 {
             self.nap = (self.nap * 2).min(MAX_NAP);
+        }
+        if self.nap == MAX_NAP && moved < self.capacity / 256 {
+            // Idle or slow: waking at each write costs little now.
+            return None;
         }
         Some(self.nap)
     }
@@ -57,10 +59,15 @@ mod tests {
     const MIB: usize = 1 << 20;
 
     #[test]
-    fn crumbs_mean_waiting_on_the_pipes() {
+    fn an_idle_command_soon_means_waiting_on_the_pipes() {
         let mut pace = Pace::new(MIB);
-        assert_eq!(pace.after(0), None);
-        assert_eq!(pace.after(8 * 1024), None);
+        let naps: Vec<_> = std::iter::repeat_with(|| pace.after(0)).take(8).collect();
+        assert_eq!(naps[0], Some(FIRST_NAP * 2));
+        assert!(naps.contains(&None), "{naps:?}");
+        assert_eq!(naps.last(), Some(&None));
+        // Bytes streaming again bring the naps back.
+        assert_eq!(pace.after(MIB / 2), Some(MAX_NAP));
+        assert_eq!(pace.after(MIB), Some(MAX_NAP / 2));
     }
 
     #[test]

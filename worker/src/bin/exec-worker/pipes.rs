@@ -92,7 +92,7 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<Read>
 }
 
 /// Appends what `fd` has now to `out`, growing it as needed but never past
-/// `limit` bytes; stops at `budget` bytes for this call. Returns whether the
+/// `limit` bytes; stops once it has emptied the pipe, or at `budget` bytes. Returns whether the
 /// stream ended, or `None` when it holds more than `limit` allows.
 pub fn read_capped(
     fd: BorrowedFd<'_>,
@@ -120,6 +120,11 @@ pub fn read_capped(
                 // SAFETY: read initialised the first `n` spare bytes.
                 unsafe { out.set_len(out.len() + n) };
                 taken += n;
+                if n < room {
+                    // The pipe was emptied: reading again now would only
+                    // chase the writer a few KiB at a time.
+                    return Ok(Some(false));
+                }
             }
             Read::End => return Ok(Some(true)),
             Read::Empty => return Ok(Some(false)),
