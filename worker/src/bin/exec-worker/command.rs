@@ -3,10 +3,11 @@
 //! output cannot fit in an answer.
 //!
 //! One thread does it all: the handler's, in one `poll` over the command's
-//! three pipes and its pidfd, waking every [`CANCEL_POLL`] to look at the
-//! cancel flag. No helper threads, no copies but the ones the kernel makes:
-//! the chunk's bytes are spliced from the input file into stdin, and stdout
-//! is read straight into the buffer the answer is sent from.
+//! three pipes and its pidfd (while bytes stream, a short nap between turns
+//! instead: see [`crate::pace`]), waking at least every [`CANCEL_POLL`] to
+//! look at the cancel flag. No helper threads, and no copies but the ones the
+//! kernel makes: the chunk's bytes are spliced from the input file into
+//! stdin, and stdout is read straight into the buffer the answer is sent from.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
