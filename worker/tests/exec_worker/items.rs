@@ -202,3 +202,28 @@ fn grep_without_a_match_succeeds_with_success_exit() {
         "`/bin/grep` exited with status 1"
     );
 }
+
+#[test]
+fn a_chunk_too_large_for_one_command_line_fails_saying_so() {
+    // No single argument may pass 128 KiB, whatever the other limits.
+    let long = "x".repeat(200_000);
+    let (file, ranges) = lines_file(&["short", &long]);
+    let mut w = spawn(&["--", "/bin/echo", "{items}"]);
+    w.handshake(lines_input(&file));
+    w.send(&[
+        assign_from(0, ranges[0].0, ranges[1].1, 1, 0),
+        assign_from(1, ranges[0].0, ranges[0].1, 1, 0),
+    ]);
+    let error = w.recv().unwrap().failure(0);
+    assert!(
+        error.starts_with(
+            "cannot run `/bin/echo`: its command line (3 words, 200017 bytes) is longer"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.ends_with("one word passes 128 KiB (E2BIG); use a smaller `chunk`"),
+        "{error}"
+    );
+    assert_eq!(w.recv(), Some(Reply::done(1, "short\n")));
+}

@@ -374,10 +374,10 @@ impl Exec {
 
     fn spawn_error(&self, source: io::Error) -> ExecError {
         if source.raw_os_error() == Some(libc::E2BIG) {
-            let count = self.argv.len().saturating_sub(1);
             return ExecError::TooManyArguments {
                 program: self.name.clone(),
-                count,
+                words: self.argv.len(),
+                bytes: self.argv.bytes(),
             };
         }
         ExecError::Spawn {

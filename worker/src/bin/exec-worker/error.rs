@@ -24,10 +24,14 @@ pub enum ExecError {
     #[error("cannot run `{program}`: {source}")]
     Spawn { program: String, source: io::Error },
     #[error(
-        "cannot run `{program}`: its {count} arguments are more than the system takes in one \
-         command line (E2BIG); use a smaller `chunk`"
+        "cannot run `{program}`: its command line ({words} words, {bytes} bytes) is longer \
+         than the system takes, or one word passes 128 KiB (E2BIG); use a smaller `chunk`"
     )]
-    TooManyArguments { program: String, count: usize },
+    TooManyArguments {
+        program: String,
+        words: usize,
+        bytes: usize,
+    },
     #[error("`{program}` exited with status {code}{stderr}")]
     Exited {
         program: String,

@@ -52,6 +52,14 @@ impl CStrings {
         self.strings.len()
     }
 
+    /// Their bytes, each string's terminating NUL included, as `execve` counts them.
+    pub fn bytes(&self) -> usize {
+        self.strings
+            .iter()
+            .map(|s| s.as_bytes_with_nul().len())
+            .sum()
+    }
+
     pub fn clear(&mut self) {
         self.strings.clear();
     }
