@@ -124,6 +124,10 @@ fn bad_fixtures_with_a_known_location() {
         ),
         ("max_failed_not_a_count", 8, 14, "supervisor.max_failed"),
         ("output_is_the_job_file", 8, 8, "output.path"),
+        ("exec_path_needs_file", 5, 35, "worker.exec"),
+        ("line_placeholder_renamed", 5, 17, "worker.exec"),
+        ("item_chunk_not_one", 3, 9, "source.chunk"),
+        ("success_exit_out_of_range", 7, 23, "worker.success_exit"),
     ];
     for (name, line, column, key) in cases {
         let path = Path::new(BAD).join(format!("{name}.toml"));

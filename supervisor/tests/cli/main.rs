@@ -5,6 +5,7 @@
 mod drain;
 mod faults;
 mod harness;
+mod items;
 mod metrics;
 mod progress;
 mod python;

@@ -15,7 +15,7 @@ use crate::harness::{Scenario, read_records};
 /// A text file of `lines` lines of varying length, with a few lines far
 /// longer than the chunks the tests use, and (when `trailing` is false) a
 /// last line without its newline.
-fn text_file(path: &Path, lines: usize, trailing: bool) -> Vec<u8> {
+pub fn text_file(path: &Path, lines: usize, trailing: bool) -> Vec<u8> {
     let mut text = Vec::new();
     let mut state = 0x9e37_79b9_u32;
     for i in 0..lines {
@@ -39,7 +39,7 @@ fn text_file(path: &Path, lines: usize, trailing: bool) -> Vec<u8> {
 
 /// What `program args…` prints with `input` on its stdin: the serial run
 /// the parallel one must match.
-fn serial(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+pub fn serial(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
@@ -172,7 +172,7 @@ lines = { path = "input.txt" }
 chunk = 1000
 
 [worker]
-exec = ["sh", "-c", "head -n 1 | cut -d: -f1 | tr '\n' ' '; echo \"$0\"", "{line}"]
+exec = ["sh", "-c", "head -n 1 | cut -d: -f1 | tr '\n' ' '; echo \"$0\"", "{first_line}"]
 stdin = "chunk"
 "#,
     );

@@ -172,6 +172,10 @@ impl Worker {
     }
 
     /// As [`Worker::send`], for a worker that may have exited already.
+    #[allow(
+        dead_code,
+        reason = "only the init tests send to a worker that may be gone"
+    )]
     pub fn try_send(&mut self, messages: &[SupervisorMessage]) -> std::io::Result<()> {
         let mut bytes = Vec::new();
         for m in messages {
