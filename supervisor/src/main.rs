@@ -9,10 +9,11 @@ use supervisor::assess::{self, Lock, Options};
 use supervisor::cli::{Cli, Command};
 use supervisor::dispatcher::Outcome;
 use supervisor::logging::{self, LogFormat};
+use supervisor::merge::{self, MergeError, MergeOptions, Merged};
 use supervisor::observers::progress::{Progress, ProgressMode};
 use supervisor::observers::report;
 use supervisor::run::{Reporting, RunEnd, RunSummary, SetupError, run};
-use supervisor::{config, generate, plan, signals};
+use supervisor::{config, generate, plan, shard, signals};
 
 /// The contract's exit statuses.
 mod exit {
@@ -41,8 +42,13 @@ fn main() -> ExitCode {
         Some(_) => Progress::new(ProgressMode::Never),
     };
     logging::init(cli.run.log_format, &progress);
-    let (job_path, workers, check_only) = match cli.command {
-        Some(Command::Check { workers, job }) => (job, workers, true),
+    let (job_path, workers, shard, check_only) = match cli.command {
+        Some(Command::Check {
+            workers,
+            shard,
+            job,
+        }) => (job, workers, shard, true),
+        Some(Command::Merge { shards, job }) => return merge_shards(&job, MergeOptions { shards }),
         Some(Command::Completions { shell }) => {
             return printed(generate::completions(shell, &mut std::io::stdout().lock()));
         }
@@ -50,10 +56,23 @@ fn main() -> ExitCode {
         None => (
             cli.run.job.expect("clap requires the job file"),
             cli.run.workers,
+            cli.run.shard,
             false,
         ),
     };
     let job = match config::load(&job_path, workers.map(usize::from)) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    // `--shard`, else a scheduler's array task; the job's own files otherwise.
+    let chosen = shard::choose(shard, |name| std::env::var(name).ok());
+    let job = match chosen.and_then(|chosen| match chosen {
+        Some(chosen) => shard::for_shard(job, chosen),
+        None => Ok(job),
+    }) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
@@ -146,6 +165,71 @@ fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat) {
             LogFormat::Json => tracing::info!(target: "summary", "{line}"),
         }
     }
+}
+
+/// `supervisor merge`: 0 when every chunk is in the merged output, 1 when
+/// some failed for good in their shards, 2 when the shards do not add up to
+/// the job (nothing written), 3 when the merged files cannot be written.
+fn merge_shards(job_path: &std::path::Path, options: MergeOptions) -> ExitCode {
+    let job = match config::load(job_path, None) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    match merge::merge(&job, options) {
+        Ok(merged) => {
+            eprint!("{}", merge_summary(&job.name, &merged));
+            ExitCode::from(if merged.failed > 0 {
+                exit::SOME_FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Err(MergeError::Refused(lines)) => {
+            for line in lines {
+                eprintln!("error: {line}");
+            }
+            eprintln!("nothing was written");
+            ExitCode::from(exit::BAD_INPUT)
+        }
+        Err(error @ MergeError::Failed(_)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(exit::ABORTED)
+        }
+    }
+}
+
+fn merge_summary(name: &str, merged: &Merged) -> String {
+    let seconds = merged.elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 {
+        let per_second = (merged.bytes as f64 / seconds) as u64;
+        format!(" ({}/s)", bytesize::ByteSize(per_second).display().si())
+    } else {
+        String::new()
+    };
+    let what = if merged.shards == 1 {
+        "the job ran whole (shard 0 of 1), nothing to merge".to_owned()
+    } else {
+        format!("merged {} shards", merged.shards)
+    };
+    let mut text = format!(
+        "{name}: {what}: {} of {} chunks done, {} failed; {} in {seconds:.2}s{rate}; \
+         output: {}\n",
+        merged.done,
+        merged.chunks,
+        merged.failed,
+        bytesize::ByteSize(merged.bytes).display().si(),
+        merged.output.display()
+    );
+    if let Some(failed) = &merged.failed_file {
+        text.push_str(&format!(
+            "failed chunks are listed in {}\n",
+            failed.display()
+        ));
+    }
+    text
 }
 
 fn printed(result: std::io::Result<()>) -> ExitCode {

@@ -42,6 +42,13 @@ pub struct FileChunks {
     next_index: u64,
     /// `boundary(next_index)`, kept so each boundary is searched for once.
     next_start: u64,
+    /// The first index given and the one past the last: `0..count`, or a
+    /// shard's block.
+    first: u64,
+    stop: u64,
+    /// `next_start` is still to be found: a block that starts past chunk 0
+    /// begins at `boundary(first)`, searched for on the cutting thread.
+    seek: bool,
     /// The window of the file last read, `[base, base + filled)`, reused when
     /// the next search starts inside it: with chunks smaller than a block,
     /// most boundaries cost no read at all. `block_size + delimiter_len - 1`
@@ -73,6 +80,9 @@ impl FileChunks {
             count: Self::chunk_count(size, chunk),
             next_index: 0,
             next_start: 0,
+            first: 0,
+            stop: Self::chunk_count(size, chunk),
+            seek: false,
             buf: vec![0; BLOCK_SIZE + delimiter_len - 1],
             base: 0,
             filled: 0,
@@ -86,6 +96,17 @@ impl FileChunks {
         assert!(block_size > 0, "block size must be positive");
         self.buf = vec![0; block_size + self.delimiter_len - 1];
         self.filled = 0;
+        self
+    }
+
+    /// Gives only the chunks with indices in `block` (a shard's). Each
+    /// boundary depends on the file alone, not on the chunks before it, so
+    /// the block's first chunk starts where the whole file's would.
+    pub fn within(mut self, block: std::ops::Range<u64>) -> Self {
+        self.stop = block.end.min(self.count);
+        self.first = block.start.min(self.stop);
+        self.next_index = self.first;
+        self.seek = self.first > 0 && self.first < self.stop;
         self
     }
 
@@ -138,8 +159,18 @@ impl FileChunks {
 
 impl Cutter for FileChunks {
     fn next_chunk(&mut self) -> Option<ChunkSpec> {
-        if self.error.is_some() || self.next_index >= self.count {
+        if self.error.is_some() || self.next_index >= self.stop {
             return None;
+        }
+        if self.seek {
+            self.seek = false;
+            match self.find_boundary(self.first * self.chunk) {
+                Ok(start) => self.next_start = start,
+                Err(e) => {
+                    self.error = Some(format!("cannot read {}: {e}", self.path.display()));
+                    return None;
+                }
+            }
         }
         let index = self.next_index;
         let start = self.next_start;
@@ -173,11 +204,15 @@ impl Cutter for FileChunks {
     }
 
     fn total(&self) -> Option<u64> {
-        Some(self.count)
+        Some(self.stop - self.first)
     }
 
     fn error(&self) -> Option<&str> {
         self.error.as_deref()
+    }
+
+    fn first(&self) -> u64 {
+        self.first
     }
 }
 
@@ -420,6 +455,30 @@ mod tests {
                 }
             }
             prop_assert_eq!(expected_start, size);
+        }
+
+        #[test]
+        fn a_block_gives_the_whole_files_chunks(
+            contents in contents(),
+            delimiter in delimiter(),
+            chunk in 1u64..200,
+            block in block_size(),
+            first in 0u64..40,
+            len in 0u64..40,
+        ) {
+            let file = temp_file(&contents);
+            let open = || FileChunks::open(file.path(), delimiter.clone(), chunk)
+                .unwrap()
+                .with_block_size(block);
+            let whole = all(&mut open());
+            let mut part = open().within(first..first + len);
+            let total = part.total().unwrap();
+            let got = all(&mut part);
+            prop_assert_eq!(part.error(), None);
+            let end = ((first + len) as usize).min(whole.len());
+            let start = (first as usize).min(end);
+            prop_assert_eq!(total, (end - start) as u64);
+            prop_assert_eq!(got.as_slice(), &whole[start..end]);
         }
     }
 }

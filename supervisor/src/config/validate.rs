@@ -93,6 +93,7 @@ impl JobText<'_> {
             supervisor,
             output,
             state_dir,
+            shard: None,
         })
     }
 

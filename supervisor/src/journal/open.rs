@@ -2,12 +2,13 @@
 //! checked against the job, read back, and cut to its last whole record.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 use std::path::Path;
 
 use fixedbitset::FixedBitSet;
 
-use super::format::{BadRecord, EntryKind, MAGIC, RECORD_LEN, decode_record, encode_header};
+use super::format::{EntryKind, MAGIC, encode_header};
+use super::scan::Scan;
 use super::writer::JournalWriter;
 use super::{Fingerprint, JournalError};
 use crate::durable;
@@ -191,41 +192,22 @@ pub(super) fn read_back(
         .metadata()
         .map_err(JournalError::io("read the journal", path))?
         .len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let read_error = JournalError::io("read the journal", path);
-
-    let (stored, header_len) = read_header(&mut reader, path, file_len)?;
-    if stored.digest != fingerprint.digest {
+    let mut scan = Scan::new(file, path, file_len)?;
+    if scan.fingerprint.digest != fingerprint.digest {
         return Err(JournalError::Changed {
             dir: dir.to_path_buf(),
-            changes: stored.changes(fingerprint),
+            changes: scan.fingerprint.changes(fingerprint),
         });
     }
 
     let mut recovered = Recovered::empty(chunk_count);
-    let whole = (file_len - header_len) / RECORD_LEN as u64;
-    let mut bytes = [0; RECORD_LEN];
-    let mut read_failed = None;
-    for n in 0..whole {
-        if let Err(e) = reader.read_exact(&mut bytes) {
-            read_failed = Some(e);
-            break;
-        }
-        let entry = match decode_record(&bytes) {
-            Ok(entry) => entry,
-            Err(BadRecord::Checksum) => break,
-            Err(BadRecord::Invalid(reason)) => {
-                return Err(JournalError::corrupt(path, format!("record {n}: {reason}")));
-            }
-        };
+    while let Some(entry) = scan.next_entry()? {
         if entry.index >= chunk_count {
-            return Err(JournalError::corrupt(
-                path,
-                format!(
-                    "record {n} is for chunk {}, but the job has {chunk_count} chunks",
-                    entry.index
-                ),
-            ));
+            return Err(scan.corrupt(format!(
+                "record {} is for chunk {}, but the job has {chunk_count} chunks",
+                scan.records() - 1,
+                entry.index
+            )));
         }
         let index = entry.index as usize;
         match entry.kind {
@@ -241,19 +223,15 @@ pub(super) fn read_back(
                 recovered.done.set(index, false);
             }
         }
-        recovered.records += 1;
     }
-    if let Some(e) = read_failed {
-        return Err(read_error(e));
-    }
-    let kept = header_len + recovered.records * RECORD_LEN as u64;
-    recovered.torn_bytes = file_len - kept;
+    recovered.records = scan.records();
+    recovered.torn_bytes = scan.untrusted_bytes();
     Ok(recovered)
 }
 
 /// Reads and checks the header; returns the fingerprint in it and the
 /// header's length, where the records start.
-fn read_header(
+pub(super) fn read_header(
     reader: &mut impl Read,
     path: &Path,
     file_len: u64,

@@ -8,6 +8,7 @@ mod metrics;
 mod progress;
 mod python;
 mod report;
+mod shards;
 mod sources;
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ use crate::harness::{Scenario, read_records};
 /// A text file of `lines` lines of varying length, with a few lines far
 /// longer than the chunks the tests use, and (when `trailing` is false) a
 /// last line without its newline.
-fn text_file(path: &Path, lines: usize, trailing: bool) -> Vec<u8> {
+pub(super) fn text_file(path: &Path, lines: usize, trailing: bool) -> Vec<u8> {
     let mut text = Vec::new();
     let mut state = 0x9e37_79b9_u32;
     for i in 0..lines {
