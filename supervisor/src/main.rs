@@ -202,32 +202,45 @@ fn merge_shards(job_path: &std::path::Path, options: MergeOptions) -> ExitCode {
 }
 
 fn merge_summary(name: &str, merged: &Merged) -> String {
-    let seconds = merged.elapsed.as_secs_f64();
-    let rate = if seconds > 0.0 {
-        let per_second = (merged.bytes as f64 / seconds) as u64;
-        format!(" ({}/s)", bytesize::ByteSize(per_second).display().si())
-    } else {
-        String::new()
+    let size = |bytes: u64| bytesize::ByteSize(bytes).display().si().to_string();
+    let rate = |seconds: f64| {
+        if seconds > 0.0 {
+            format!("{}/s", size((merged.bytes as f64 / seconds) as u64))
+        } else {
+            "at once".to_owned()
+        }
     };
-    let what = if merged.shards == 1 {
-        "the job ran whole (shard 0 of 1), nothing to merge".to_owned()
+    if merged.shards == 1 {
+        return format!(
+            "{name}: the job ran whole (shard 0 of 1), nothing to merge: {} of {} chunks done, \
+             {} failed; output: {}\n",
+            merged.done,
+            merged.chunks,
+            merged.failed,
+            merged.output.display()
+        );
+    }
+    let seconds = merged.elapsed.as_secs_f64();
+    let copied = merged.copied.as_secs_f64();
+    let how = if merged.in_kernel {
+        "in the kernel"
     } else {
-        format!("merged {} shards", merged.shards)
+        "through a buffer"
     };
     let mut text = format!(
-        "{name}: {what}: {} of {} chunks done, {} failed; {} in {seconds:.2}s{rate}; \
-         output: {}\n",
+        "{name}: merged {} shards: {} of {} chunks done, {} failed; {} in {seconds:.2}s ({}), \
+         copied {how} in {copied:.2}s ({}), the rest syncing to disk; output: {}\n",
+        merged.shards,
         merged.done,
         merged.chunks,
         merged.failed,
-        bytesize::ByteSize(merged.bytes).display().si(),
+        size(merged.bytes),
+        rate(seconds),
+        rate(copied),
         merged.output.display()
     );
     if let Some(failed) = &merged.failed_file {
-        text.push_str(&format!(
-            "failed chunks are listed in {}\n",
-            failed.display()
-        ));
+        text.push_str(&format!("failed chunks are listed in {}\n", failed.display()));
     }
     text
 }

@@ -54,9 +54,10 @@ impl<R: Read> Scan<R> {
             return Ok(None);
         }
         let mut bytes = [0; RECORD_LEN];
-        self.reader
-            .read_exact(&mut bytes)
-            .map_err(JournalError::io("read the journal", &self.path))?;
+        // The error is made only when there is one: it copies the path.
+        if let Err(e) = self.reader.read_exact(&mut bytes) {
+            return Err(JournalError::io("read the journal", &self.path)(e));
+        }
         match decode_record(&bytes) {
             Ok(entry) => {
                 self.records += 1;

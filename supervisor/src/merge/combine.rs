@@ -48,6 +48,9 @@ pub struct Merged {
     pub failed_file: Option<PathBuf>,
     /// Whether the output's bytes were copied in the kernel throughout.
     pub in_kernel: bool,
+    /// From the start to the last byte copied: the rest of `elapsed` is
+    /// mostly the disk writing what was copied (fsync).
+    pub copied: Duration,
     pub elapsed: Duration,
 }
 
@@ -94,6 +97,7 @@ pub fn merge(job: &Job, options: MergeOptions) -> Result<Merged, MergeError> {
         output: output.clone(),
         failed_file: None,
         in_kernel: true,
+        copied: Duration::ZERO,
         elapsed: Duration::ZERO,
     };
     let mut copier = Copier::new();
@@ -101,6 +105,7 @@ pub fn merge(job: &Job, options: MergeOptions) -> Result<Merged, MergeError> {
         files.add(shard, &mut copier, &mut merged)?;
     }
     merged.in_kernel = copier.in_kernel();
+    merged.copied = started.elapsed();
     merged.failed_file = files.commit(job, merged.failed > 0)?;
     merged.elapsed = started.elapsed();
     Ok(merged)
@@ -152,6 +157,7 @@ fn whole(job: &Job, output: &Path, started: Instant) -> Result<Merged, MergeErro
         output: output.to_path_buf(),
         failed_file: (failed > 0).then(|| job.state_dir.join(FAILED_FILE)),
         in_kernel: true,
+        copied: Duration::ZERO,
         elapsed: started.elapsed(),
     })
 }

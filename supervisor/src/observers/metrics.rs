@@ -498,6 +498,27 @@ mod tests {
     }
 
     #[test]
+    fn a_shards_metrics_carry_its_shard() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let shard = JobShard {
+            shard: crate::shard::Shard::new(1, 4).unwrap(),
+            from: crate::shard::Scheduler::Slurm,
+            evidence: String::new(),
+        };
+        let metrics =
+            Metrics::install("127.0.0.1:0".parse().unwrap(), "part", Some(&shard)).unwrap();
+        let text = metrics.handle.render();
+        assert!(
+            text.contains(r#"supervisor_draining{job="part",shard="1/4"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_taken_address_is_an_error() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
