@@ -240,7 +240,10 @@ fn merge_summary(name: &str, merged: &Merged) -> String {
         merged.output.display()
     );
     if let Some(failed) = &merged.failed_file {
-        text.push_str(&format!("failed chunks are listed in {}\n", failed.display()));
+        text.push_str(&format!(
+            "failed chunks are listed in {}\n",
+            failed.display()
+        ));
     }
     text
 }

@@ -599,3 +599,59 @@ fn a_shard_from_slurm_runs_its_block_and_reports_it() {
     assert_eq!(report["chunks"]["done"], 5);
     assert!(!job.output().exists());
 }
+
+/// A merge killed at any moment leaves the job's earlier files or the whole
+/// merged ones: never a half output under the real name, never a journal
+/// without the output it vouches for. The moments are spread over the
+/// merge's run; whichever of them lands where, the check holds.
+#[test]
+fn a_merge_killed_at_any_moment_leaves_no_half_file_that_looks_whole() {
+    let scenario = Scenario::new();
+    let mut input = Vec::new();
+    let mut line = 0u64;
+    while input.len() < 24 << 20 {
+        input.extend_from_slice(
+            format!("line {line} {}\n", "x".repeat((line % 97) as usize)).as_bytes(),
+        );
+        line += 1;
+    }
+    std::fs::write(scenario.path("input.txt"), &input).unwrap();
+    let job = Job::new(
+        &scenario,
+        "copy",
+        "copy.txt",
+        "[source]\nfile = { path = \"input.txt\" }\nchunk = \"1MiB\"\n\n[worker]\nexec = [\"cat\"]\n\
+         stdin = \"chunk\"\n\n[output]\npath = \"copy.txt\"\nformat = \"raw\"\n",
+    );
+    job.run_shards(3);
+    let check = |moment: &str| {
+        let journal = job.state().join("journal");
+        match std::fs::read(job.output()) {
+            Ok(bytes) => assert!(
+                bytes == input,
+                "{moment}: the output is there but not whole"
+            ),
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{moment}");
+                assert!(!journal.exists(), "{moment}: a journal without its output");
+            }
+        }
+    };
+    for delay_ms in [0, 1, 3, 10, 30, 100, 200, 300] {
+        let merging = scenario.start(&["merge", job.file()]);
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        merging.signal(nix::sys::signal::Signal::SIGKILL);
+        let finished = merging.finish();
+        check(&format!("killed after {delay_ms} ms ({:?})", finished.code));
+    }
+    job.merge(&[]).expect_code(0);
+    check("merged");
+    assert!(job.state().join("journal").exists());
+    let leftovers: Vec<String> = std::fs::read_dir(scenario.dir())
+        .unwrap()
+        .chain(std::fs::read_dir(job.state()).unwrap())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
