@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
+use fixedbitset::FixedBitSet;
 
 use super::MergeError;
 use super::copy::Copier;
 use super::failed::lines_of;
 use super::find::shard_count;
-use super::prove::{Proven, prove};
+use super::prove::{Proven, prove, read_entries};
 use super::table::ChunkTable;
 use crate::config::{Job, OutputPath};
 use crate::durable::{self, Staged};
@@ -162,10 +163,113 @@ fn whole(job: &Job, output: &Path, started: Instant) -> Result<Merged, MergeErro
     })
 }
 
+/// One shard's chunks, taken in index order: each done chunk's record is
+/// copied (a run of records contiguous in the shard's output as one copy)
+/// and each chunk gets its record in the merged journal.
+struct Appender<'a> {
+    files: &'a mut Files,
+    shard: &'a Proven,
+    source: Option<&'a File>,
+    copier: &'a mut Copier,
+    merged: &'a mut Merged,
+    /// Records not copied yet: (offset in the shard's output, offset in the
+    /// merged output, length).
+    pending: Option<(u64, u64, u64)>,
+    /// The index the next chunk must have.
+    next: u64,
+    /// The shard's failed chunks, less the block's start.
+    failed: FixedBitSet,
+}
+
+impl Appender<'_> {
+    fn push(&mut self, entry: Entry) -> Result<(), MergeError> {
+        if entry.index != self.next {
+            return Err(changed(self.shard));
+        }
+        self.next += 1;
+        let record = match entry.kind {
+            EntryKind::Failed => {
+                self.merged.failed += 1;
+                self.failed
+                    .insert((entry.index - self.shard.block.start) as usize);
+                Entry {
+                    offset: 0,
+                    len: 0,
+                    ..entry
+                }
+            }
+            EntryKind::Done => {
+                self.merged.done += 1;
+                let at = self.merged.bytes;
+                self.merged.bytes += entry.len;
+                self.pending = match self.pending {
+                    Some((from, to, len)) if from + len == entry.offset => {
+                        Some((from, to, len + entry.len))
+                    }
+                    Some(run) => {
+                        self.copy(run)?;
+                        Some((entry.offset, at, entry.len))
+                    }
+                    None => Some((entry.offset, at, entry.len)),
+                };
+                Entry {
+                    offset: at,
+                    ..entry
+                }
+            }
+        };
+        self.files.journal.push(&record).with_context(|| {
+            format!(
+                "cannot write {}",
+                self.files.journal_file.temp_path().display()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Copies what is pending; returns the shard's failed chunks.
+    fn finish(mut self) -> Result<FixedBitSet, MergeError> {
+        if self.next != self.shard.block.end {
+            return Err(changed(self.shard));
+        }
+        if let Some(run) = self.pending.take() {
+            self.copy(run)?;
+        }
+        Ok(self.failed)
+    }
+
+    fn copy(&mut self, (from, to, len): (u64, u64, u64)) -> Result<(), MergeError> {
+        if len == 0 {
+            return Ok(());
+        }
+        let source = self
+            .source
+            .expect("a shard with done chunks has its output open");
+        self.copier
+            .copy(source, from, len, self.files.output.file(), to)
+            .with_context(|| {
+                format!(
+                    "cannot copy {}'s records from {} into {}",
+                    self.shard.name(),
+                    self.shard.output.display(),
+                    self.files.output.temp_path().display()
+                )
+            })?;
+        Ok(())
+    }
+}
+
+/// A shard's journal no longer says what it said when it was proven.
+pub(super) fn changed(shard: &Proven) -> MergeError {
+    MergeError::refused(format!(
+        "{}: its journal changed while it was being merged; merge again once nothing runs it",
+        shard.name()
+    ))
+}
+
 /// The job's three files, each being written beside its target.
 struct Files {
     output: Staged,
-    output_path: PathBuf,
     journal: JournalComposer<BufWriter<File>>,
     journal_file: Staged,
     failed: BufWriter<File>,
@@ -197,7 +301,6 @@ impl Files {
         Ok(Self {
             failed: BufWriter::new(clone(&failed_file)?),
             output: output_file,
-            output_path: output.to_path_buf(),
             journal,
             journal_file,
             failed_file,
@@ -205,14 +308,16 @@ impl Files {
     }
 
     /// Adds one shard's chunks in index order: their records to the output,
-    /// a record each to the journal, and the failed ones' lines.
+    /// a record each to the journal, and the failed ones' lines. A shard
+    /// whose journal has one record per chunk in index order (the usual
+    /// case) is streamed from its journal; any other is read into a
+    /// `ChunkTable` first.
     fn add(
         &mut self,
         shard: &Proven,
         copier: &mut Copier,
         merged: &mut Merged,
     ) -> Result<(), MergeError> {
-        let table = ChunkTable::read(shard)?;
         let source = if shard.done > 0 {
             Some(File::open(&shard.output).with_context(|| {
                 format!(
@@ -224,84 +329,47 @@ impl Files {
         } else {
             None
         };
-        let write_error = |what: &str| {
-            format!(
-                "cannot write the merged {what} beside {}",
-                self.output_path.display()
-            )
+        let width = (shard.block.end - shard.block.start) as usize;
+        let mut appender = Appender {
+            files: self,
+            shard,
+            source: source.as_ref(),
+            copier,
+            merged,
+            pending: None,
+            next: shard.block.start,
+            failed: FixedBitSet::with_capacity(width),
         };
-        // A run of records contiguous in the shard's output, copied as one.
-        let mut pending: Option<(u64, u64, u64)> = None; // (shard offset, merged offset, len)
-        for entry in table.entries() {
-            let record = match entry.kind {
-                EntryKind::Failed => {
-                    merged.failed += 1;
-                    Entry {
-                        offset: 0,
-                        len: 0,
-                        ..entry
+        if shard.in_order {
+            let mut added = Ok(());
+            read_entries(
+                &shard.name(),
+                &shard.journal(),
+                &shard.fingerprint,
+                &shard.block,
+                |entry| {
+                    if added.is_ok() {
+                        added = appender.push(*entry);
                     }
-                }
-                EntryKind::Done => {
-                    merged.done += 1;
-                    let at = merged.bytes;
-                    merged.bytes += entry.len;
-                    pending = match pending {
-                        Some((from, to, len)) if from + len == entry.offset => {
-                            Some((from, to, len + entry.len))
-                        }
-                        Some(run) => {
-                            self.copy(source.as_ref(), run, copier, shard)?;
-                            Some((entry.offset, at, entry.len))
-                        }
-                        None => Some((entry.offset, at, entry.len)),
-                    };
-                    Entry {
-                        offset: at,
-                        ..entry
-                    }
-                }
-            };
-            self.journal
-                .push(&record)
-                .with_context(|| write_error("journal"))?;
+                },
+            )
+            .map_err(MergeError::refused)?;
+            added?;
+        } else {
+            for entry in ChunkTable::read(shard)?.entries() {
+                appender.push(entry)?;
+            }
         }
-        if let Some(run) = pending {
-            self.copy(source.as_ref(), run, copier, shard)?;
-        }
+        let failed = appender.finish()?;
         if shard.failed > 0 {
-            self.add_failed_lines(shard, &table)?;
+            self.add_failed_lines(shard, &failed)?;
         }
-        Ok(())
-    }
-
-    fn copy(
-        &self,
-        source: Option<&File>,
-        (from, to, len): (u64, u64, u64),
-        copier: &mut Copier,
-        shard: &Proven,
-    ) -> Result<(), MergeError> {
-        if len == 0 {
-            return Ok(());
-        }
-        let source = source.expect("a shard with done chunks has its output open");
-        copier
-            .copy(source, from, len, self.output.file(), to)
-            .with_context(|| {
-                format!(
-                    "cannot copy {}'s records from {} into {}",
-                    shard.name(),
-                    shard.output.display(),
-                    self.output.temp_path().display()
-                )
-            })?;
         Ok(())
     }
 
     /// The failed chunks' lines, in index order, each the last one the
     /// shard wrote for it.
-    fn add_failed_lines(&mut self, shard: &Proven, table: &ChunkTable) -> Result<(), MergeError> {
+    fn add_failed_lines(&mut self, shard: &Proven, failed: &FixedBitSet) -> Result<(), MergeError> {
         let path = shard.failed_file();
         let read_error = || {
             format!(
@@ -310,12 +378,7 @@ impl Files {
                 path.display()
             )
         };
-        let mut failed =
-            fixedbitset::FixedBitSet::with_capacity((shard.block.end - shard.block.start) as usize);
-        for entry in table.entries().filter(|e| e.kind == EntryKind::Failed) {
-            failed.insert((entry.index - shard.block.start) as usize);
-        }
-        let lines = lines_of(&path, &failed, shard.block.start).with_context(read_error)?;
+        let lines = lines_of(&path, failed, shard.block.start).with_context(read_error)?;
         let file = File::open(&path).with_context(read_error)?;
         let mut line = Vec::new();
         for (offset, len) in lines.into_values() {

@@ -27,6 +27,10 @@ pub struct Proven {
     pub fingerprint: journal::Fingerprint,
     pub done: u64,
     pub failed: u64,
+    /// Its journal is one record per chunk in index order, the done ones
+    /// back to back from the output's start: it can be merged as it is
+    /// read, with no table.
+    pub in_order: bool,
 }
 
 impl Proven {
@@ -99,8 +103,12 @@ pub fn prove(job: &Job, shard: Shard) -> Result<Proven, String> {
     let mut done = FixedBitSet::with_capacity(width);
     let mut failed = FixedBitSet::with_capacity(width);
     let mut output_len = 0u64;
+    let (mut next, mut in_order) = (block.start, true);
     read_entries(&named, &journal_path, &expected, &block, |entry| {
         let at = (entry.index - block.start) as usize;
+        in_order &=
+            entry.index == next && (entry.kind == EntryKind::Failed || entry.offset == output_len);
+        next += 1;
         match entry.kind {
             EntryKind::Done => {
                 done.insert(at);
@@ -156,6 +164,7 @@ pub fn prove(job: &Job, shard: Shard) -> Result<Proven, String> {
         fingerprint: expected,
         done: done.count_ones(..) as u64,
         failed: failed_count,
+        in_order,
     })
 }
 

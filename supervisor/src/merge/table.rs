@@ -1,7 +1,9 @@
 //! Where each chunk of one shard's block lies in the shard's output, as the
 //! shard's journal says: the last record of each chunk wins, as on resume.
 //! 32 bytes a chunk of the block, whatever the output's size; merge holds
-//! one shard's table at a time.
+//! one shard's table at a time, and only for a shard whose journal is not
+//! simply one record per chunk in index order (after `--retry-failed`, or
+//! with `order = "completion"`).
 
 use std::ops::Range;
 
@@ -54,11 +56,7 @@ impl ChunkTable {
         )
         .map_err(MergeError::refused)?;
         if settled.count_ones(..) != width {
-            return Err(MergeError::refused(format!(
-                "{}: its journal changed while it was being merged; merge again once nothing \
-                 runs it",
-                shard.name()
-            )));
+            return Err(super::combine::changed(shard));
         }
         Ok(Self {
             block,
