@@ -407,11 +407,11 @@ impl Files {
             ..
         } = self;
         let state = &job.state_dir;
+        // Into the files; each is synced as it is committed.
         journal
             .into_inner()
             .into_inner()
             .map_err(|e| e.into_error())
-            .and_then(|file| file.sync_all())
             .with_context(|| format!("cannot write {}", journal_file.temp_path().display()))?;
         failed
             .into_inner()
