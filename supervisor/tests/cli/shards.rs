@@ -172,7 +172,7 @@ fn raw_shards_of_a_file_and_of_lines_merge_byte_identical() {
         );
         let reference = job.run_whole_as_reference("reference.txt");
         assert_eq!(std::fs::read(&reference).unwrap(), input);
-        for count in [3, 7] {
+        for count in [1, 2, 3, 7] {
             job.run_shards(count);
             job.merge(&["--shards", &count.to_string()]).expect_code(0);
             assert!(
