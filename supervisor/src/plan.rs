@@ -31,6 +31,9 @@ pub fn describe(job: &Job, assessment: &Assessment) -> String {
     let _ = writeln!(plan, "job: {} ({})", job.name, job.file.display());
     let _ = writeln!(plan, "source: {}", source(&job.source));
     let _ = writeln!(plan, "chunks: {}", chunks(job));
+    if let Some(shard) = &job.shard {
+        let _ = writeln!(plan, "shard: {}", shard.describe(job.chunk_count()));
+    }
     let _ = writeln!(plan, "workers: {}", job.supervisor.workers);
     let _ = writeln!(plan, "command: {command}");
     let _ = writeln!(plan, "working directory: {}", worker.cwd.display());
@@ -155,7 +158,10 @@ fn resume(job: &Job, assessment: &Assessment) -> String {
         Start::Fresh(Fresh::NoRecords) => {
             "fresh start (the journal records no finished chunk)".to_owned()
         }
-        Start::Resume(resume) => would_resume(resume, job.chunk_count()),
+        Start::Resume(resume) => {
+            let block = job.block();
+            would_resume(resume, block.end - block.start)
+        }
         Start::Refuse(refusal) => refused(refusal),
     }
 }

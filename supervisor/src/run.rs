@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::MissedTickBehavior;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::assess::{self, Lock, Options};
 use crate::chunks::{
@@ -26,7 +26,7 @@ use crate::observers::Snapshot;
 use crate::observers::metrics::Metrics;
 use crate::observers::notify::Notifier;
 use crate::observers::progress::Progress;
-use crate::observers::report::{Report, ReportCollector, ReportInput};
+use crate::observers::report::{Report, ReportCollector, ReportInput, ShardReport};
 use crate::signals::Escalation;
 use crate::store::{self, FileSpill};
 use crate::workers::{self, UpdateKind, WorkerPool, WorkerUpdate, frame_events};
@@ -67,6 +67,7 @@ pub struct RunSummary {
     done_before: u64,
     elapsed: Duration,
     job_name: String,
+    shard: Option<ShardReport>,
     output: String,
     collector: ReportCollector,
 }
@@ -76,6 +77,7 @@ impl RunSummary {
     pub fn report(&self, exit_code: u8) -> Report {
         self.collector.build(&ReportInput {
             job_name: &self.job_name,
+            shard: self.shard.clone(),
             outcome: &self.outcome,
             exit_code: i32::from(exit_code),
             counts: self.counts,
@@ -118,9 +120,11 @@ pub async fn run(
 ) -> Result<RunEnd, SetupError> {
     let started = Instant::now();
     let metrics = match reporting.metrics_addr {
-        Some(addr) => Some(Metrics::install(addr, &job.name).map_err(|e| {
-            SetupError::Refused(e.context(format!("cannot serve metrics on {addr}")))
-        })?),
+        Some(addr) => Some(
+            Metrics::install(addr, &job.name, job.shard.as_ref()).map_err(|e| {
+                SetupError::Refused(e.context(format!("cannot serve metrics on {addr}")))
+            })?,
+        ),
         None => None,
     };
     // What workers leave behind becomes ours to kill, not init's to keep.
@@ -131,12 +135,16 @@ pub async fn run(
     }
     // Held for the whole run: a second supervisor on the same job is refused.
     let lock = journal::lock_state(&job.state_dir).map_err(|e| SetupError::Refused(e.into()))?;
+    if let Some(shard) = &job.shard {
+        info!("running as shard {}", shard.describe(job.chunk_count()));
+    }
     let assessment = assess::assess(job, options, Lock::Held);
     let opened = store::open(job, assessment.start)?;
     let (source, source_ready) = chunk_source(job)?;
     let progress = reporting.progress;
+    let block = job.block();
     progress.start(
-        Some(job.chunk_count()),
+        Some(block.end - block.start),
         opened.done_before + opened.failed_before,
     );
     let (updates_tx, mut updates) = mpsc::channel(UPDATE_QUEUE);
@@ -287,6 +295,10 @@ pub async fn run(
         done_before: opened.done_before,
         elapsed: started.elapsed(),
         job_name: job.name.clone(),
+        shard: job
+            .shard
+            .as_ref()
+            .map(|shard| ShardReport::new(shard, job.chunk_count())),
         output: job.output.path.name(),
         collector: observers.report,
     })))
@@ -411,7 +423,8 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
     let cutter: Box<dyn Cutter> = match &job.source {
         Source::Range { start, end } => {
             let never = Arc::new(Notify::new());
-            return Ok((Box::new(RangeChunks::new(*start, *end, job.chunk)), never));
+            let range = RangeChunks::new(*start, *end, job.chunk).within(job.block());
+            return Ok((Box::new(range), never));
         }
         Source::File {
             input,
@@ -420,7 +433,8 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
         } => Box::new(
             FileChunks::open(&input.path, delimiter.clone(), job.chunk)
                 .map_err(|e| cannot_read(&input.path, e))?
-                .with_total(*chunks),
+                .with_total(*chunks)
+                .within(job.block()),
         ),
         Source::Lines { input, lines } => Box::new(
             LinesChunks::open(
@@ -431,7 +445,8 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
                 },
                 job.chunk,
             )
-            .map_err(|e| cannot_read(&input.path, e))?,
+            .map_err(|e| cannot_read(&input.path, e))?
+            .within(job.block()),
         ),
     };
     let prefetch = Prefetch::start(cutter)

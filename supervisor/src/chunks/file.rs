@@ -43,6 +43,10 @@ pub struct FileChunks {
     cuts: u64,
     /// The chunks there are, when counted (see [`FileChunks::count`]).
     total: Option<u64>,
+    /// The first index given and the one past the last: every chunk, or a
+    /// shard's block.
+    first: u64,
+    stop: u64,
     /// The next cut to find.
     next_cut: u64,
     /// The next chunk's index: chunks are numbered densely.
@@ -79,6 +83,8 @@ impl FileChunks {
             size,
             cuts: size.div_ceil(chunk),
             total: None,
+            first: 0,
+            stop: u64::MAX,
             next_cut: 1,
             next_index: 0,
             next_start: 0,
@@ -107,6 +113,16 @@ impl FileChunks {
     /// The chunks the file is cut into, given as counted at load.
     pub fn with_total(mut self, total: u64) -> Self {
         self.total = Some(total);
+        self
+    }
+
+    /// Gives only the chunks with indices in `block` (a shard's). Dense
+    /// numbering makes a chunk's index depend on the cuts before it, so the
+    /// chunks before the block are still cut, and skipped: a short read near
+    /// each, as when they were counted.
+    pub fn within(mut self, block: std::ops::Range<u64>) -> Self {
+        self.stop = block.end;
+        self.first = block.start.min(self.stop);
         self
     }
 
@@ -167,6 +183,34 @@ impl FileChunks {
 
 impl Cutter for FileChunks {
     fn next_chunk(&mut self) -> Option<ChunkSpec> {
+        while let Some(chunk) = self.cut_next() {
+            if chunk.index >= self.stop {
+                break;
+            }
+            if chunk.index >= self.first {
+                return Some(chunk);
+            }
+        }
+        None
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.total
+            .map(|total| self.stop.min(total).saturating_sub(self.first))
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    fn first(&self) -> u64 {
+        self.first
+    }
+}
+
+impl FileChunks {
+    /// The next chunk of the whole file, whatever the block.
+    fn cut_next(&mut self) -> Option<ChunkSpec> {
         while self.error.is_none() && self.next_cut <= self.cuts {
             let cut = self.next_cut;
             let start = self.next_start;
@@ -204,14 +248,6 @@ impl Cutter for FileChunks {
             });
         }
         None
-    }
-
-    fn total(&self) -> Option<u64> {
-        self.total
-    }
-
-    fn error(&self) -> Option<&str> {
-        self.error.as_deref()
     }
 }
 
@@ -454,6 +490,32 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn a_block_gives_the_whole_files_chunks(
+            contents in contents(),
+            delimiter in delimiter(),
+            chunk in 1u64..200,
+            block in block_size(),
+            first in 0u64..40,
+            len in 0u64..40,
+        ) {
+            let file = temp_file(&contents);
+            let count = FileChunks::count(file.path(), delimiter.clone(), chunk).unwrap();
+            let open = || FileChunks::open(file.path(), delimiter.clone(), chunk)
+                .unwrap()
+                .with_block_size(block)
+                .with_total(count);
+            let whole = all(&mut open());
+            let mut part = open().within(first..first + len);
+            let total = part.total().unwrap();
+            let got = all(&mut part);
+            prop_assert_eq!(part.error(), None);
+            let end = ((first + len) as usize).min(whole.len());
+            let start = (first as usize).min(end);
+            prop_assert_eq!(total, (end - start) as u64);
+            prop_assert_eq!(got.as_slice(), &whole[start..end]);
         }
     }
 }

@@ -108,6 +108,7 @@ impl JobText<'_> {
             supervisor,
             output,
             state_dir,
+            shard: None,
         })
     }
 

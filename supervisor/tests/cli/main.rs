@@ -10,6 +10,7 @@ mod metrics;
 mod progress;
 mod python;
 mod report;
+mod shards;
 mod sources;
 
 use std::collections::BTreeMap;
