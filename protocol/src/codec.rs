@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
 use crate::frame::{self, MAX_FRAME_LEN};
-use crate::message::{SupervisorMessage, WorkerMessage};
+use crate::message::{Assign, SupervisorMessage, WorkerMessage};
 
 /// Bytes of a `Done` payload before its output: variant, index,
 /// elapsed_ns and the output's length (PROTOCOL.md).
@@ -18,6 +18,14 @@ const DONE_OVERHEAD: usize = 28;
 /// The largest output one `Done` can carry within the frame limit: a worker
 /// can stop collecting output past it rather than fail at the encoding.
 pub const MAX_DONE_OUTPUT: usize = MAX_FRAME_LEN as usize - DONE_OVERHEAD;
+
+/// Bytes of an `AssignData` payload before its data: variant, index,
+/// start, end, attempt, first_item and the data's length (PROTOCOL.md).
+const ASSIGN_DATA_OVERHEAD: usize = 48;
+
+/// The most bytes one `AssignData` can carry within the frame limit: a
+/// chunk of a `stdin` source larger than this cannot be sent to a worker.
+pub const MAX_ASSIGN_DATA: usize = MAX_FRAME_LEN as usize - ASSIGN_DATA_OVERHEAD;
 
 /// The largest `params` text a `Welcome` can carry within the frame limit,
 /// leaving room for the rest of it (the input's path is at most `PATH_MAX`,
@@ -84,6 +92,42 @@ pub fn encode_done_head(
     out[end - 8..end].copy_from_slice(&(output_len as u64).to_le_bytes());
     Ok(())
 }
+
+/// Appends the frame of an `AssignData` made of `assign` and `data`, without
+/// building the message first: the bytes are copied once, from where they
+/// are into `out`. The same bytes as [`encode_frame`] of the whole message.
+///
+/// # Errors
+///
+/// When `data` is longer than [`MAX_ASSIGN_DATA`]; `out` is left as it was.
+pub fn encode_assign_data(
+    assign: &Assign,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let too_large = || ProtocolError::FrameTooLarge {
+        len: (ASSIGN_DATA_OVERHEAD + data.len()) as u64,
+        max: MAX_FRAME_LEN,
+    };
+    if data.len() > MAX_ASSIGN_DATA {
+        return Err(too_large());
+    }
+    let frame_len = u32::try_from(ASSIGN_DATA_OVERHEAD + data.len()).map_err(|_| too_large())?;
+    // An `Assign` has the same fields up to the data: encoded as one, it
+    // takes the other variant's index, then the data's length and bytes.
+    let at = out.len();
+    encode_frame(&SupervisorMessage::Assign(*assign), out)?;
+    let variant = frame::HEADER_LEN..frame::HEADER_LEN + 4;
+    out[at..at + frame::HEADER_LEN].copy_from_slice(&frame_len.to_le_bytes());
+    out[at + variant.start..at + variant.end].copy_from_slice(&ASSIGN_DATA_VARIANT.to_le_bytes());
+    out.reserve(8 + data.len());
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+    Ok(())
+}
+
+/// `SupervisorMessage::AssignData`'s index among the enum's variants.
+const ASSIGN_DATA_VARIANT: u32 = 4;
 
 /// Decodes one frame payload sent by the supervisor.
 pub fn decode_supervisor_message(payload: &[u8]) -> Result<SupervisorMessage, ProtocolError> {
@@ -163,6 +207,46 @@ mod tests {
         assert_eq!(out, [1]);
         encode_done_head(0, 0, MAX_DONE_OUTPUT, &mut out).unwrap();
         assert_eq!(out.len(), 1 + frame::HEADER_LEN + DONE_OVERHEAD);
+        assert_eq!(out[1..5], MAX_FRAME_LEN.to_le_bytes());
+    }
+
+    #[test]
+    fn assign_data_written_in_place_is_the_whole_message() {
+        let assign = Assign {
+            index: 0x0102_0304_0506_0708,
+            start: 10,
+            end: 13,
+            attempt: 2,
+            first_item: 10,
+        };
+        for data in [&b""[..], b"a\n", &[9; 100_000]] {
+            let message = SupervisorMessage::AssignData(AssignData {
+                index: assign.index,
+                start: assign.start,
+                end: assign.end,
+                attempt: assign.attempt,
+                first_item: assign.first_item,
+                data: data.to_vec(),
+            });
+            let mut whole = b"x".to_vec();
+            encode_frame(&message, &mut whole).unwrap();
+            let mut direct = b"x".to_vec();
+            encode_assign_data(&assign, data, &mut direct).unwrap();
+            assert!(direct == whole, "{} bytes of data", data.len());
+            assert_eq!(
+                whole.len() - 1,
+                frame::HEADER_LEN + ASSIGN_DATA_OVERHEAD + data.len()
+            );
+            assert_eq!(decode_supervisor_message(&whole[5..]).unwrap(), message);
+        }
+        let mut out = vec![1];
+        let too_much = vec![0; MAX_ASSIGN_DATA + 1];
+        assert!(matches!(
+            encode_assign_data(&assign, &too_much, &mut out),
+            Err(ProtocolError::FrameTooLarge { .. })
+        ));
+        assert_eq!(out, [1]);
+        encode_assign_data(&assign, &too_much[1..], &mut out).unwrap();
         assert_eq!(out[1..5], MAX_FRAME_LEN.to_le_bytes());
     }
 

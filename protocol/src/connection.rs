@@ -295,6 +295,16 @@ impl FrameWriter {
         crate::codec::encode_done_head(index, elapsed_ns, output_len, &mut self.buf)
     }
 
+    /// Appends an `AssignData` of `assign` and `data`, copying `data` once.
+    /// On error (more data than a frame can carry) nothing is appended.
+    pub fn push_assign_data(
+        &mut self,
+        assign: &crate::message::Assign,
+        data: &[u8],
+    ) -> Result<(), ProtocolError> {
+        crate::codec::encode_assign_data(assign, data, &mut self.buf)
+    }
+
     /// Moves everything pending in `other` to the end of this one. When this
     /// one is empty the buffers are swapped, so nothing is copied.
     pub fn take_from(&mut self, other: &mut FrameWriter) {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Both sides send their version first; a mismatch ends the handshake.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Messages from the supervisor to a worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +21,9 @@ pub enum SupervisorMessage {
     Cancel(Cancel),
     /// No more work: answer every chunk already assigned, then exit.
     Stop,
+    /// Work on one chunk whose bytes travel with it: the job's input can be
+    /// read only once (a `stdin` source). Answered like an `Assign`.
+    AssignData(AssignData),
 }
 
 /// Messages from a worker to the supervisor. Borrowed, so the supervisor
@@ -68,6 +71,9 @@ pub enum Input {
     /// `[start, end)` are byte offsets into `path`, cut at line ends;
     /// `first_item` is the number of the chunk's first line.
     Lines { path: String },
+    /// `[start, end)` are byte offsets into the supervisor's standard input,
+    /// cut just after a delimiter; the bytes come in each `AssignData`.
+    Stdin,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +88,31 @@ pub struct Assign {
     /// job: `start` for a range, the first byte (`start`) for a file, the
     /// first line's number for lines.
     pub first_item: u64,
+}
+
+/// An [`Assign`] and the chunk's bytes, `end - start` of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignData {
+    pub index: u64,
+    pub start: u64,
+    pub end: u64,
+    pub attempt: u32,
+    pub first_item: u64,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl AssignData {
+    /// The assignment without its bytes.
+    pub fn assign(&self) -> Assign {
+        Assign {
+            index: self.index,
+            start: self.start,
+            end: self.end,
+            attempt: self.attempt,
+            first_item: self.first_item,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

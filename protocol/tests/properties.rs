@@ -11,7 +11,9 @@ use proptest::sample::Index;
 use protocol::codec::{decode_supervisor_message, decode_worker_message, encode_frame};
 use protocol::connection::{FrameBatch, FrameReader};
 use protocol::frame::{HEADER_LEN, MAX_FRAME_LEN, split_frame};
-use protocol::message::{Assign, Cancel, Cancelled, Done, Failed, Hello, Input, Welcome};
+use protocol::message::{
+    Assign, AssignData, Cancel, Cancelled, Done, Failed, Hello, Input, Welcome,
+};
 use protocol::{ProtocolError, SupervisorMessage, WorkerMessage};
 
 /// Records the largest single allocation each thread requests. Per thread
@@ -151,6 +153,7 @@ fn input() -> impl Strategy<Value = Input> {
         Just(Input::Range),
         text(100).prop_map(|path| Input::File { path }),
         text(100).prop_map(|path| Input::Lines { path }),
+        Just(Input::Stdin),
     ]
 }
 
@@ -184,6 +187,22 @@ fn supervisor_message() -> impl Strategy<Value = SupervisorMessage> {
             }),
         u64_edges().prop_map(|index| SupervisorMessage::Cancel(Cancel { index })),
         Just(SupervisorMessage::Stop),
+        (
+            u64_edges(),
+            u64_edges(),
+            u32_edges(),
+            prop::collection::vec(any::<u8>(), 0..300)
+        )
+            .prop_map(|(index, start, attempt, data)| {
+                SupervisorMessage::AssignData(AssignData {
+                    index,
+                    start,
+                    end: start.saturating_add(data.len() as u64),
+                    attempt,
+                    first_item: start,
+                    data,
+                })
+            }),
     ]
 }
 

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use protocol::codec::{decode_supervisor_message, decode_worker_message, encode_frame};
 use protocol::frame::{HEADER_LEN, MAX_FRAME_LEN, split_frame};
-use protocol::message::{Assign, Cancel, Cancelled, Done, Failed, Hello, Input, Welcome};
+use protocol::message::{
+    Assign, AssignData, Cancel, Cancelled, Done, Failed, Hello, Input, Welcome,
+};
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 
 const PROTOCOL_MD: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/PROTOCOL.md"));
@@ -316,6 +318,7 @@ fn supervisor_message(name: &str, mut f: Fields) -> SupervisorMessage {
                 "Lines" => Input::Lines {
                     path: f.string("input_path"),
                 },
+                "Stdin" => Input::Stdin,
                 other => panic!("line {}: no input {other:?}", f.line),
             },
         }),
@@ -330,6 +333,14 @@ fn supervisor_message(name: &str, mut f: Fields) -> SupervisorMessage {
             index: f.u64("index"),
         }),
         "Stop" => SupervisorMessage::Stop,
+        "AssignData" => SupervisorMessage::AssignData(AssignData {
+            index: f.u64("index"),
+            start: f.u64("start"),
+            end: f.u64("end"),
+            attempt: f.u32("attempt"),
+            first_item: f.u64("first_item"),
+            data: f.bytes("data"),
+        }),
         other => panic!("line {}: no supervisor message {other:?}", f.line),
     };
     f.finish();
@@ -384,6 +395,7 @@ fn supervisor_name(message: &SupervisorMessage) -> &'static str {
         SupervisorMessage::Assign(_) => "Assign",
         SupervisorMessage::Cancel(_) => "Cancel",
         SupervisorMessage::Stop => "Stop",
+        SupervisorMessage::AssignData(_) => "AssignData",
     }
 }
 
