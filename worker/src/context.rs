@@ -7,15 +7,17 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use protocol::message::{Assign, Input};
+use protocol::message::{Assign, AssignData, Input};
 use serde::de::DeserializeOwned;
 
 use crate::error::WorkerError;
 use crate::inbox::Inbox;
 
-/// One chunk of the job: the items in `[start, end)` of a range source, or
-/// the bytes in `[start, end)` of the input file of a `file` or `lines` source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One chunk of the job: the items in `[start, end)` of a range source, the
+/// bytes in `[start, end)` of the input file of a `file` or `lines` source, or
+/// of the supervisor's standard input for a `stdin` source (which come with
+/// the chunk: [`Chunk::data`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub index: u64,
     pub start: u64,
@@ -25,6 +27,9 @@ pub struct Chunk {
     /// The number of the chunk's first item over the whole job, from 0: for a
     /// `lines` source the number of its first line, otherwise `start`.
     pub first_item: u64,
+    /// The chunk's bytes, when they came with it: for a `stdin` source,
+    /// whose input the worker cannot read itself. `None` for other sources.
+    pub data: Option<Vec<u8>>,
 }
 
 impl Chunk {
@@ -36,6 +41,13 @@ impl Chunk {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The chunk's bytes for a `stdin` source (`end - start` of them, whole
+    /// records); `None` for other sources, whose bytes
+    /// [`Context::read_chunk`] reads from the input file.
+    pub fn data(&self) -> Option<&[u8]> {
+        self.data.as_deref()
+    }
 }
 
 impl From<Assign> for Chunk {
@@ -46,6 +58,20 @@ impl From<Assign> for Chunk {
             end: a.end,
             attempt: a.attempt,
             first_item: a.first_item,
+            data: None,
+        }
+    }
+}
+
+impl From<AssignData> for Chunk {
+    fn from(a: AssignData) -> Self {
+        Self {
+            index: a.index,
+            start: a.start,
+            end: a.end,
+            attempt: a.attempt,
+            first_item: a.first_item,
+            data: Some(a.data),
         }
     }
 }
@@ -99,28 +125,35 @@ impl Context {
         serde_json::from_str(text).map_err(WorkerError::Params)
     }
 
-    /// The job's source: a range, or the file that chunks' byte ranges lie in.
+    /// The job's source: a range, the file that chunks' byte ranges lie in,
+    /// or the supervisor's standard input.
     pub fn input(&self) -> &Input {
         &self.input
     }
 
-    /// The input file of a `file` or `lines` source; `None` for a range.
+    /// The input file of a `file` or `lines` source; `None` for a range or
+    /// standard input.
     pub fn input_path(&self) -> Option<&Path> {
         match &self.input {
-            Input::Range => None,
+            Input::Range | Input::Stdin => None,
             Input::File { path } | Input::Lines { path } => Some(Path::new(path)),
         }
     }
 
     /// Appends the chunk's bytes (`[start, end)` of the input file) to `buf`.
     /// The file is opened once per worker and read with positioned reads, so
-    /// chunks never share a file offset.
+    /// chunks never share a file offset. For a `stdin` source, the bytes
+    /// that came with the chunk.
     ///
     /// # Errors
     ///
     /// When the job has no input file, the file cannot be opened, or it ends
     /// before `end` (it changed since the supervisor cut it).
     pub fn read_chunk(&self, chunk: &Chunk, buf: &mut Vec<u8>) -> io::Result<()> {
+        if let Some(data) = chunk.data() {
+            buf.extend_from_slice(data);
+            return Ok(());
+        }
         let file = self.input_file()?;
         let len = usize::try_from(chunk.len()).map_err(io::Error::other)?;
         let at = buf.len();
@@ -138,9 +171,13 @@ impl Context {
             return Ok(file);
         }
         let path = self.input_path().ok_or_else(|| {
+            let source = match self.input {
+                Input::Stdin => "standard input, whose bytes come with each chunk",
+                _ => "a range",
+            };
             io::Error::new(
                 io::ErrorKind::NotFound,
-                "the job's source is a range: there is no input file",
+                format!("the job's source is {source}: there is no input file"),
             )
         })?;
         let file = File::open(path)
@@ -184,6 +221,7 @@ mod tests {
             end,
             attempt: 1,
             first_item: start,
+            data: None,
         }
     }
 
@@ -206,6 +244,22 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(buf, b">3456");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_bytes_of_a_stdin_chunk_are_the_ones_it_came_with() {
+        let ctx = context(Input::Stdin);
+        assert_eq!(ctx.input_path(), None);
+        let chunk = Chunk {
+            data: Some(b"a\nb\n".to_vec()),
+            ..chunk(10, 14)
+        };
+        assert_eq!(chunk.data(), Some(&b"a\nb\n"[..]));
+        let mut buf = b">".to_vec();
+        ctx.read_chunk(&chunk, &mut buf).unwrap();
+        assert_eq!(buf, b">a\nb\n");
+        let err = ctx.input_file().unwrap_err();
+        assert!(err.to_string().contains("standard input"), "{err}");
     }
 
     #[test]

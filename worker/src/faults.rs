@@ -268,6 +268,7 @@ mod tests {
             end: 1,
             attempt,
             first_item: 0,
+            data: None,
         }
     }
 

@@ -9,12 +9,12 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use protocol::ProtocolError;
 use protocol::codec::decode_supervisor_message;
 use protocol::connection::FrameReader;
-use protocol::message::{Assign, SupervisorMessage};
+use protocol::message::SupervisorMessage;
 
 use crate::context::Chunk;
 
 /// What the main thread does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Next {
     Run(Chunk),
     /// Answer `Cancelled` for a chunk that was cancelled before it ran.
@@ -43,7 +43,8 @@ struct State {
 
 #[derive(Debug)]
 struct Queued {
-    assign: Assign,
+    /// The chunk, with its bytes when they came with it.
+    chunk: Chunk,
     /// Cancelled chunks keep their place: answers go out in the order the
     /// chunks were assigned, because the supervisor times each chunk from the
     /// answer to the one before it.
@@ -127,18 +128,10 @@ impl State {
         cancel: &AtomicBool,
     ) -> Result<(), ProtocolError> {
         match message {
-            SupervisorMessage::Assign(assign) if self.stopping => {
-                return Err(ProtocolError::Unexpected(format!(
-                    "Assign for chunk {} after Stop",
-                    assign.index
-                )));
-            }
-            SupervisorMessage::Assign(assign) => self.queue.push_back(Queued {
-                assign,
-                cancelled: false,
-            }),
+            SupervisorMessage::Assign(assign) => self.assigned(assign.into())?,
+            SupervisorMessage::AssignData(assign) => self.assigned(assign.into())?,
             SupervisorMessage::Cancel(c) => {
-                if let Some(queued) = self.queue.iter_mut().find(|q| q.assign.index == c.index) {
+                if let Some(queued) = self.queue.iter_mut().find(|q| q.chunk.index == c.index) {
                     queued.cancelled = true;
                 } else if self.running == Some(c.index) {
                     cancel.store(true, Ordering::Relaxed);
@@ -153,16 +146,30 @@ impl State {
         Ok(())
     }
 
+    fn assigned(&mut self, chunk: Chunk) -> Result<(), ProtocolError> {
+        if self.stopping {
+            return Err(ProtocolError::Unexpected(format!(
+                "Assign for chunk {} after Stop",
+                chunk.index
+            )));
+        }
+        self.queue.push_back(Queued {
+            chunk,
+            cancelled: false,
+        });
+        Ok(())
+    }
+
     fn next(&mut self, cancel: &AtomicBool) -> Option<Next> {
         match self.queue.pop_front() {
             Some(Queued {
-                assign,
+                chunk,
                 cancelled: true,
-            }) => Some(Next::Cancelled(assign.index)),
-            Some(Queued { assign, .. }) => {
-                self.running = Some(assign.index);
+            }) => Some(Next::Cancelled(chunk.index)),
+            Some(Queued { chunk, .. }) => {
+                self.running = Some(chunk.index);
                 cancel.store(false, Ordering::Relaxed);
-                Some(Next::Run(assign.into()))
+                Some(Next::Run(chunk))
             }
             None => self.stopping.then_some(Next::Stop),
         }
@@ -172,7 +179,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use protocol::codec::encode_frame;
-    use protocol::message::Cancel;
+    use protocol::message::{Assign, AssignData, Cancel};
 
     use super::*;
 
@@ -251,6 +258,42 @@ mod tests {
         assert_eq!(run_index(Some(inbox.wait_next())), 1);
         inbox.finish();
         assert_eq!(inbox.wait_next(), Next::Stop);
+    }
+
+    #[test]
+    fn a_chunk_that_came_with_its_bytes_runs_with_them_in_its_turn() {
+        let inbox = Inbox::default();
+        let with_data = SupervisorMessage::AssignData(AssignData {
+            index: 1,
+            start: 10,
+            end: 13,
+            attempt: 2,
+            first_item: 10,
+            data: b"ab\n".to_vec(),
+        });
+        receive(&inbox, &[assign(0), with_data]).unwrap();
+        assert_eq!(run_index(inbox.try_next()), 0);
+        inbox.finish();
+        match inbox.try_next() {
+            Some(Next::Run(chunk)) => {
+                assert_eq!(
+                    (chunk.index, chunk.start, chunk.end, chunk.attempt),
+                    (1, 10, 13, 2)
+                );
+                assert_eq!(chunk.data(), Some(&b"ab\n"[..]));
+            }
+            other => panic!("expected chunk 1, got {other:?}"),
+        }
+        let after_stop = SupervisorMessage::AssignData(AssignData {
+            index: 5,
+            start: 0,
+            end: 0,
+            attempt: 1,
+            first_item: 0,
+            data: Vec::new(),
+        });
+        let err = receive(&Inbox::default(), &[SupervisorMessage::Stop, after_stop]).unwrap_err();
+        assert!(matches!(err, ProtocolError::Unexpected(_)));
     }
 
     #[test]

@@ -25,6 +25,7 @@ from supervisor_worker import protocol  # noqa: E402
 from supervisor_worker.protocol import (  # noqa: E402
     PROTOCOL_VERSION,
     Assign,
+    AssignData,
     Cancel,
     Cancelled,
     Done,
@@ -413,11 +414,11 @@ class Endings(ServeTestCase):
     def test_a_version_mismatch_names_both_versions_and_exits_non_zero(self):
         worker = self.start("handlers:echo")
         hello = worker.receive()
-        self.assertEqual(hello.protocol_version, 2)
-        worker.send(Welcome(3, 0, "{}"))
+        self.assertEqual(hello.protocol_version, 3)
+        worker.send(Welcome(4, 0, "{}"))
         self.assertNotEqual(worker.wait(), 0)
         self.assertIn(
-            "protocol version mismatch: the worker speaks version 2, the supervisor version 3",
+            "protocol version mismatch: the worker speaks version 3, the supervisor version 4",
             worker.stderr(),
         )
 
@@ -553,6 +554,22 @@ class Files(ServeTestCase):
         failed = worker.receive()
         self.assertIs(type(failed), Failed)
         self.assertIn("ends before byte 20", failed.error)
+        self.assertEqual(worker.wait(), 0)
+
+
+    def test_read_and_lines_give_the_bytes_a_stdin_chunk_came_with(self):
+        worker = self.start("handlers:file_bytes")
+        worker.handshake(input="Stdin")
+        worker.send(
+            AssignData(0, 0, 11, 1, 0, b"alpha\nbeta\n"),
+            AssignData(1, 11, 16, 2, 11, b"gamma"),
+            Stop(),
+        )
+        got = [json.loads(worker.receive().output) for _ in range(2)]
+        self.assertEqual([g["data"] for g in got], ["alpha\nbeta\n", "gamma"])
+        self.assertEqual([g["lines"] for g in got], [["alpha", "beta"], ["gamma"]])
+        self.assertEqual({g["input"] for g in got}, {"stdin"})
+        self.assertEqual({g["path"] for g in got}, {None})
         self.assertEqual(worker.wait(), 0)
 
 

@@ -14,6 +14,7 @@ from supervisor_worker import protocol  # noqa: E402
 from supervisor_worker.protocol import (  # noqa: E402
     MAX_FRAME_LEN,
     Assign,
+    AssignData,
     Cancel,
     Cancelled,
     Done,
@@ -33,6 +34,7 @@ MESSAGES = {
     ("supervisor", "Assign"): Assign,
     ("supervisor", "Cancel"): Cancel,
     ("supervisor", "Stop"): Stop,
+    ("supervisor", "AssignData"): AssignData,
     ("worker", "Hello"): Hello,
     ("worker", "Done"): Done,
     ("worker", "Failed"): Failed,
@@ -201,11 +203,11 @@ class Refusals(unittest.TestCase):
 
     def test_unknown_variants_are_refused(self):
         for direction, payload in [
-            ("supervisor", supervisor_payload("04000000")),
+            ("supervisor", supervisor_payload("05000000")),
             ("supervisor", supervisor_payload("ffffffff")),
             ("worker", supervisor_payload("04000000 0700000000000000")),
-            # An Input variant beyond Lines.
-            ("supervisor", supervisor_payload("00000000 02000000 00000000 0000000000000000 03000000")),
+            # An Input variant beyond Stdin.
+            ("supervisor", supervisor_payload("00000000 03000000 00000000 0000000000000000 04000000")),
         ]:
             with self.subTest(direction=direction, payload=payload.hex()):
                 with self.assertRaisesRegex(ProtocolError, "unknown variant"):

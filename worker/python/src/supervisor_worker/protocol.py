@@ -1,4 +1,4 @@
-"""The wire protocol, version 2: every byte of the layout lives in this module.
+"""The wire protocol, version 3: every byte of the layout lives in this module.
 
 See ``protocol/PROTOCOL.md`` in the repository (normative). A frame is a u32
 little-endian payload length ``N`` (at most :data:`MAX_FRAME_LEN`) followed by
@@ -34,6 +34,7 @@ __all__ = [
     "Assign",
     "Cancel",
     "Stop",
+    "AssignData",
     "Hello",
     "Done",
     "Failed",
@@ -51,7 +52,7 @@ __all__ = [
     "read_frame",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: The largest payload a frame may carry: 64 MiB.
 MAX_FRAME_LEN = 64 * 1024 * 1024
 #: The environment variable naming the worker's end of the socket.
@@ -69,6 +70,7 @@ _CANCELLED_FRAME = struct.Struct("<IIQ")  # frame len, variant, index
 _WELCOME_HEAD = struct.Struct("<IIIQ")  # variant, protocol_version, worker_id, params len
 _ASSIGN = struct.Struct("<IQQQIQ")  # variant, index, start, end, attempt, first_item
 _ASSIGN_FRAME = struct.Struct("<IIQQQIQ")
+_ASSIGN_DATA_HEAD = struct.Struct("<IQQQIQQ")  # variant, the Assign's fields, data len
 _CANCEL = struct.Struct("<IQ")
 _CANCEL_FRAME = struct.Struct("<IIQ")
 
@@ -78,12 +80,15 @@ _FAILED_FIXED = _FAILED_HEAD.size - 4  # 20
 MAX_DONE_OUTPUT = MAX_FRAME_LEN - _DONE_FIXED
 #: The largest ``error`` (in UTF-8 bytes) a Failed can carry.
 MAX_FAILED_ERROR = MAX_FRAME_LEN - _FAILED_FIXED
+#: The most bytes an AssignData can carry.
+MAX_ASSIGN_DATA = MAX_FRAME_LEN - _ASSIGN_DATA_HEAD.size
 
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
 
-#: The variants of ``Input``, by index.
-INPUTS = ("Range", "File", "Lines")
+#: The variants of ``Input``, by index; only File and Lines have a path.
+INPUTS = ("Range", "File", "Lines", "Stdin")
+_INPUTS_WITH_PATH = ("File", "Lines")
 
 
 class ProtocolError(Exception):
@@ -121,8 +126,9 @@ class _Message:
 
 
 class Welcome(_Message):
-    """``input`` is "Range", "File" or "Lines", as the variant is named in the
-    document; ``input_path`` the input file of a File or Lines job, else None."""
+    """``input`` is "Range", "File", "Lines" or "Stdin", as the variant is named
+    in the document; ``input_path`` the input file of a File or Lines job, else
+    None."""
 
     __slots__ = ("protocol_version", "worker_id", "params", "input", "input_path")
 
@@ -144,6 +150,21 @@ class Assign(_Message):
         self.end = end
         self.attempt = attempt
         self.first_item = first_item
+
+
+class AssignData(_Message):
+    """An Assign with the chunk's bytes (a ``stdin`` job): ``data``."""
+
+    __slots__ = ("index", "start", "end", "attempt", "first_item", "data")
+
+    def __init__(self, index: int, start: int, end: int, attempt: int, first_item: int,
+                 data: bytes):
+        self.index = index
+        self.start = start
+        self.end = end
+        self.attempt = attempt
+        self.first_item = first_item
+        self.data = data
 
 
 class Cancel(_Message):
@@ -192,7 +213,7 @@ class Cancelled(_Message):
         self.index = index
 
 
-SupervisorMessage = "Union[Welcome, Assign, Cancel, Stop]"
+SupervisorMessage = "Union[Welcome, Assign, Cancel, Stop, AssignData]"
 WorkerMessage = "Union[Hello, Done, Failed, Cancelled]"
 
 
@@ -265,12 +286,12 @@ def encode_payload(message) -> bytes:
         except ValueError:
             raise ValueError(f"unknown input {message.input!r}; one of {INPUTS}") from None
         parts.append(_U32.pack(variant))
-        if variant != 0:
+        if message.input in _INPUTS_WITH_PATH:
             if message.input_path is None:
                 raise ValueError(f"a {message.input} input needs input_path")
             parts.append(_string(message.input_path))
         elif message.input_path is not None:
-            raise ValueError("a Range input has no input_path")
+            raise ValueError(f"a {message.input} input has no input_path")
         return b"".join(parts)
     if kind is Assign:
         for name in ("index", "start", "end", "first_item"):
@@ -284,6 +305,15 @@ def encode_payload(message) -> bytes:
         return _CANCEL.pack(2, message.index)
     if kind is Stop:
         return _U32.pack(3)
+    if kind is AssignData:
+        for name in ("index", "start", "end", "first_item"):
+            _check(getattr(message, name), _U64_MAX, name)
+        _check(message.attempt, _U32_MAX, "attempt")
+        data = bytes(message.data)
+        return _ASSIGN_DATA_HEAD.pack(
+            4, message.index, message.start, message.end, message.attempt,
+            message.first_item, len(data),
+        ) + data
     if kind is Hello:
         _check(message.protocol_version, _U32_MAX, "protocol_version")
         _check(message.pid, _U32_MAX, "pid")
@@ -378,14 +408,14 @@ def decode_supervisor_message(payload) -> SupervisorMessage:
         if variant == 1:
             return Assign(index, start, end, attempt, first_item)
     r = _Reader(payload)
-    variant = r.variant("SupervisorMessage", 4)
+    variant = r.variant("SupervisorMessage", 5)
     if variant == 0:
         version = r.u32("protocol_version")
         worker_id = r.u32("worker_id")
         params = r.string("params")
-        input_variant = r.variant("Input", len(INPUTS))
-        path = r.string("input_path") if input_variant else None
-        message = Welcome(version, worker_id, params, INPUTS[input_variant], path)
+        input_name = INPUTS[r.variant("Input", len(INPUTS))]
+        path = r.string("input_path") if input_name in _INPUTS_WITH_PATH else None
+        message = Welcome(version, worker_id, params, input_name, path)
     elif variant == 1:
         message = Assign(
             r.u64("index"),
@@ -396,8 +426,17 @@ def decode_supervisor_message(payload) -> SupervisorMessage:
         )
     elif variant == 2:
         message = Cancel(r.u64("index"))
-    else:
+    elif variant == 3:
         message = Stop()
+    else:
+        message = AssignData(
+            r.u64("index"),
+            r.u64("start"),
+            r.u64("end"),
+            r.u32("attempt"),
+            r.u64("first_item"),
+            r.raw("data"),
+        )
     r.end()
     return message
 

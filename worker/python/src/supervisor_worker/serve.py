@@ -29,6 +29,7 @@ from .protocol import (
     PROTOCOL_VERSION,
     WORKER_FD_ENV,
     Assign,
+    AssignData,
     Cancel,
     FrameDecoder,
     ProtocolError,
@@ -50,7 +51,7 @@ FLUSH_AT = 1024 * 1024
 FLUSH_AFTER_NS = 1_000_000
 
 _U64_MAX = 2**64 - 1
-_INPUT_NAMES = {"Range": "range", "File": "file", "Lines": "lines"}
+_INPUT_NAMES = {"Range": "range", "File": "file", "Lines": "lines", "Stdin": "stdin"}
 
 
 class WorkerError(Exception):
@@ -86,6 +87,7 @@ class _Context:
 
     def read(self, start: int, end: int) -> bytes:
         if self.path is None:
+            # A stdin chunk brings its bytes: Chunk.read never gets here.
             raise ValueError(
                 "chunk.read(): the job's source is a range, which has no input file; "
                 "chunk.start and chunk.end are item numbers"
@@ -122,12 +124,15 @@ class Chunk:
     ``index``, ``start``, ``end`` (exclusive), ``attempt`` (1 for the first)
     and ``first_item`` come from the Assign; ``worker_id``, ``params``,
     ``input`` and ``path`` from the Welcome. ``cancelled`` becomes True once
-    the supervisor has sent Cancel for this chunk.
+    the supervisor has sent Cancel for this chunk. For a ``stdin`` job the
+    chunk's bytes came with it: :meth:`read` returns them.
     """
 
-    __slots__ = ("index", "start", "end", "attempt", "first_item", "_ctx", "_cancelled")
+    __slots__ = (
+        "index", "start", "end", "attempt", "first_item", "_ctx", "_cancelled", "_data",
+    )
 
-    def __init__(self, assign: Assign, ctx: _Context):
+    def __init__(self, assign, ctx: _Context):
         self.index = assign.index
         self.start = assign.start
         self.end = assign.end
@@ -135,6 +140,7 @@ class Chunk:
         self.first_item = assign.first_item
         self._ctx = ctx
         self._cancelled = False
+        self._data = assign.data if type(assign) is AssignData else None
 
     @property
     def worker_id(self) -> int:
@@ -148,12 +154,13 @@ class Chunk:
 
     @property
     def input(self) -> str:
-        """The job's source: ``"range"``, ``"file"`` or ``"lines"``."""
+        """The job's source: ``"range"``, ``"file"``, ``"lines"`` or ``"stdin"``."""
         return self._ctx.input
 
     @property
     def path(self) -> Optional[str]:
-        """The absolute path of the input file of a file or lines job; None for a range."""
+        """The absolute path of the input file of a file or lines job; None for a
+        range or stdin."""
         return self._ctx.path
 
     @property
@@ -165,8 +172,13 @@ class Chunk:
 
     def read(self) -> bytes:
         """The chunk's bytes: ``[start, end)`` of the input file, read with a
-        positioned read (the file is opened once per worker). Raises ValueError
-        for a range job, EOFError when the file is shorter than ``end``."""
+        positioned read (the file is opened once per worker), or for a stdin
+        job the bytes of the supervisor's standard input that came with the
+        chunk. Raises ValueError for a range job, EOFError when the file is
+        shorter than ``end``."""
+        data = self._data
+        if data is not None:
+            return data
         return self._ctx.read(self.start, self.end)
 
     def lines(self) -> Iterator[bytes]:
@@ -240,13 +252,14 @@ class _Inbox:
         chunk.first_item = first_item
         chunk._ctx = self._ctx
         chunk._cancelled = False
+        chunk._data = None
         entry = [chunk, False]
         self._queue.append(entry)
         self._queued[index] = entry
 
     def _apply(self, message) -> None:
         kind = type(message)
-        if kind is Assign:
+        if kind is Assign or kind is AssignData:
             if self._stopping:
                 raise ProtocolError(f"Assign for chunk {message.index} after Stop")
             entry = [Chunk(message, self._ctx), False]
