@@ -1,8 +1,10 @@
 //! `count-worker`: counts the newlines in each chunk's byte range of the
 //! job's input file, as `wc -l` counts them, reading the range itself with
-//! positioned reads: the data never travels through the supervisor.
+//! positioned reads: the data never travels through the supervisor. For a
+//! `stdin` source it counts the bytes that came with the chunk.
 //!
-//! The outputs of a `file` or `lines` job add up to the file's `wc -l`.
+//! The outputs of a `file`, `lines` or `stdin` job add up to the input's
+//! `wc -l`.
 
 use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt;
@@ -13,6 +15,9 @@ const PIECE: usize = 1 << 20;
 fn main() -> Result<(), worker::WorkerError> {
     let mut piece = vec![0; PIECE];
     worker::serve(move |ctx, chunk, out| {
+        if let Some(data) = chunk.data() {
+            return write!(out, "{}", bytecount::count(data, b'\n'));
+        }
         let file = ctx.input_file()?;
         let mut count = 0u64;
         let mut at = chunk.start;

@@ -144,13 +144,15 @@ impl Exec {
             return Err(ExecError::Cancelled);
         }
         self.prepare(ctx, chunk)?;
-        let feed = match self.stdin {
-            StdinMode::Chunk => {
+        let feed = match (self.stdin, chunk.data()) {
+            // A chunk of standard input came with its bytes.
+            (StdinMode::Chunk, Some(data)) => Some(Feed::from_memory(data)),
+            (StdinMode::Chunk, None) => {
                 let path = ctx.input_path().ok_or(ExecError::StdinWithoutFile)?;
                 let file = ctx.input_file().map_err(ExecError::OpenInput)?;
                 Some(Feed::new(file, path, chunk.start, chunk.end))
             }
-            StdinMode::None => None,
+            (StdinMode::None, _) => None,
         };
         let watch = |e| self.watch_error(e);
         let stdin = feed

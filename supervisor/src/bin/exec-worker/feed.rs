@@ -1,12 +1,13 @@
-//! Feeding a chunk's bytes of the input file to the command's stdin, as
-//! much at a time as the pipe takes: with `splice`, which moves references
+//! Feeding a chunk's bytes to the command's stdin, as much at a time as the
+//! pipe takes. From the input file with `splice`, which moves references
 //! to the file's cached pages into the pipe instead of copying the bytes
-//! twice through a buffer; with `pread` and `write` where the file's file
-//! system cannot splice.
+//! twice through a buffer, or with `pread` and `write` where the file's
+//! file system cannot splice; from memory, for a chunk of standard input
+//! that came with its bytes, with `write` straight from them.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd as _, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
@@ -24,10 +25,13 @@ pub enum Fed {
     Blocked,
 }
 
-/// The chunk's bytes still to go, `[at, end)` of the file.
+/// The chunk's bytes still to go, `[at, end)` of the file (or of
+/// `memory`).
 pub struct Feed<'a> {
-    file: &'a File,
+    file: Option<&'a File>,
     path: &'a Path,
+    /// The chunk's bytes, when they came with it: `[at, end)` index them.
+    memory: Option<&'a [u8]>,
     start: u64,
     at: u64,
     end: u64,
@@ -40,12 +44,28 @@ pub struct Feed<'a> {
 impl<'a> Feed<'a> {
     pub fn new(file: &'a File, path: &'a Path, start: u64, end: u64) -> Self {
         Self {
-            file,
+            file: Some(file),
             path,
+            memory: None,
             start,
             at: start,
             end,
             splice: true,
+            piece: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    /// Feeds `bytes`, already in memory.
+    pub fn from_memory(bytes: &'a [u8]) -> Self {
+        Self {
+            file: None,
+            path: Path::new("-"),
+            memory: Some(bytes),
+            start: 0,
+            at: 0,
+            end: bytes.len() as u64,
+            splice: false,
             piece: Vec::new(),
             sent: 0,
         }
@@ -64,7 +84,9 @@ impl<'a> Feed<'a> {
             if self.at == self.end && self.sent == self.piece.len() {
                 return Ok(Fed::Done);
             }
-            let moved = if self.splice {
+            let moved = if let Some(memory) = self.memory {
+                self.write_some(memory, pipe)
+            } else if self.splice {
                 self.splice_some(pipe)
             } else {
                 self.copy_some(pipe)
@@ -78,6 +100,21 @@ impl<'a> Feed<'a> {
         }
     }
 
+    fn write_some(&mut self, memory: &[u8], pipe: BorrowedFd<'_>) -> Result<(), Stop> {
+        // `at` and `end` index `memory`, which is in this process's memory.
+        let rest = &memory[self.at as usize..self.end as usize];
+        match write(pipe, rest) {
+            Ok(n) => {
+                self.at += n as u64;
+                if n < rest.len() {
+                    return Err(Stop::Blocked);
+                }
+                Ok(())
+            }
+            Err(stop) => stop,
+        }
+    }
+
     fn splice_some(&mut self, pipe: BorrowedFd<'_>) -> Result<(), Stop> {
         let mut offset = libc::loff_t::try_from(self.at).map_err(|_| Stop::Input(self.short()))?;
         let len = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
@@ -85,7 +122,7 @@ impl<'a> Feed<'a> {
         // to the pipe; no memory of ours is touched but `offset`.
         let n = unsafe {
             libc::splice(
-                self.file.as_raw_fd(),
+                self.file.map_or(-1, AsRawFd::as_raw_fd),
                 &mut offset,
                 pipe.as_raw_fd(),
                 std::ptr::null_mut(),
@@ -126,7 +163,10 @@ impl<'a> Feed<'a> {
             let want = usize::try_from(self.end - self.at).map_or(PIECE, |left| left.min(PIECE));
             self.piece.resize(want, 0);
             let n = loop {
-                match self.file.read_at(&mut self.piece, self.at) {
+                let Some(file) = self.file else {
+                    return Err(Stop::Input(self.short()));
+                };
+                match file.read_at(&mut self.piece, self.at) {
                     Ok(0) => return Err(Stop::Input(self.short())),
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -138,21 +178,15 @@ impl<'a> Feed<'a> {
             self.at += n as u64;
         }
         let rest = &self.piece[self.sent..];
-        // SAFETY: write reads at most `rest.len()` bytes from `rest`.
-        let n = unsafe { libc::write(pipe.as_raw_fd(), rest.as_ptr().cast(), rest.len()) };
-        if n >= 0 {
-            self.sent += n.unsigned_abs();
-            if n.unsigned_abs() < rest.len() {
-                return Err(Stop::Blocked);
+        match write(pipe, rest) {
+            Ok(n) => {
+                self.sent += n;
+                if n < rest.len() {
+                    return Err(Stop::Blocked);
+                }
+                Ok(())
             }
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => Ok(()),
-            Some(libc::EAGAIN) => Err(Stop::Blocked),
-            Some(libc::EPIPE) => Err(Stop::Closed),
-            _ => Err(Stop::Input(InputError::Write(e))),
+            Err(stop) => stop,
         }
     }
 
@@ -172,6 +206,23 @@ impl<'a> Feed<'a> {
             source,
         }
     }
+}
+
+/// One non-blocking write of `bytes` into `pipe`: how many went, or how
+/// feeding goes on (`Ok(())` after `EINTR`: try again).
+fn write(pipe: BorrowedFd<'_>, bytes: &[u8]) -> Result<usize, Result<(), Stop>> {
+    // SAFETY: write reads at most `bytes.len()` bytes from `bytes`.
+    let n = unsafe { libc::write(pipe.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
+    if n >= 0 {
+        return Ok(n.unsigned_abs());
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::EINTR) => Ok(()),
+        Some(libc::EAGAIN) => Err(Stop::Blocked),
+        Some(libc::EPIPE) => Err(Stop::Closed),
+        _ => Err(Stop::Input(InputError::Write(e))),
+    })
 }
 
 enum Stop {
@@ -246,6 +297,15 @@ mod tests {
     }
 
     #[test]
+    fn bytes_in_memory_go_whole_through_a_pipe_smaller_than_them() {
+        let contents: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut feed = Feed::from_memory(&contents);
+        assert!(feed_all(&mut feed).unwrap() == contents);
+        assert_eq!(feed.fed(), contents.len() as u64);
+        assert!(feed_all(&mut Feed::from_memory(b"")).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_closed_pipe_ends_feeding_quietly() {
         let (path, file) = temp_file(&[1; 100_000]);
         let pipe = data_pipe().unwrap();
@@ -255,6 +315,9 @@ mod tests {
             feed.splice = splice;
             assert_eq!(feed.pump(pipe.write.as_fd()).unwrap(), Fed::Done);
         }
+        let memory = [1; 100_000];
+        let mut feed = Feed::from_memory(&memory);
+        assert_eq!(feed.pump(pipe.write.as_fd()).unwrap(), Fed::Done);
         std::fs::remove_file(&path).unwrap();
     }
 }

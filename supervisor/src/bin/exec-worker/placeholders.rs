@@ -319,6 +319,7 @@ mod tests {
         end: 800,
         attempt: 2,
         first_item: 42,
+        data: None,
     };
 
     fn render_with(args: &[&str], inputs: Inputs<'_>) -> Result<Vec<String>, RenderError> {
