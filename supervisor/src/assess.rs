@@ -37,8 +37,9 @@ pub struct Assessment {
 /// Where a run starts.
 #[derive(Debug)]
 pub enum Start {
-    /// The output is stdout: nothing can be checked or cut later, so no
-    /// journal is kept and a run always starts over.
+    /// The output is stdout, or the input standard input: nothing can be
+    /// checked, cut or read again later, so no journal is kept and a run
+    /// always starts over (`--fresh` changes nothing).
     Unjournaled,
     /// From the beginning: a new journal, output and failed file.
     Fresh(Fresh),
@@ -85,6 +86,8 @@ pub enum Refusal {
     NoFailures,
     /// `--retry-failed` of a run to stdout, which keeps no journal.
     RetryNeedsJournal,
+    /// `--retry-failed` of a `stdin` source, whose input is gone.
+    RetryNeedsInput,
     /// The state folder or the output cannot be read.
     Unreadable(String),
 }
@@ -116,6 +119,12 @@ impl Refusal {
             Refusal::RetryNeedsJournal => {
                 "--retry-failed needs an output file: a run to stdout keeps no journal".to_owned()
             }
+            Refusal::RetryNeedsInput => format!(
+                "--retry-failed cannot run chunks of a `stdin` source again: its input was read \
+                 once and is gone, and no journal is kept; the failed chunks are listed (index, \
+                 byte offsets, errors) in {}",
+                failed_file(job).display()
+            ),
             Refusal::Unreadable(reason) => reason.clone(),
         }
     }
@@ -142,6 +151,12 @@ pub fn assess(job: &Job, options: Options, lock: Lock) -> Assessment {
 }
 
 fn start(job: &Job, options: Options) -> Start {
+    if job.source.is_stream() {
+        if options.retry_failed {
+            return Start::Refuse(Refusal::RetryNeedsInput);
+        }
+        return Start::Unjournaled;
+    }
     let OutputPath::File(output) = &job.output.path else {
         if options.retry_failed {
             return Start::Refuse(Refusal::RetryNeedsJournal);

@@ -4,10 +4,12 @@
 mod file;
 mod lines;
 mod prefetch;
+mod stdin;
 
 pub use file::FileChunks;
 pub use lines::{LineCount, LinesChunks, count_lines};
 pub use prefetch::Prefetch;
+pub use stdin::{Cutting, StdinChunks, stdin_descriptor};
 
 /// One chunk: its index and the half-open range `[start, end)` it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +20,20 @@ pub struct ChunkSpec {
     /// The number of its first item over the whole job: `start` for a range
     /// or a file (whose items are bytes), the first line's number for lines.
     pub first_item: u64,
+}
+
+/// The bytes a chunk takes to its worker, for a source that cannot be read
+/// again (standard input): held from the moment the chunk is cut until it
+/// settles, since a retry sends them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Carried {
+    Bytes(Vec<u8>),
+    /// More than one frame can carry (a record with no delimiter for that
+    /// long): the bytes were read and dropped, and the chunk fails for good
+    /// without a worker.
+    TooLarge {
+        len: u64,
+    },
 }
 
 /// What a source has next.
@@ -48,6 +64,18 @@ pub trait ChunkSource {
     fn error(&self) -> Option<&str> {
         None
     }
+    /// Whether each chunk carries its bytes (standard input): then every
+    /// [`Next::Chunk`] is followed by [`ChunkSource::take_carried`].
+    fn carries(&self) -> bool {
+        false
+    }
+    /// The bytes of the chunk [`ChunkSource::next_chunk`] just gave.
+    fn take_carried(&mut self) -> Option<Carried> {
+        None
+    }
+    /// No chunk will be taken any more (a drain): a source that reads a
+    /// stream stops reading it now.
+    fn stop(&mut self) {}
 }
 
 /// Cuts an input into chunks in index order, reading it as it goes. It may

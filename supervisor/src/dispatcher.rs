@@ -5,11 +5,13 @@
 //!   and [`RunEvent`] out, [`Outcome`] and [`Counts`] at the end.
 //! - [`settings`]: the knobs of a run.
 //! - `state`: the [`Dispatcher`] itself: `handle` and `advance`.
+//! - `attempts`: an attempt's start and end: sent, done, retried, failed.
 //! - `queue`: the work not yet done (retries, the skip set, the window).
 //! - `slots`: the life of a worker slot (kill, stop, exit, backoff).
 //! - `stopping`: drain, cancel, end and abort.
 //! - `reorder`: results held back until their turn in index order.
 
+mod attempts;
 mod queue;
 mod reorder;
 pub mod settings;

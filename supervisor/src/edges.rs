@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use protocol::SupervisorMessage;
+use protocol::message::Assign;
 
 use crate::dispatcher::{ChunkFailure, Dispatcher, Effects, Generation, ResultMeta, RunEvent};
 use crate::observers::Observers;
@@ -33,6 +34,10 @@ impl Effects for Edges {
 
     fn send(&mut self, slot: usize, generation: Generation, message: &SupervisorMessage) {
         self.workers.send(slot, generation, message);
+    }
+
+    fn send_data(&mut self, slot: usize, generation: Generation, assign: &Assign, data: &[u8]) {
+        self.workers.send_data(slot, generation, assign, data);
     }
 
     fn kill(&mut self, slot: usize, generation: Generation, grace: Duration) {

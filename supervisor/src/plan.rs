@@ -106,6 +106,10 @@ fn source(source: &Source) -> String {
             input.path.display(),
             bytes(input.size)
         ),
+        Source::Stdin { delimiter } => format!(
+            "standard input, read once as the run goes, records end with {}",
+            serde_json::to_string(&String::from_utf8_lossy(delimiter)).expect("a string")
+        ),
     }
 }
 
@@ -129,6 +133,11 @@ fn chunks(job: &Job) -> String {
         Source::Lines { lines, .. } => {
             format!("{count} of {size} lines (the last {})", short(*lines))
         }
+        Source::Stdin { .. } => format!(
+            "as many as the input makes (known when it ends), of about {}, each cut just after \
+             a delimiter",
+            bytes(size)
+        ),
     }
 }
 
@@ -152,6 +161,9 @@ fn resume(job: &Job, assessment: &Assessment) -> String {
         );
     }
     match &assessment.start {
+        Start::Unjournaled if job.source.is_stream() => "no journal: a `stdin` source cannot \
+             resume (its input is gone once read), so a run always starts over"
+            .to_owned(),
         Start::Unjournaled => "no journal: a run to stdout always starts over".to_owned(),
         Start::Fresh(Fresh::NoJournal | Fresh::Asked) => "fresh start (no journal)".to_owned(),
         // A run that never finished a chunk is started over, output and all.
@@ -198,7 +210,8 @@ fn refused(refusal: &Refusal) -> String {
         | Refusal::Unreadable(_)
         | Refusal::NothingToRetry
         | Refusal::NoFailures
-        | Refusal::RetryNeedsJournal => {
+        | Refusal::RetryNeedsJournal
+        | Refusal::RetryNeedsInput => {
             let reason = match refusal {
                 Refusal::Journal(error) => error_chain(error),
                 Refusal::Unreadable(reason) => reason.clone(),

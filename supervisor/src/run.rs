@@ -15,7 +15,8 @@ use tracing::{info, warn};
 
 use crate::assess::{self, Lock, Options};
 use crate::chunks::{
-    ChunkSource, Cutter, FileChunks, LineCount, LinesChunks, Prefetch, RangeChunks,
+    ChunkSource, Cutter, Cutting, FileChunks, LineCount, LinesChunks, Prefetch, RangeChunks,
+    StdinChunks,
 };
 use crate::config::{Job, Source};
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
@@ -143,10 +144,8 @@ pub async fn run(
     let (source, source_ready) = chunk_source(job)?;
     let progress = reporting.progress;
     let block = job.block();
-    progress.start(
-        Some(block.end - block.start),
-        opened.done_before + opened.failed_before,
-    );
+    let total = (!job.source.is_stream()).then_some(block.end - block.start);
+    progress.start(total, opened.done_before + opened.failed_before);
     let (updates_tx, mut updates) = mpsc::channel(UPDATE_QUEUE);
     let workers = job.supervisor.workers;
     let mut edges = Edges {
@@ -425,6 +424,25 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
             let never = Arc::new(Notify::new());
             let range = RangeChunks::new(*start, *end, job.chunk).within(job.block());
             return Ok((Box::new(range), never));
+        }
+        Source::Stdin { delimiter } => {
+            let stdin = crate::chunks::stdin_descriptor()
+                .map_err(|e| SetupError::Failed(anyhow!("cannot read standard input: {e}")))?;
+            let terminal = if std::io::IsTerminal::is_terminal(&stdin) {
+                " (a terminal: end it with Ctrl-D)"
+            } else {
+                ""
+            };
+            info!(
+                "the input is standard input{terminal}: it is read once, so this run keeps no \
+                 journal and cannot be resumed"
+            );
+            let cutting = Cutting::new(delimiter.clone(), job.chunk);
+            let stdin = StdinChunks::start(stdin, cutting).map_err(|e| {
+                SetupError::Failed(anyhow!("cannot start reading standard input: {e}"))
+            })?;
+            let ready = stdin.ready();
+            return Ok((Box::new(stdin), ready));
         }
         Source::File {
             input,

@@ -23,10 +23,43 @@ enum Cut {
 
 /// Tells the run loop that chunks are ready again after it found none.
 #[derive(Debug, Default)]
-struct Wake {
+pub(super) struct Wake {
     /// The consumer found the queue empty and waits for word.
     waiting: AtomicBool,
     ready: Arc<Notify>,
+}
+
+impl Wake {
+    /// The cutting thread's side: something was queued, or the queue
+    /// closed; the loop hears of it if it waits.
+    pub(super) fn announce(&self) {
+        if self.waiting.swap(false, Ordering::SeqCst) {
+            self.ready.notify_one();
+        }
+    }
+
+    /// What the run loop waits on after [`Next::Later`].
+    pub(super) fn ready(&self) -> Arc<Notify> {
+        Arc::clone(&self.ready)
+    }
+
+    /// The run loop's side: the next thing queued, or `Empty` once the loop
+    /// is sure to be woken when something comes. `None` when the queue is
+    /// gone.
+    pub(super) fn take<T>(&self, queue: Option<&Receiver<T>>) -> Option<Result<T, TryRecvError>> {
+        let take = || queue.map(Receiver::try_recv);
+        let mut received = take();
+        if matches!(received, Some(Err(TryRecvError::Empty))) {
+            // Say we wait, then look once more: a chunk sent in between
+            // would otherwise find nobody waiting and wake nobody.
+            self.waiting.store(true, Ordering::SeqCst);
+            received = take();
+            if !matches!(received, Some(Err(TryRecvError::Empty))) {
+                self.waiting.store(false, Ordering::SeqCst);
+            }
+        }
+        received
+    }
 }
 
 /// A [`ChunkSource`] fed by a [`Cutter`] on its own thread.
@@ -68,11 +101,7 @@ impl Prefetch {
     /// A handle the run loop waits on after [`Next::Later`]: notified once
     /// chunks are ready, or the input ended.
     pub fn ready(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake.ready)
-    }
-
-    fn take(&mut self) -> Option<Result<Cut, TryRecvError>> {
-        self.chunks.as_ref().map(Receiver::try_recv)
+        self.wake.ready()
     }
 }
 
@@ -81,17 +110,7 @@ impl ChunkSource for Prefetch {
         if self.ended {
             return Next::End;
         }
-        let mut received = self.take();
-        if matches!(received, Some(Err(TryRecvError::Empty))) {
-            // Say we wait, then look once more: a chunk sent in between
-            // would otherwise find nobody waiting and wake nobody.
-            self.wake.waiting.store(true, Ordering::SeqCst);
-            received = self.take();
-            if !matches!(received, Some(Err(TryRecvError::Empty))) {
-                self.wake.waiting.store(false, Ordering::SeqCst);
-            }
-        }
-        match received {
+        match self.wake.take(self.chunks.as_ref()) {
             Some(Ok(Cut::Chunk(chunk))) => Next::Chunk(chunk),
             Some(Err(TryRecvError::Empty)) => Next::Later,
             Some(Ok(Cut::Failed(error))) => {
@@ -143,9 +162,7 @@ fn cut(mut cutter: Box<dyn Cutter>, sender: SyncSender<Cut>, wake: &Wake) {
         if sender.send(cut).is_err() {
             return;
         }
-        if wake.waiting.swap(false, Ordering::SeqCst) {
-            wake.ready.notify_one();
-        }
+        wake.announce();
         if last {
             break;
         }
@@ -153,9 +170,7 @@ fn cut(mut cutter: Box<dyn Cutter>, sender: SyncSender<Cut>, wake: &Wake) {
     // The end of the queue is news too, once the queue is closed: the loop
     // may be waiting for it.
     drop(sender);
-    if wake.waiting.swap(false, Ordering::SeqCst) {
-        wake.ready.notify_one();
-    }
+    wake.announce();
 }
 
 #[cfg(test)]

@@ -13,6 +13,13 @@ pub const CHUNKS: u64 = 1024;
 pub const FILE_CHUNKS: u64 = 256;
 pub const MIN_FILE_CHUNK: u64 = 64 << 10;
 pub const MAX_FILE_CHUNK: u64 = 16 << 20;
+/// Without `chunk`, standard input is cut into blocks of about this many
+/// bytes: GNU parallel's `--pipe` block is 1 MiB, and a per-chunk command's
+/// start costs about as much as moving a megabyte through it.
+pub const STDIN_CHUNK: u64 = 1 << 20;
+/// The largest `chunk` for standard input: a block is `chunk` bytes and the
+/// rest of its last record, and must travel to its worker in one frame.
+pub const MAX_STDIN_CHUNK: u64 = 32 << 20;
 /// Without `[worker] timeout`, an attempt may run this long.
 pub const TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Without `[worker] start_timeout`, a new worker has this long to say hello.

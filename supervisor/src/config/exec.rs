@@ -45,11 +45,19 @@ fn check_word(word: &str, source: &Source) -> Result<(), String> {
     if let Some((_, message)) = RENAMED.iter().find(|(old, _)| word.contains(old)) {
         return Err((*message).to_owned());
     }
-    if matches!(source, Source::Range { .. })
+    if source.input().is_none()
         && let Some(p) = FILE_PLACEHOLDERS.iter().find(|p| word.contains(**p))
     {
+        let (kind, hint) = match source {
+            Source::Stdin { .. } => (
+                "`stdin`",
+                ": its bytes come on the command's stdin with `stdin = \"chunk\"`, and \
+                 `{start}` and `{end}` are their offsets in the stream",
+            ),
+            _ => ("a `range`", ""),
+        };
         return Err(format!(
-            "`{p}` needs an input file, but the source is a `range`"
+            "`{p}` needs an input file, but the source is {kind}{hint}"
         ));
     }
     if !matches!(source, Source::Lines { .. })
@@ -166,11 +174,17 @@ mod tests {
 
     const RANGE: Source = Source::Range { start: 0, end: 10 };
 
+    fn stdin() -> Source {
+        Source::Stdin {
+            delimiter: b"\n".to_vec(),
+        }
+    }
+
     #[test]
     fn each_placeholder_needs_its_source() {
         for word in ["{item}", "x={items}", "{first_line}"] {
             assert!(check_word(word, &lines()).is_ok(), "{word}");
-            for source in [file(), RANGE] {
+            for source in [file(), RANGE, stdin()] {
                 let err = check_word(word, &source).unwrap_err();
                 assert!(err.ends_with("needs a `lines` source"), "{word}: {err}");
             }
@@ -183,6 +197,11 @@ mod tests {
                     .unwrap_err()
                     .contains("needs an input file")
             );
+            let err = check_word(word, &stdin()).unwrap_err();
+            assert!(
+                err.contains("needs an input file, but the source is `stdin`"),
+                "{err}"
+            );
         }
         for word in [
             "{index}",
@@ -193,7 +212,7 @@ mod tests {
             "{print $1}",
             "{lines}",
         ] {
-            for source in [lines(), file(), RANGE] {
+            for source in [lines(), file(), RANGE, stdin()] {
                 assert!(check_word(word, &source).is_ok(), "{word}");
             }
         }

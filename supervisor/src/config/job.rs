@@ -15,9 +15,10 @@ pub struct Job {
     pub dir: PathBuf,
     pub name: String,
     pub source: Source,
-    /// Items per chunk: integers of a range, bytes of a file, lines of a
-    /// lines source. When the file sets none, a range or lines source is cut
-    /// into about 1024 chunks, a file into about 256 of 64 KiB to 16 MiB.
+    /// Items per chunk: integers of a range, bytes of a file or of standard
+    /// input, lines of a lines source. When the file sets none, a range or
+    /// lines source is cut into about 1024 chunks, a file into about 256 of
+    /// 64 KiB to 16 MiB, standard input into blocks of about 1 MiB.
     pub chunk: u64,
     pub worker: WorkerSpec,
     pub supervisor: SupervisorSpec,
@@ -32,10 +33,14 @@ pub struct Job {
 }
 
 impl Job {
-    /// How many chunks the source is cut into; chunk `k` covers
-    /// `[start + k·chunk, min(start + (k+1)·chunk, end))`.
+    /// How many chunks the source is cut into, as counted when the job was
+    /// loaded; chunk `k` of a range covers
+    /// `[start + k·chunk, min(start + (k+1)·chunk, end))`. A `stdin` source's
+    /// count is known only once its input has ended: 0 here. Such a job runs
+    /// whole, without a journal, shards or merge, the users of this count
+    /// (see [`Source::chunk_count`]).
     pub fn chunk_count(&self) -> u64 {
-        self.source.chunk_count(self.chunk)
+        self.source.chunk_count(self.chunk).unwrap_or(0)
     }
 
     /// The chunk indices this run covers: all of them, or its shard's block.
@@ -69,6 +74,15 @@ pub enum Source {
         /// Counted when the job was loaded.
         lines: u64,
     },
+    /// The supervisor's standard input, read once as the run goes and cut
+    /// into blocks of about `chunk` bytes, each ending just after
+    /// `delimiter` (or at the end of the input); a record longer than a
+    /// chunk makes one larger block. It cannot be read again: no journal,
+    /// no resume, no shards.
+    Stdin {
+        /// Never empty; `\n` by default.
+        delimiter: Vec<u8>,
+    },
 }
 
 /// The input file of a `file` or `lines` source, as it was when the job was
@@ -83,19 +97,27 @@ pub struct InputFile {
 
 impl Source {
     /// How many chunks of `chunk` items the source is cut into: integers,
-    /// bytes or lines; a file's as counted at load.
-    pub fn chunk_count(&self, chunk: u64) -> u64 {
+    /// bytes or lines; a file's as counted at load. `None` for standard
+    /// input, whose count is known only once it has ended.
+    pub fn chunk_count(&self, chunk: u64) -> Option<u64> {
         match self {
-            Source::Range { start, end } => (end - start).div_ceil(chunk),
-            Source::File { chunks, .. } => *chunks,
-            Source::Lines { lines, .. } => lines.div_ceil(chunk),
+            Source::Range { start, end } => Some((end - start).div_ceil(chunk)),
+            Source::File { chunks, .. } => Some(*chunks),
+            Source::Lines { lines, .. } => Some(lines.div_ceil(chunk)),
+            Source::Stdin { .. } => None,
         }
+    }
+
+    /// Whether the input can be read only once (standard input): a run of it
+    /// keeps no journal and cannot resume, retry what failed, or be sharded.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, Source::Stdin { .. })
     }
 
     /// The input file, for the sources that have one.
     pub fn input(&self) -> Option<&InputFile> {
         match self {
-            Source::Range { .. } => None,
+            Source::Range { .. } | Source::Stdin { .. } => None,
             Source::File { input, .. } | Source::Lines { input, .. } => Some(input),
         }
     }

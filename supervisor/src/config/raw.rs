@@ -40,6 +40,7 @@ pub(super) struct RawSource {
     pub(super) range: Option<Spanned<RawRange>>,
     pub(super) file: Option<Spanned<RawFileSource>>,
     pub(super) lines: Option<Spanned<RawLinesSource>>,
+    pub(super) stdin: Option<Spanned<RawStdinSource>>,
     pub(super) chunk: Option<Spanned<RawChunk>>,
 }
 
@@ -61,6 +62,12 @@ pub(super) struct RawFileSource {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLinesSource {
     pub(super) path: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStdinSource {
+    pub(super) delimiter: Option<Spanned<String>>,
 }
 
 /// `chunk` is an item count for a range but a byte size or `"auto"` for other

@@ -31,6 +31,7 @@ impl JobText<'_> {
             ("range", source.range.as_ref().map(Spanned::span)),
             ("file", source.file.as_ref().map(Spanned::span)),
             ("lines", source.lines.as_ref().map(Spanned::span)),
+            ("stdin", source.stdin.as_ref().map(Spanned::span)),
         ]
         .into_iter()
         .filter_map(|(k, s)| Some((k, s?)))
@@ -40,7 +41,7 @@ impl JobText<'_> {
                 return Err(self.error(
                     span,
                     "source",
-                    "no input: set exactly one of `range`, `file`, `lines`",
+                    "no input: set exactly one of `range`, `file`, `lines`, `stdin`",
                 ));
             }
             [(first, _), (second, s), ..] => {
@@ -48,7 +49,8 @@ impl JobText<'_> {
                     s.clone(),
                     "source",
                     format!(
-                        "`{first}` and `{second}` are both set; set exactly one of `range`, `file`, `lines`"
+                        "`{first}` and `{second}` are both set; set exactly one of `range`, `file`, \
+                         `lines`, `stdin`"
                     ),
                 ));
             }
@@ -60,17 +62,7 @@ impl JobText<'_> {
             let file_span = file.span();
             let file = file.into_inner();
             let input = self.input_file(&file.path, "source.file.path", dir)?;
-            let delimiter = match &file.delimiter {
-                Some(d) if d.get_ref().is_empty() => {
-                    return Err(self.error(
-                        d.span(),
-                        "source.file.delimiter",
-                        "must not be empty: records end with it (the default is \"\\n\")",
-                    ));
-                }
-                Some(d) => d.get_ref().as_bytes().to_vec(),
-                None => b"\n".to_vec(),
-            };
+            let delimiter = self.delimiter(file.delimiter.as_ref(), "source.file.delimiter")?;
             let chunk = self.file_chunk(chunk.as_ref(), input.size)?;
             let most = crate::chunks::FileChunks::most_chunks(input.size, chunk);
             if most > MAX_CHUNKS {
@@ -111,6 +103,12 @@ impl JobText<'_> {
                 lines: count.lines,
             };
             (source, lines_span, chunk)
+        } else if let Some(stdin) = source.stdin {
+            let stdin_span = stdin.span();
+            let stdin = stdin.into_inner();
+            let delimiter = self.delimiter(stdin.delimiter.as_ref(), "source.stdin.delimiter")?;
+            let chunk = self.stdin_chunk(chunk.as_ref())?;
+            (Source::Stdin { delimiter }, stdin_span, chunk)
         } else {
             let range = source.range.expect("exactly one source is set");
             let range_span = range.span();
@@ -135,11 +133,51 @@ impl JobText<'_> {
             let chunk = self.count_chunk(chunk.as_ref(), end - start, "range", "items")?;
             (Source::Range { start, end }, range_span, chunk)
         };
-        let chunks = source.chunk_count(chunk);
-        if chunks > MAX_CHUNKS {
+        if let Some(chunks) = source.chunk_count(chunk)
+            && chunks > MAX_CHUNKS
+        {
             return Err(self.too_many_chunks(chunks, chunk_span.unwrap_or(source_span)));
         }
         Ok((source, chunk))
+    }
+
+    /// The `delimiter` of a `file` or `stdin` source: records end with it;
+    /// `\n` when it is not given.
+    fn delimiter(&self, delimiter: Option<&Spanned<String>>, key: &str) -> Result<Vec<u8>> {
+        match delimiter {
+            Some(d) if d.get_ref().is_empty() => Err(self.error(
+                d.span(),
+                key,
+                "must not be empty: records end with it (the default is \"\\n\")",
+            )),
+            Some(d) => Ok(d.get_ref().as_bytes().to_vec()),
+            None => Ok(b"\n".to_vec()),
+        }
+    }
+
+    /// `chunk` for a `stdin` source: bytes, as for a file, at most
+    /// [`defaults::MAX_STDIN_CHUNK`] (a block and the rest of its last
+    /// record travel to a worker in one frame); 1 MiB by default.
+    fn stdin_chunk(&self, chunk: Option<&Spanned<RawChunk>>) -> Result<u64> {
+        let Some(spanned) = chunk else {
+            return Ok(defaults::STDIN_CHUNK);
+        };
+        let bytes = self.file_chunk(chunk, 0)?;
+        if bytes > defaults::MAX_STDIN_CHUNK {
+            return Err(self.error(
+                spanned.span(),
+                "source.chunk",
+                format!(
+                    "{bytes} bytes is more than a `stdin` chunk may be ({}): each block, \
+                     with the rest of its last record, travels to its worker in one frame \
+                     of at most 64 MiB",
+                    bytesize::ByteSize(defaults::MAX_STDIN_CHUNK)
+                        .display()
+                        .iec()
+                ),
+            ));
+        }
+        Ok(bytes)
     }
 
     pub(super) fn too_many_chunks(&self, chunks: u64, span: Range<usize>) -> ConfigError {

@@ -47,7 +47,7 @@ impl JobText<'_> {
             return Err(self.error(
                 0..0,
                 "source",
-                "the job file has no `[source]` table; set one of `range`, `file`, `lines` in it",
+                "the job file has no `[source]` table; set one of `range`, `file`, `lines`, `stdin` in it",
             ));
         };
         // `{item}` takes chunks of one line: that is then the default chunk.

@@ -1,7 +1,8 @@
 //! The work not yet done: fresh chunks from the source, chunks waiting for
 //! another attempt, the chunks an earlier run settled, the reorder window
-//! that bounds how far dispatch may run ahead, and how many chunks each
-//! worker is given at once.
+//! that bounds how far dispatch may run ahead, how many chunks each worker
+//! is given at once, and the bytes of chunks that carry them until they
+//! settle.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use fixedbitset::FixedBitSet;
 use super::reorder::{Reorder, Spill};
 use super::settings::Settings;
 use super::types::{AttemptError, ResultMeta};
-use crate::chunks::{ChunkSource, ChunkSpec, Next};
+use crate::chunks::{Carried, ChunkSource, ChunkSpec, Next};
 
 /// One attempt of a chunk, at a worker or waiting for one.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +43,11 @@ pub(super) struct WorkQueue {
     errors: HashMap<u64, Vec<AttemptError>>,
     /// Chunks an earlier run settled: never dispatched, passed over in order.
     skip: Option<FixedBitSet>,
+    /// The source's chunks carry their bytes (standard input).
+    carries: bool,
+    /// Those bytes, from when a chunk is taken from the source until it
+    /// settles (a retry sends them again); then they are let go.
+    carried: HashMap<u64, Carried>,
     reorder: Option<Reorder>,
     /// Moving average of chunk durations as the workers time them; sizes the
     /// pipeline to each worker.
@@ -70,6 +76,8 @@ impl WorkQueue {
             .starting_at(source.first())
         });
         Self {
+            carries: source.carries(),
+            carried: HashMap::new(),
             source,
             peeked: None,
             source_done: false,
@@ -145,7 +153,15 @@ impl WorkQueue {
                 .skip
                 .as_ref()
                 .is_some_and(|skip| skip.contains(chunk.index as usize));
+            let carried = if self.carries {
+                self.source.take_carried()
+            } else {
+                None
+            };
             if !settled {
+                if let Some(carried) = carried {
+                    self.carried.insert(chunk.index, carried);
+                }
                 return Some(chunk);
             }
         }
@@ -171,6 +187,34 @@ impl WorkQueue {
     /// Why the source ended before its last chunk, if it could not read.
     pub fn source_error(&self) -> Option<&str> {
         self.source.error()
+    }
+
+    /// Whether the source has given its last chunk.
+    pub fn source_ended(&self) -> bool {
+        self.source_done
+    }
+
+    /// No chunk will be taken from the source any more: a source that
+    /// reads a stream stops now.
+    pub fn stop_source(&mut self) {
+        self.source.stop();
+    }
+
+    /// The bytes chunk `index` carries to its worker, if its source's
+    /// chunks carry them.
+    pub fn carried(&self, index: u64) -> Option<&Carried> {
+        if !self.carries {
+            return None;
+        }
+        self.carried.get(&index)
+    }
+
+    /// Chunk `index` settled (done, failed for good, or abandoned): the
+    /// bytes it carried are let go.
+    pub fn settled(&mut self, index: u64) {
+        if self.carries {
+            self.carried.remove(&index);
+        }
     }
 
     /// Chunks waiting to be sent: retries, and fresh ones not yet taken

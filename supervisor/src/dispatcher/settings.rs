@@ -91,6 +91,7 @@ impl Settings {
             ordered: job.output.order == Order::Index,
             params_json: job.worker.params_json.clone(),
             input: worker_input(&job.source),
+            max_in_flight: max_in_flight(job),
             drain_timeout: job.supervisor.drain_timeout,
             max_chunks: job.worker.max_chunks,
             max_failed: job.supervisor.max_failed,
@@ -100,6 +101,26 @@ impl Settings {
     }
 }
 
+/// Chunks outstanding on one worker at most. Chunks of standard input carry
+/// their bytes, which the supervisor holds until the chunk settles: for them
+/// the pipeline is bounded in bytes too, to about [`BLOCK_BYTES_IN_FLIGHT`]
+/// per worker beyond the two chunks that keep it busy.
+fn max_in_flight(job: &Job) -> usize {
+    const MAX: usize = 64;
+    match job.source {
+        Source::Stdin { .. } => {
+            let blocks = BLOCK_BYTES_IN_FLIGHT / job.chunk.max(1);
+            usize::try_from(blocks).map_or(MAX, |blocks| blocks.clamp(2, MAX))
+        }
+        _ => MAX,
+    }
+}
+
+/// Bytes of standard input a worker is given ahead at most (see
+/// [`max_in_flight`]): enough to hide a round trip, little next to a
+/// machine's memory whatever the worker count.
+pub const BLOCK_BYTES_IN_FLIGHT: u64 = 4 << 20;
+
 /// The source as workers are told it in their welcome.
 fn worker_input(source: &Source) -> Input {
     // Validation made sure the path is UTF-8.
@@ -108,5 +129,6 @@ fn worker_input(source: &Source) -> Input {
         Source::Range { .. } => Input::Range,
         Source::File { input, .. } => Input::File { path: path(input) },
         Source::Lines { input, .. } => Input::Lines { path: path(input) },
+        Source::Stdin { .. } => Input::Stdin,
     }
 }

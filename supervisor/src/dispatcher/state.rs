@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use protocol::message::{Assign, Welcome};
+use protocol::message::Welcome;
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 
 use fixedbitset::FixedBitSet;
@@ -14,10 +14,7 @@ use super::queue::{Work, WorkQueue};
 use super::reorder::Spill;
 use super::settings::Settings;
 use super::slots::{RestartBudget, Slot, SlotPhase};
-use super::types::{
-    AttemptError, ChunkFailure, Counts, Effects, Event, Generation, KillCause, Outcome, ResultMeta,
-    RunEvent, bounded,
-};
+use super::types::{Counts, Effects, Event, Generation, KillCause, Outcome, RunEvent, bounded};
 use crate::chunks::ChunkSource;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,9 +41,9 @@ pub(super) enum DrainCause {
 
 /// How long a finished chunk took at its worker, and how long it waited there.
 #[derive(Debug, Clone, Copy)]
-struct Timing {
-    seconds: f64,
-    waited: f64,
+pub(super) struct Timing {
+    pub seconds: f64,
+    pub waited: f64,
 }
 
 /// The single owner of a run's state.
@@ -252,6 +249,13 @@ impl Dispatcher {
             RunPhase::Running => {
                 self.dispatch(now, fx);
                 self.retire_exhausted(now, fx);
+                if self.counts.total.is_none() && self.queue.source_ended() {
+                    // A stream's chunks are counted once it has ended.
+                    self.counts.total = self.queue.total();
+                    if let Some(total) = self.counts.total {
+                        fx.observe(&RunEvent::SourceEnded { total });
+                    }
+                }
                 let finished = self.phase == RunPhase::Running
                     && self.in_flight == 0
                     && self.queue.is_exhausted();
@@ -360,6 +364,8 @@ impl Dispatcher {
                 fx.observe(&RunEvent::ChunkCancelled { chunk: work.chunk });
                 if self.phase == RunPhase::Running {
                     self.queue.retry(work);
+                } else {
+                    self.queue.settled(work.chunk.index);
                 }
             }
         }
@@ -398,107 +404,6 @@ impl Dispatcher {
         }
         self.in_flight -= 1;
         Some((work, waited))
-    }
-
-    fn completed(
-        &mut self,
-        slot: usize,
-        work: Work,
-        timing: Timing,
-        output: &[u8],
-        now: Instant,
-        fx: &mut impl Effects,
-    ) {
-        let Timing { seconds, waited } = timing;
-        self.queue.record_time(seconds);
-        self.queue.forget_errors(work.chunk.index);
-        self.slots[slot].crash_streak = 0;
-        fx.observe(&RunEvent::ChunkDone {
-            chunk: work.chunk,
-            attempt: work.attempt,
-            worker: slot,
-            seconds,
-            waited,
-        });
-        self.counts.done += 1;
-        let meta = ResultMeta {
-            index: work.chunk.index,
-            start: work.chunk.start,
-            end: work.chunk.end,
-            attempt: work.attempt,
-            worker: slot as u32,
-            seconds,
-        };
-        let written = self
-            .queue
-            .write_in_order(meta, output, |m, o| fx.write_result(m, o));
-        if let Err(error) = written {
-            self.abort(format!("cannot write the output: {error}"), now, fx);
-        }
-    }
-
-    /// An attempt failed: the chunk goes again, or fails for good once it
-    /// is out of attempts.
-    pub(super) fn attempt_failed(
-        &mut self,
-        slot: usize,
-        work: Work,
-        error: String,
-        now: Instant,
-        fx: &mut impl Effects,
-    ) {
-        let index = work.chunk.index;
-        let worker = slot as u32;
-        if work.attempt <= self.settings.retries {
-            fx.observe(&RunEvent::ChunkRetried {
-                chunk: work.chunk,
-                failed_attempt: work.attempt,
-                worker,
-                error: &error,
-            });
-            self.queue.note_error(
-                index,
-                AttemptError {
-                    attempt: work.attempt,
-                    worker,
-                    error,
-                },
-            );
-            self.counts.retried += 1;
-            self.queue.retry(Work {
-                attempt: work.attempt + 1,
-                suspect: false,
-                ..work
-            });
-            return;
-        }
-        let mut errors = self.queue.take_errors(index);
-        errors.push(AttemptError {
-            attempt: work.attempt,
-            worker,
-            error,
-        });
-        self.counts.failed += 1;
-        if let Some(last) = errors.last() {
-            fx.observe(&RunEvent::ChunkFailed {
-                chunk: work.chunk,
-                attempts: work.attempt,
-                worker: slot,
-                error: &last.error,
-            });
-        }
-        let written = fx
-            .write_failure(&ChunkFailure {
-                chunk: work.chunk,
-                errors: &errors,
-            })
-            .and_then(|()| self.queue.pass_failed(index, |m, o| fx.write_result(m, o)));
-        if let Err(error) = written {
-            return self.abort(format!("cannot write the output: {error}"), now, fx);
-        }
-        if let Some(reason) = self.breaker_tripped() {
-            self.trip(reason, now, fx);
-        }
     }
 
     /// Deadlines: the drain's, then each slot's.
@@ -542,6 +447,13 @@ impl Dispatcher {
                 let Some(work) = self.queue.next_work(alone) else {
                     break;
                 };
+                if let Some(error) = self.unsendable(&work) {
+                    self.failed_for_good(slot, work, error, now, fx);
+                    if self.phase != RunPhase::Running {
+                        return;
+                    }
+                    continue;
+                }
                 let work = Work {
                     sent_at: now,
                     ..work
@@ -557,14 +469,7 @@ impl Dispatcher {
                 s.in_flight.push_back(work);
                 s.assigned += 1;
                 self.in_flight += 1;
-                let assign = SupervisorMessage::Assign(Assign {
-                    index: work.chunk.index,
-                    start: work.chunk.start,
-                    end: work.chunk.end,
-                    attempt: work.attempt,
-                    first_item: work.chunk.first_item,
-                });
-                fx.send(slot, s.generation, &assign);
+                self.send_assign(slot, &work, fx);
                 fx.observe(&RunEvent::ChunkDispatched {
                     chunk: work.chunk,
                     attempt: work.attempt,

@@ -20,6 +20,7 @@ impl Dispatcher {
         }
         fx.observe(&RunEvent::Aborting { reason: &reason });
         self.phase = RunPhase::Ending(Outcome::Aborted { reason });
+        self.queue.stop_source();
         for slot in 0..self.slots.len() {
             self.kill(slot, KillCause::Aborting, fx);
         }
@@ -62,8 +63,10 @@ impl Dispatcher {
         self.drain(DrainCause::TooManyFailures(reason), now, fx);
     }
 
-    /// Stops dispatching; what is in flight gets the drain timeout.
+    /// Stops dispatching, and reading a stream at once; what is in flight
+    /// gets the drain timeout.
     fn drain(&mut self, why: DrainCause, now: Instant, fx: &mut impl Effects) {
+        self.queue.stop_source();
         self.phase = RunPhase::Draining {
             why,
             deadline: Some(now + self.settings.drain_timeout),

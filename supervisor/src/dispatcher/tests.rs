@@ -3,12 +3,12 @@
 use std::time::{Duration, Instant};
 
 use fixedbitset::FixedBitSet;
-use protocol::message::{Cancelled, Done, Failed, Hello};
+use protocol::message::{Assign, AssignData, Cancelled, Done, Failed, Hello};
 use protocol::{PROTOCOL_VERSION, SupervisorMessage, WorkerMessage};
 
 use super::state::RunPhase;
 use super::*;
-use crate::chunks::{ChunkSource, Next, RangeChunks};
+use crate::chunks::{Carried, ChunkSource, ChunkSpec, Next, RangeChunks};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Call {
@@ -51,6 +51,17 @@ impl Effects for Recorder {
     fn send(&mut self, slot: usize, generation: Generation, message: &SupervisorMessage) {
         self.calls
             .push(Call::Send(slot, generation, message.clone()));
+    }
+    fn send_data(&mut self, slot: usize, generation: Generation, assign: &Assign, data: &[u8]) {
+        let message = SupervisorMessage::AssignData(AssignData {
+            index: assign.index,
+            start: assign.start,
+            end: assign.end,
+            attempt: assign.attempt,
+            first_item: assign.first_item,
+            data: data.to_vec(),
+        });
+        self.calls.push(Call::Send(slot, generation, message));
     }
     fn kill(&mut self, slot: usize, generation: Generation, _grace: Duration) {
         self.calls.push(Call::Kill(slot, generation));
@@ -183,8 +194,8 @@ impl Harness {
             .calls
             .iter()
             .filter_map(|c| match c {
-                Call::Send(s, _, SupervisorMessage::Assign(a)) if *s == slot => {
-                    Some((a.index, a.attempt))
+                Call::Send(s, _, message) if *s == slot => {
+                    assign_of(message).map(|a| (a.index, a.attempt))
                 }
                 _ => None,
             })
@@ -206,10 +217,8 @@ impl Harness {
                 .calls
                 .iter()
                 .filter_map(|c| match c {
-                    Call::Send(s, g, SupervisorMessage::Assign(a))
-                        if *s == slot && *g == generation =>
-                    {
-                        Some(a.index)
+                    Call::Send(s, g, message) if *s == slot && *g == generation => {
+                        assign_of(message).map(|a| a.index)
                     }
                     _ => None,
                 })
@@ -234,6 +243,15 @@ impl Harness {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The assignment in `message`, with or without bytes.
+fn assign_of(message: &SupervisorMessage) -> Option<Assign> {
+    match message {
+        SupervisorMessage::Assign(a) => Some(*a),
+        SupervisorMessage::AssignData(a) => Some(a.assign()),
+        _ => None,
     }
 }
 
@@ -1012,5 +1030,119 @@ fn a_worker_that_dies_before_any_has_said_hello_ends_the_run_at_once_with_its_la
             .count(),
         2,
         "nothing was restarted"
+    );
+}
+
+/// Chunks that carry their bytes, as standard input's do: the count is
+/// known only once the last is taken.
+struct Carrying {
+    chunks: std::collections::VecDeque<(ChunkSpec, Carried)>,
+    given: u64,
+    carried: Option<Carried>,
+}
+
+impl Carrying {
+    fn new(blocks: Vec<Carried>) -> Self {
+        let mut start = 0;
+        let chunks = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(index, carried)| {
+                let len = match &carried {
+                    Carried::Bytes(bytes) => bytes.len() as u64,
+                    Carried::TooLarge { len } => *len,
+                };
+                let chunk = ChunkSpec {
+                    index: index as u64,
+                    start,
+                    end: start + len,
+                    first_item: start,
+                };
+                start += len;
+                (chunk, carried)
+            })
+            .collect();
+        Self {
+            chunks,
+            given: 0,
+            carried: None,
+        }
+    }
+}
+
+impl ChunkSource for Carrying {
+    fn next_chunk(&mut self) -> Next {
+        let Some((chunk, carried)) = self.chunks.pop_front() else {
+            return Next::End;
+        };
+        self.given += 1;
+        self.carried = Some(carried);
+        Next::Chunk(chunk)
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.chunks.is_empty().then_some(self.given)
+    }
+
+    fn carries(&self) -> bool {
+        true
+    }
+
+    fn take_carried(&mut self) -> Option<Carried> {
+        self.carried.take()
+    }
+}
+
+/// The bytes chunk `index` was sent with, each time it was sent.
+fn data_sent(h: &Harness, index: u64) -> Vec<(u32, Vec<u8>)> {
+    h.fx.calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Send(_, _, SupervisorMessage::AssignData(a)) if a.index == index => {
+                Some((a.attempt, a.data.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn carried_bytes_go_with_every_attempt_and_a_block_too_large_fails_without_a_worker() {
+    let source = Box::new(Carrying::new(vec![
+        Carried::Bytes(b"a\n".to_vec()),
+        Carried::TooLarge { len: 1 << 30 },
+        Carried::Bytes(b"cc\n".to_vec()),
+    ]));
+    let mut h = Harness::with_source(settings(1), source, None);
+    assert_eq!(h.dispatcher.counts().total, None, "unknown until the end");
+    h.hello(0);
+    assert_eq!(data_sent(&h, 0), [(1, b"a\n".to_vec())]);
+    // The worker dies on it: the retry carries the same bytes.
+    h.exited(0);
+    h.hello(0);
+    assert_eq!(
+        data_sent(&h, 0),
+        [(1, b"a\n".to_vec()), (2, b"a\n".to_vec())]
+    );
+    h.serve_all(0);
+    assert!(data_sent(&h, 1).is_empty(), "never sent");
+    let errors =
+        h.fx.calls
+            .iter()
+            .find_map(|c| match c {
+                Call::Failure(1, errors) => Some(errors.clone()),
+                _ => None,
+            })
+            .expect("chunk 1 failed");
+    assert_eq!(errors.len(), 1, "no attempt can help: {errors:?}");
+    assert!(errors[0].error.contains("more than"), "{}", errors[0].error);
+    assert_eq!(data_sent(&h, 2), [(1, b"cc\n".to_vec())]);
+    assert_eq!(h.fx.results(), [0, 2]);
+    assert_eq!(h.dispatcher.counts().total, Some(3));
+    assert_eq!(h.stopped(), [0]);
+    h.exited(0);
+    assert_eq!(
+        h.dispatcher.outcome(),
+        Some(Outcome::Finished { failed: 1 })
     );
 }

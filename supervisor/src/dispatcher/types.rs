@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use protocol::message::Assign;
 use protocol::{SupervisorMessage, WorkerMessage};
 
 use crate::chunks::ChunkSpec;
@@ -63,6 +64,9 @@ pub trait Effects {
     /// `SpawnFailed`, and later `Exited`.
     fn spawn(&mut self, slot: usize, generation: Generation);
     fn send(&mut self, slot: usize, generation: Generation, message: &SupervisorMessage);
+    /// Send `assign` with the chunk's bytes, `data` (an `AssignData`),
+    /// copying them once, straight into what goes to the worker.
+    fn send_data(&mut self, slot: usize, generation: Generation, assign: &Assign, data: &[u8]);
     /// Stop the worker's process group: TERM, `grace`, KILL; `Exited` follows.
     fn kill(&mut self, slot: usize, generation: Generation, grace: Duration);
     /// A finished chunk, in output order.
@@ -228,6 +232,11 @@ pub enum RunEvent<'a> {
         /// The slot of the last attempt.
         worker: usize,
         error: &'a str,
+    },
+    /// A source whose chunks were counted only as it went (standard input)
+    /// gave its last: there are `total`.
+    SourceEnded {
+        total: u64,
     },
     /// The chunk the worker in `slot` is working on now changed.
     WorkerBusy {

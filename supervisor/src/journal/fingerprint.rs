@@ -61,6 +61,15 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
             );
         }
         Source::Lines { .. } => set("source", "lines".to_owned()),
+        // Never journaled (it cannot resume), but a job has one fingerprint
+        // whatever its source: the same job loaded two ways compares equal.
+        Source::Stdin { delimiter } => {
+            set("source", "stdin".to_owned());
+            set(
+                "source.delimiter",
+                serde_json::to_string(&String::from_utf8_lossy(delimiter)).expect("a string"),
+            );
+        }
     }
     // Chunks are byte ranges of the input: another file, or the same one
     // changed, would cut differently and disagree with the output so far.

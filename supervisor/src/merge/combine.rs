@@ -59,6 +59,13 @@ pub struct Merged {
 /// output, failed file and journal.
 pub fn merge(job: &Job, options: MergeOptions) -> Result<Merged, MergeError> {
     let started = Instant::now();
+    if job.source.is_stream() {
+        return Err(MergeError::refused(format!(
+            "the job's source is `stdin` ({}): such a job cannot run as shards, so there is \
+             nothing to merge",
+            job.file.display()
+        )));
+    }
     let OutputPath::File(output) = &job.output.path else {
         return Err(MergeError::refused(format!(
             "the job's output is stdout ({}): such a job cannot run as shards, so there is \

@@ -11,7 +11,9 @@ pub fn log(event: &RunEvent<'_>) {
     match *event {
         RunEvent::ChunkDispatched { .. }
         | RunEvent::ChunkDone { .. }
-        | RunEvent::WorkerBusy { .. } => {}
+        | RunEvent::WorkerBusy { .. }
+        // The source logs how much it read and cut when it ends.
+        | RunEvent::SourceEnded { .. } => {}
         RunEvent::ChunkFailed {
             chunk,
             attempts,

@@ -150,6 +150,8 @@ impl Progress {
             RunEvent::ChunkRetried { .. } => {
                 bump(&counters.retried);
             }
+            // A stream's count, known at last: the spinner says `n/total`.
+            RunEvent::SourceEnded { total } => bar.set_length(*total),
             RunEvent::WorkerExited {
                 expected: false, ..
             } => {

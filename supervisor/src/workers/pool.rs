@@ -141,6 +141,22 @@ impl WorkerPool {
         }
     }
 
+    /// Encodes an `AssignData` for the worker, copying `data` once; it goes
+    /// out at the next flush.
+    pub fn send_data(
+        &mut self,
+        slot: usize,
+        generation: Generation,
+        assign: &protocol::message::Assign,
+        data: &[u8],
+    ) {
+        if let Some(handle) = self.handle(slot, generation)
+            && let Err(error) = handle.pending.push_assign_data(assign, data)
+        {
+            warn!(worker = slot, %error, "cannot encode a message");
+        }
+    }
+
     /// Hands every worker what was encoded for it since the last flush: one
     /// write per worker per turn of the run loop, whatever the turn sent.
     pub fn flush(&mut self) {

@@ -87,7 +87,7 @@ impl Scenario {
     }
 
     /// Starts the supervisor with `args` the way `launch` says.
-    pub fn start_with(&self, args: &[&str], launch: Launch) -> Run {
+    pub fn start_with(&self, args: &[&str], mut launch: Launch) -> Run {
         let mut command = if launch.watchdog_pid_is_self {
             // The supervisor's pid is unknown before it is spawned, but a
             // shell that execs it hands over its own, which it knows.
@@ -109,7 +109,7 @@ impl Scenario {
             .env(MARK_VAR, &self.mark)
             .env("RUST_LOG", "info")
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(launch.stdin.take().unwrap_or_else(Stdio::null))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let description = format!("supervisor {}", args.join(" "));
@@ -215,6 +215,8 @@ impl Drop for Scenario {
 #[derive(Debug, Default)]
 pub struct Launch {
     env: Vec<(String, String)>,
+    /// What the supervisor reads on stdin; nothing (/dev/null) by default.
+    stdin: Option<Stdio>,
     own_process_group: bool,
     watchdog_pid_is_self: bool,
 }
@@ -223,6 +225,12 @@ impl Launch {
     /// An extra variable in the supervisor's environment.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The supervisor reads `stdin` (a file, another process's stdout).
+    pub fn stdin(mut self, stdin: impl Into<Stdio>) -> Self {
+        self.stdin = Some(stdin.into());
         self
     }
 

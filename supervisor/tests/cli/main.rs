@@ -12,6 +12,7 @@ mod python;
 mod report;
 mod shards;
 mod sources;
+mod stdin;
 
 use std::collections::BTreeMap;
 

@@ -89,6 +89,16 @@ def count_lines(chunk):
         "lines": len(lines),
         "first": lines[0].decode() if lines else None,
     }
+
+def upper(chunk):
+    """A stdin chunk's bytes, upper-cased; the worker of chunk 2's first
+    attempt dies first, so its retry must bring the same bytes."""
+    data = chunk.read()
+    assert chunk.input == "stdin" and chunk.path is None
+    assert len(data) == chunk.end - chunk.start
+    if chunk.index == 2 and chunk.attempt == 1:
+        os.abort()
+    return data.upper()
 "#;
 
 /// Fails (rather than skips) when there is no Python to test with.
@@ -512,5 +522,33 @@ fn what_a_python_worker_detaches_does_not_outlive_the_run() {
     finished.expect_code(0);
     assert_exactly_once(&read_records(&scenario.path("detach.jsonl")), 8);
     // Eight `sleep 300` in sessions of their own were started; none is left.
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn a_python_worker_reads_the_bytes_a_stdin_chunk_brings() {
+    let scenario = Scenario::new();
+    let text: String = (0..5000).map(|i| format!("line {i} abc\n")).collect();
+    let input = scenario.path("input.txt");
+    std::fs::write(&input, &text).unwrap();
+    let job = scenario.job(
+        "upper.toml",
+        &python_job_with_source(
+            &scenario,
+            "upper",
+            "[source]\nstdin = {}\nchunk = \"4KiB\"\n",
+            "\n[output]\npath = \"-\"\nformat = \"raw\"\n",
+        ),
+    );
+    let launch = harness::Launch::default().stdin(std::fs::File::open(&input).unwrap());
+    let finished = scenario
+        .start_with(&["-w", "2", job.to_str().unwrap()], launch)
+        .finish();
+    finished.expect_code(0);
+    assert!(
+        finished.stdout == text.to_uppercase().as_bytes(),
+        "{}",
+        finished.stderr
+    );
     scenario.assert_no_survivors();
 }

@@ -159,7 +159,9 @@ impl ReportCollector {
             | RunEvent::Aborting { .. }
             | RunEvent::Tripped { .. }
             | RunEvent::DrainStarted { .. }
-            | RunEvent::Cancelling { .. } => {}
+            | RunEvent::Cancelling { .. }
+            // The final count comes with the counts at the end.
+            | RunEvent::SourceEnded { .. } => {}
         }
     }
 
