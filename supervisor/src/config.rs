@@ -11,7 +11,7 @@ mod validate;
 
 pub use error::ConfigError;
 pub use job::{
-    InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
+    AutoChunk, InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
     SupervisorSpec, WorkerSpec,
 };
 pub use validate::load;

@@ -15,9 +15,10 @@ use tracing::warn;
 
 use crate::assess::{self, Lock, Options};
 use crate::chunks::{
-    ChunkSource, Cutter, FileChunks, LineCount, LinesChunks, Prefetch, RangeChunks,
+    AutoChunks, ChunkSource, Cutter, FileChunks, FileCursor, Layout, LineCount, LinesChunks,
+    LinesCursor, Prefetch, RangeChunks, RangeCursor, Settled, SizedCutter, Sizer,
 };
-use crate::config::{Job, Source};
+use crate::config::{Job, Source, defaults};
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
 use crate::edges::Edges;
 use crate::journal;
@@ -118,11 +119,12 @@ pub async fn run(
     // Held for the whole run: a second supervisor on the same job is refused.
     let lock = journal::lock_state(&job.state_dir).map_err(|e| SetupError::Refused(e.into()))?;
     let assessment = assess::assess(job, options, Lock::Held);
-    let opened = store::open(job, assessment.start)?;
-    let (source, source_ready) = chunk_source(job)?;
+    let mut opened = store::open(job, assessment.start)?;
+    let settled = std::mem::take(&mut opened.settled);
+    let (source, source_ready) = chunk_source(job, settled, opened.settled_only)?;
     let progress = reporting.progress;
     progress.start(
-        Some(job.chunk_count()),
+        job.known_chunk_count(),
         opened.done_before + opened.failed_before,
     );
     let (updates_tx, mut updates) = mpsc::channel(UPDATE_QUEUE);
@@ -291,8 +293,14 @@ fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Ed
 
 /// The job's chunks, produced lazily as the run goes: a range on the loop
 /// itself, a file's or lines' cut ahead on a thread. The `Notify` wakes the
-/// loop when a source that had no chunk ready has some again.
-fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupError> {
+/// loop when a source that had no chunk ready has some again. `settled` are
+/// the chunks of a `chunk = "auto"` job that an earlier run settled, and
+/// with `settled_only` no other chunk is cut.
+fn chunk_source(
+    job: &Job,
+    settled: Vec<Settled>,
+    settled_only: bool,
+) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupError> {
     let cannot_read = |path: &std::path::Path, e: std::io::Error| {
         SetupError::Failed(anyhow!("cannot read the input {}: {e}", path.display()))
     };
@@ -306,6 +314,9 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
                 input.path.display()
             )));
         }
+    }
+    if let Some(auto) = job.auto {
+        return auto_source(job, auto.target, settled, settled_only);
     }
     let cutter: Box<dyn Cutter> = match &job.source {
         Source::Range { start, end } => {
@@ -332,4 +343,49 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
         .map_err(|e| SetupError::Failed(anyhow!("cannot start cutting the input: {e}")))?;
     let ready = prefetch.ready();
     Ok((Box::new(prefetch), ready))
+}
+
+/// A `chunk = "auto"` job's chunks: sized as the run goes, around the ones
+/// an earlier run settled.
+fn auto_source(
+    job: &Job,
+    target: Duration,
+    settled: Vec<Settled>,
+    settled_only: bool,
+) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupError> {
+    let cannot_read = |path: &std::path::Path, e: std::io::Error| {
+        SetupError::Failed(anyhow!("cannot read the input {}: {e}", path.display()))
+    };
+    let max = match job.source {
+        Source::File { .. } => defaults::MAX_AUTO_FILE_CHUNK,
+        Source::Range { .. } | Source::Lines { .. } => u64::MAX,
+    };
+    let sizer = Sizer::new(target, job.supervisor.workers, job.chunk, max);
+    let layout = Layout::new(settled, settled_only);
+    let cutter: Box<dyn SizedCutter> = match &job.source {
+        Source::Range { start, end } => {
+            let cursor = Box::new(RangeCursor::new(*start, *end));
+            let source = AutoChunks::inline(sizer, layout, cursor);
+            let ready = source.ready();
+            return Ok((Box::new(source), ready));
+        }
+        Source::File { input, delimiter } => Box::new(
+            FileCursor::open(&input.path, delimiter.clone())
+                .map_err(|e| cannot_read(&input.path, e))?,
+        ),
+        Source::Lines { input, lines } => Box::new(
+            LinesCursor::open(
+                &input.path,
+                LineCount {
+                    lines: *lines,
+                    size: input.size,
+                },
+            )
+            .map_err(|e| cannot_read(&input.path, e))?,
+        ),
+    };
+    let source = AutoChunks::threaded(sizer, layout, cutter)
+        .map_err(|e| SetupError::Failed(anyhow!("cannot start cutting the input: {e}")))?;
+    let ready = source.ready();
+    Ok((Box::new(source), ready))
 }

@@ -13,6 +13,13 @@ pub const CHUNKS: u64 = 1024;
 pub const FILE_CHUNKS: u64 = 256;
 pub const MIN_FILE_CHUNK: u64 = 64 << 10;
 pub const MAX_FILE_CHUNK: u64 = 16 << 20;
+/// With `chunk = "auto"` and no `target`, a chunk should take about this long
+/// on a worker: long enough that dispatch costs nothing, short enough that a
+/// crash or the tail of the run costs little.
+pub const AUTO_TARGET: Duration = Duration::from_millis(250);
+/// With `chunk = "auto"`, a file source's chunks grow no larger than this
+/// either, so that a chunk's output still fits in one frame.
+pub const MAX_AUTO_FILE_CHUNK: u64 = MAX_FILE_CHUNK;
 /// Without `[worker] timeout`, an attempt may run this long.
 pub const TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Without `[worker] start_timeout`, a new worker has this long to say hello.

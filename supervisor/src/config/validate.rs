@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, JobText};
 use super::job::{
-    InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
+    AutoChunk, InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
     SupervisorSpec, WorkerSpec,
 };
 use super::paths::{job_dir, resolve, resolve_program};
@@ -62,7 +62,7 @@ impl JobText<'_> {
                 "the job file has no `[source]` table; set one of `range`, `file`, `lines` in it",
             ));
         };
-        let (source, chunk) = self.source(source, &dir)?;
+        let (source, chunk, auto) = self.source(source, &dir)?;
         let Some(worker) = raw.worker else {
             return Err(self.error(
                 0..0,
@@ -89,6 +89,7 @@ impl JobText<'_> {
             name,
             source,
             chunk,
+            auto,
             worker,
             supervisor,
             output,
@@ -120,7 +121,11 @@ impl JobText<'_> {
         Ok(stem.to_owned())
     }
 
-    fn source(&self, source: Spanned<RawSource>, dir: &Path) -> Result<(Source, u64)> {
+    fn source(
+        &self,
+        source: Spanned<RawSource>,
+        dir: &Path,
+    ) -> Result<(Source, u64, Option<AutoChunk>)> {
         let span = source.span();
         let source = source.into_inner();
         let given: Vec<(&str, Range<usize>)> = [
@@ -152,6 +157,7 @@ impl JobText<'_> {
         }
         let chunk = source.chunk;
         let chunk_span = chunk.as_ref().map(Spanned::span);
+        let target = source.target;
         let (source, source_span, chunk) = if let Some(file) = source.file {
             let file_span = file.span();
             let file = file.into_inner();
@@ -210,6 +216,9 @@ impl JobText<'_> {
             let chunk = self.count_chunk(chunk.as_ref(), end - start, "range", "items")?;
             (Source::Range { start, end }, range_span, chunk)
         };
+        let auto = self.auto(chunk, target.as_ref())?;
+        // With "auto" the smallest chunk is what keeps the count within bounds.
+        let chunk = chunk.unwrap_or_else(|| source.units().div_ceil(MAX_CHUNKS).max(1));
         let chunks = source.chunk_count(chunk);
         if chunks > MAX_CHUNKS {
             return Err(self.error(
@@ -221,7 +230,31 @@ impl JobText<'_> {
                 ),
             ));
         }
-        Ok((source, chunk))
+        Ok((source, chunk, auto))
+    }
+
+    /// `chunk = "auto"` (`chunk` is `None` then) and its `target`, which
+    /// means nothing with a fixed chunk.
+    fn auto(
+        &self,
+        chunk: Option<u64>,
+        target: Option<&Spanned<String>>,
+    ) -> Result<Option<AutoChunk>> {
+        match (chunk, target) {
+            (Some(_), None) => Ok(None),
+            (Some(_), Some(target)) => Err(self.error(
+                target.span(),
+                "source.target",
+                "`target` goes with `chunk = \"auto\"`: it is how long an automatic chunk \
+                 should take; a fixed chunk has its size already",
+            )),
+            (None, target) => Ok(Some(AutoChunk {
+                target: match target {
+                    Some(target) => self.duration(target, "source.target")?,
+                    None => defaults::AUTO_TARGET,
+                },
+            })),
+        }
     }
 
     /// The input file of a `file` or `lines` source: it must exist, be a
@@ -266,47 +299,49 @@ impl JobText<'_> {
     }
 
     /// `chunk` for a source that counts things (`items` of a range, `lines`):
-    /// a positive integer, or about 1024 chunks by default. `source` and
-    /// `unit` name them in messages.
+    /// a positive integer, or about 1024 chunks by default; `None` for
+    /// `"auto"`. `source` and `unit` name them in messages.
     fn count_chunk(
         &self,
         chunk: Option<&Spanned<RawChunk>>,
         total: u64,
         source: &str,
         unit: &str,
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
         let Some(chunk) = chunk else {
-            return Ok(total.div_ceil(defaults::CHUNKS).max(1));
+            return Ok(Some(total.div_ceil(defaults::CHUNKS).max(1)));
         };
         match chunk.get_ref() {
-            RawChunk::Count(n) if *n > 0 => Ok(*n as u64),
+            RawChunk::Count(n) if *n > 0 => Ok(Some(*n as u64)),
             RawChunk::Count(n) => Err(self.error(
                 chunk.span(),
                 "source.chunk",
                 format!("must be a positive number of {unit}, got {n}"),
             )),
-            RawChunk::Text(t) if t == "auto" => Err(self.auto_chunk(chunk.span(), unit)),
+            RawChunk::Text(t) if t == "auto" => Ok(None),
             RawChunk::Text(t) => Err(self.error(
                 chunk.span(),
                 "source.chunk",
                 format!(
-                    "for a `{source}` source, `chunk` counts {unit}: use a positive integer, not \"{t}\""
+                    "for a `{source}` source, `chunk` counts {unit}: use a positive integer or \"auto\", not \"{t}\""
                 ),
             )),
         }
     }
 
     /// `chunk` for a `file` source: bytes, as an integer or a size with a
-    /// unit; by default about 256 chunks of 64 KiB to 16 MiB.
-    fn file_chunk(&self, chunk: Option<&Spanned<RawChunk>>, size: u64) -> Result<u64> {
+    /// unit; by default about 256 chunks of 64 KiB to 16 MiB; `None` for
+    /// `"auto"`.
+    fn file_chunk(&self, chunk: Option<&Spanned<RawChunk>>, size: u64) -> Result<Option<u64>> {
         let Some(chunk) = chunk else {
-            return Ok(size
-                .div_ceil(defaults::FILE_CHUNKS)
-                .clamp(defaults::MIN_FILE_CHUNK, defaults::MAX_FILE_CHUNK));
+            return Ok(Some(
+                size.div_ceil(defaults::FILE_CHUNKS)
+                    .clamp(defaults::MIN_FILE_CHUNK, defaults::MAX_FILE_CHUNK),
+            ));
         };
         let bytes = match chunk.get_ref() {
             RawChunk::Count(n) => *n,
-            RawChunk::Text(t) if t == "auto" => return Err(self.auto_chunk(chunk.span(), "bytes")),
+            RawChunk::Text(t) if t == "auto" => return Ok(None),
             RawChunk::Text(t) => {
                 let bytes = size::parse(t)
                     .map_err(|message| self.error(chunk.span(), "source.chunk", message))?;
@@ -320,18 +355,7 @@ impl JobText<'_> {
                 format!("must be a positive number of bytes, got {bytes}"),
             ));
         }
-        Ok(bytes as u64)
-    }
-
-    fn auto_chunk(&self, span: Range<usize>, unit: &str) -> ConfigError {
-        self.error(
-            span,
-            "source.chunk",
-            format!(
-                "`chunk = \"auto\"` is not supported by this version of supervisor; \
-                 give the number of {unit} per chunk"
-            ),
-        )
+        Ok(Some(bytes as u64))
     }
 
     fn worker(

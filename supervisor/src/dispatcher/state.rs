@@ -221,6 +221,11 @@ impl Dispatcher {
                     return self.abort(reason, now, fx);
                 }
                 if finished {
+                    // A source whose chunks size themselves knows its count now.
+                    let counts = &mut self.counts;
+                    counts.total = counts
+                        .total
+                        .or(Some(counts.done + counts.failed + counts.skipped));
                     let failed = self.counts.failed;
                     self.end(Outcome::Finished { failed }, now, fx);
                 }
@@ -347,7 +352,7 @@ impl Dispatcher {
         fx: &mut impl Effects,
     ) {
         let Timing { seconds, waited } = timing;
-        self.queue.record_time(seconds);
+        self.queue.record_time(&work.chunk, seconds);
         self.queue.forget_errors(work.chunk.index);
         self.slots[slot].crash_streak = 0;
         fx.observe(&RunEvent::ChunkDone {

@@ -10,6 +10,7 @@ use fixedbitset::FixedBitSet;
 use super::format::{BadRecord, EntryKind, MAGIC, RECORD_LEN, decode_record, encode_header};
 use super::writer::JournalWriter;
 use super::{Fingerprint, JournalError};
+use crate::chunks::Settled;
 use crate::durable;
 
 /// The journal's name in the state folder.
@@ -33,18 +34,59 @@ pub struct Recovered {
     pub torn_bytes: u64,
     /// Whole records read (and kept).
     pub records: u64,
+    /// For a job with `chunk = "auto"`, the boundaries of the chunks in
+    /// `done` and `failed`, in index order: the run decided them, and a
+    /// resumed run keeps them. Its bit sets are only as long as the highest
+    /// index recorded, since the chunk count is only bounded.
+    pub settled: Option<Vec<Settled>>,
 }
 
 impl Recovered {
-    fn empty(chunk_count: u64) -> Self {
-        let bits = usize::try_from(chunk_count).unwrap_or(usize::MAX);
+    fn empty(chunk_count: u64, auto: bool) -> Self {
+        let bits = if auto {
+            0
+        } else {
+            usize::try_from(chunk_count).unwrap_or(usize::MAX)
+        };
         Self {
             done: FixedBitSet::with_capacity(bits),
             failed: FixedBitSet::with_capacity(bits),
             output_len: 0,
             torn_bytes: 0,
             records: 0,
+            settled: auto.then(Vec::new),
         }
+    }
+
+    /// Notes the boundaries of an automatic chunk; a chunk recorded again
+    /// (failed, then done on a retry) must have kept them.
+    fn settle(&mut self, entry: &super::Entry) -> Result<(), String> {
+        let Some(settled) = &mut self.settled else {
+            return Ok(());
+        };
+        let index = entry.index as usize;
+        if index >= self.done.len() {
+            self.done.grow(index + 1);
+            self.failed.grow(index + 1);
+        }
+        if self.done.contains(index) || self.failed.contains(index) {
+            let same = settled
+                .iter()
+                .any(|s| s.index == entry.index && (s.start, s.end) == (entry.start, entry.end));
+            if !same {
+                return Err(format!(
+                    "chunk {} is recorded again with other boundaries [{}, {})",
+                    entry.index, entry.start, entry.end
+                ));
+            }
+            return Ok(());
+        }
+        settled.push(Settled {
+            index: entry.index,
+            start: entry.start,
+            end: entry.end,
+        });
+        Ok(())
     }
 }
 
@@ -74,7 +116,7 @@ pub fn open(
     } else {
         (
             start_new(dir, &path, fingerprint, exists)?,
-            Recovered::empty(chunk_count),
+            Recovered::empty(chunk_count, fingerprint.auto_chunks()),
         )
     };
     let writer = JournalWriter::start(file, path)?;
@@ -202,7 +244,7 @@ pub(super) fn read_back(
         });
     }
 
-    let mut recovered = Recovered::empty(chunk_count);
+    let mut recovered = Recovered::empty(chunk_count, stored.auto_chunks());
     let whole = (file_len - header_len) / RECORD_LEN as u64;
     let mut bytes = [0; RECORD_LEN];
     let mut read_failed = None;
@@ -227,6 +269,9 @@ pub(super) fn read_back(
                 ),
             ));
         }
+        if let Err(reason) = recovered.settle(&entry) {
+            return Err(JournalError::corrupt(path, format!("record {n}: {reason}")));
+        }
         let index = entry.index as usize;
         match entry.kind {
             EntryKind::Done => {
@@ -248,6 +293,9 @@ pub(super) fn read_back(
     }
     let kept = header_len + recovered.records * RECORD_LEN as u64;
     recovered.torn_bytes = file_len - kept;
+    if let Some(settled) = &mut recovered.settled {
+        settled.sort_unstable_by_key(|s| s.index);
+    }
     Ok(recovered)
 }
 

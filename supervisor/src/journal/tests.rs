@@ -123,6 +123,7 @@ fn expected(entries: &[Entry]) -> Recovered {
         output_len,
         torn_bytes: 0,
         records: entries.len() as u64,
+        settled: None,
     }
 }
 
