@@ -264,6 +264,11 @@ impl FrameWriter {
         encode_frame(message, &mut self.buf)
     }
 
+    /// Appends an `Assign` as one frame, without serde.
+    pub fn push_assign(&mut self, assign: &crate::message::Assign) {
+        crate::codec::encode_assign(assign, &mut self.buf);
+    }
+
     /// The bytes not written yet.
     pub fn pending(&self) -> &[u8] {
         &self.buf[self.written..]

@@ -472,7 +472,9 @@ impl Dispatcher {
             }
             while self.slots[slot].in_flight.len() < window {
                 let s = &self.slots[slot];
-                if s.in_flight.iter().any(|w| w.suspect)
+                // A suspect is only ever sent to a worker holding nothing, and
+                // nothing joins it: it is the head whenever it is there.
+                if s.in_flight.front().is_some_and(|w| w.suspect)
                     || (max_chunks > 0 && s.assigned >= max_chunks)
                 {
                     break;

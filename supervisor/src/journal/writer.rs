@@ -1,5 +1,5 @@
-//! Appending to the journal with group commit: records are encoded into a
-//! buffer on the run loop's thread, and a committer thread syncs the output,
+//! Appending to the journal with group commit: entries are gathered on the
+//! run loop's thread, and a committer thread encodes them, syncs the output,
 //! then writes and syncs the journal.
 
 use std::fs::File;
@@ -26,7 +26,7 @@ pub const COMMIT_RECORDS: usize = 64 * 1024;
 const QUEUE: usize = 16;
 /// Record buffers kept for reuse; more than the queue can hold is never needed.
 const SPARES: usize = QUEUE + 2;
-/// A new buffer's room, in records.
+/// A new buffer's room, in entries.
 const INITIAL_RECORDS: usize = 256;
 
 /// Appends records to the journal; see the module documentation for when
@@ -36,18 +36,19 @@ const INITIAL_RECORDS: usize = 256;
 /// handed over are dropped (their chunks run again on resume), and the
 /// committer finishes the batches it already has, then ends.
 pub struct JournalWriter {
-    /// Encoded records not yet handed to the committer.
-    pending: Vec<u8>,
+    /// Entries not yet handed to the committer, which encodes them: the run
+    /// loop only copies each.
+    pending: Vec<Entry>,
     pending_records: usize,
     last_commit: Instant,
     /// Emptied buffers back from the committer, reused for `pending`.
-    spares: Vec<Vec<u8>>,
+    spares: Vec<Vec<Entry>>,
     /// The output's duplicate and path, made on the first commit that names
     /// an output and held here only until a batch carries it over.
     output: Option<(File, PathBuf)>,
     output_handed_over: bool,
     batches: SyncSender<Batch>,
-    returned: Receiver<Vec<u8>>,
+    returned: Receiver<Vec<Entry>>,
     failure: Arc<OnceLock<JournalError>>,
     thread: JoinHandle<()>,
     /// Where the next done record must start: the journal can only stand in
@@ -58,7 +59,7 @@ pub struct JournalWriter {
 
 /// One commit's worth of records, and what the committer must sync first.
 struct Batch {
-    records: Vec<u8>,
+    records: Vec<Entry>,
     /// The output to sync from now on; sent once.
     output: Option<(File, PathBuf)>,
     sync_output: bool,
@@ -76,6 +77,7 @@ impl JournalWriter {
             path: path.clone(),
             output: None,
             output_is_new: false,
+            encoded: Vec::new(),
             batches: batches_rx,
             returned: returned_tx,
             failure: Arc::clone(&failure),
@@ -85,7 +87,7 @@ impl JournalWriter {
             .spawn(move || committer.run())
             .map_err(JournalError::io("start the journal's committer for", &path))?;
         Ok(Self {
-            pending: Vec::with_capacity(INITIAL_RECORDS * RECORD_LEN),
+            pending: Vec::with_capacity(INITIAL_RECORDS),
             pending_records: 0,
             last_commit: Instant::now(),
             spares: Vec::with_capacity(SPARES),
@@ -101,8 +103,8 @@ impl JournalWriter {
     }
 
     /// Records that a chunk ended. Nothing is written until a commit: this
-    /// only encodes into a buffer (no system call; no allocation once the
-    /// buffers have grown to the run's batch size).
+    /// only copies the entry into a buffer (no system call; no allocation
+    /// once the buffers have grown to the run's batch size).
     ///
     /// Done entries must come in the order their records were written to
     /// the output, each after its bytes reached the output writer.
@@ -118,9 +120,7 @@ impl JournalWriter {
             }
             self.next_offset = Some(entry.offset + entry.len);
         }
-        let mut record = [0; RECORD_LEN];
-        encode_record(entry, &mut record);
-        self.pending.extend_from_slice(&record);
+        self.pending.push(*entry);
         self.pending_records += 1;
     }
 
@@ -240,7 +240,7 @@ impl JournalWriter {
         let empty = self
             .spares
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(INITIAL_RECORDS * RECORD_LEN));
+            .unwrap_or_else(|| Vec::with_capacity(INITIAL_RECORDS));
         Ok(Batch {
             records: std::mem::replace(&mut self.pending, empty),
             output: self.output.take(),
@@ -258,8 +258,10 @@ struct Committer {
     output: Option<(File, PathBuf)>,
     /// The output's name has yet to be made durable.
     output_is_new: bool,
+    /// A round's records, encoded; kept between rounds.
+    encoded: Vec<u8>,
     batches: Receiver<Batch>,
-    returned: SyncSender<Vec<u8>>,
+    returned: SyncSender<Vec<Entry>>,
     failure: Arc<OnceLock<JournalError>>,
 }
 
@@ -319,11 +321,15 @@ impl Committer {
                     .map_err(JournalError::io("sync the output", path))?;
             }
         }
-        for batch in round.iter() {
-            (&self.journal)
-                .write_all(&batch.records)
-                .map_err(JournalError::io("write the journal", &self.path))?;
+        self.encoded.clear();
+        let mut record = [0; RECORD_LEN];
+        for entry in round.iter().flat_map(|batch| &batch.records) {
+            encode_record(entry, &mut record);
+            self.encoded.extend_from_slice(&record);
         }
+        (&self.journal)
+            .write_all(&self.encoded)
+            .map_err(JournalError::io("write the journal", &self.path))?;
         self.journal
             .sync_data()
             .map_err(JournalError::io("sync the journal", &self.path))

@@ -152,7 +152,7 @@ fn squares(
         }
     }
     if let Some(sum) = sum_of_squares(chunk.start, chunk.end, modulus, || ctx.is_cancelled()) {
-        write!(out, "{sum}")?;
+        out.extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
     }
     Ok(())
 }
