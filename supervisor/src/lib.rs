@@ -18,4 +18,5 @@ pub mod resources;
 pub mod run;
 pub mod signals;
 pub mod store;
+pub mod tune;
 pub mod workers;

@@ -25,7 +25,13 @@ pub enum LogFormat {
 /// terminal or `NO_COLOR` is set. Does nothing if a subscriber is installed
 /// already.
 pub fn init(format: LogFormat, progress: &Progress) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(format, progress, "info");
+}
+
+/// [`init`], with `default` as the filter when `RUST_LOG` is not set:
+/// `supervisor tune` runs many short runs and says what it found itself.
+pub fn init_with(format: LogFormat, progress: &Progress, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let writer = BarSafeStderr {
         progress: progress.clone(),
     };

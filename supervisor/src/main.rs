@@ -12,7 +12,7 @@ use supervisor::logging::{self, LogFormat};
 use supervisor::observers::progress::{Progress, ProgressMode};
 use supervisor::observers::report;
 use supervisor::run::{Reporting, RunEnd, RunSummary, SetupError, run};
-use supervisor::{config, generate, plan, signals};
+use supervisor::{config, generate, plan, signals, tune};
 
 /// The contract's exit statuses.
 mod exit {
@@ -40,9 +40,20 @@ fn main() -> ExitCode {
         None => Progress::new(cli.run.progress),
         Some(_) => Progress::new(ProgressMode::Never),
     };
-    logging::init(cli.run.log_format, &progress);
+    let quiet = matches!(cli.command, Some(Command::Tune { .. }));
+    logging::init_with(
+        cli.run.log_format,
+        &progress,
+        if quiet { "error" } else { "info" },
+    );
     let (job_path, workers, check_only) = match cli.command {
         Some(Command::Check { workers, job }) => (job, workers, true),
+        Some(Command::Tune {
+            budget,
+            max_workers,
+            plot,
+            job,
+        }) => return tune_job(&job, budget, max_workers, plot.as_deref()),
         Some(Command::Completions { shell }) => {
             return printed(generate::completions(shell, &mut std::io::stdout().lock()));
         }
@@ -113,6 +124,59 @@ fn main() -> ExitCode {
     }
     tell(&summary, &report, cli.run.log_format);
     ExitCode::from(code)
+}
+
+/// `supervisor tune`: 0 with a recommendation; 2 for a bad job file; 3
+/// when a trial could not run.
+fn tune_job(
+    path: &std::path::Path,
+    budget: std::time::Duration,
+    max_workers: Option<u16>,
+    plot: Option<&std::path::Path>,
+) -> ExitCode {
+    let job = match config::load(path, None) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    if let Some(plot) = plot
+        && !plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg") || e.eq_ignore_ascii_case("png"))
+    {
+        eprintln!(
+            "error: --plot {}: the plot is drawn as .svg or .png, by the file's extension",
+            plot.display()
+        );
+        return ExitCode::from(exit::BAD_INPUT);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let options = tune::Options {
+        budget,
+        max_workers: max_workers.map_or(2 * cpus, usize::from),
+        target: job
+            .auto
+            .map_or(config::defaults::AUTO_TARGET, |auto| auto.target),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::from(exit::ABORTED);
+        }
+    };
+    match runtime.block_on(tune::tune(&job, &options, plot)) {
+        Ok(_) => printed(Ok(())),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::ABORTED)
+        }
+    }
 }
 
 /// The exit status of a run that got going (the contract's table).

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use super::job::RestartPolicy;
 
+/// The most chunks a job may have: resume keeps two bits per chunk in memory
+/// (done, failed), 256 MiB at this count. With `chunk = "auto"` the smallest
+/// chunk is what keeps the count within it.
+pub const MAX_CHUNKS: u64 = 1 << 30;
 /// Without `chunk`, a range or lines source is cut into about this many chunks.
 pub const CHUNKS: u64 = 1024;
 /// Without `chunk`, a file is cut into about this many chunks, of sizes

@@ -19,9 +19,7 @@ use super::raw::{
 };
 use super::{defaults, size};
 
-/// The most chunks a job may have: resume keeps two bits per chunk in memory
-/// (done, failed), 256 MiB at this count.
-const MAX_CHUNKS: u64 = 1 << 30;
+use super::defaults::MAX_CHUNKS;
 
 /// The program that runs an `exec` job's command once per chunk.
 const EXEC_HOST: &str = "exec-worker";

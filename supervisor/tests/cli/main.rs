@@ -10,6 +10,7 @@ mod progress;
 mod python;
 mod report;
 mod sources;
+mod tune;
 
 use std::collections::BTreeMap;
 
