@@ -148,6 +148,9 @@ pub async fn run(
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut escalation = Escalation::default();
+    // Dispatch waits while settled chunks wait for the disk; the turn that
+    // sees them handed on (the housekeeping timer wakes it) restarts it.
+    let mut was_backlogged = false;
     let outcome = loop {
         edges.deliver_spawn_events(&mut dispatcher);
         edges.workers.flush();
@@ -155,6 +158,12 @@ pub async fn run(
         if let Err(error) = edges.store.commit_if_due(now) {
             dispatcher.abort(error, now, &mut edges);
         }
+        let backlogged = edges.store.is_backlogged();
+        if was_backlogged && !backlogged {
+            // The disk caught up: dispatch, which waited for it, goes on.
+            dispatcher.handle(Event::Tick, now, &mut edges);
+        }
+        was_backlogged = backlogged;
         if let Some(outcome) = dispatcher.outcome() {
             break outcome;
         }

@@ -464,6 +464,10 @@ impl Dispatcher {
 
     /// Fills every ready worker's pipeline up to the window.
     fn dispatch(&mut self, now: Instant, fx: &mut impl Effects) {
+        if fx.is_backlogged() {
+            // The run loop says when the disk caught up, with a tick.
+            return;
+        }
         let window = self.queue.window();
         let max_chunks = self.settings.max_chunks;
         for slot in 0..self.slots.len() {

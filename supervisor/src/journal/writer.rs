@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -22,10 +23,18 @@ pub const COMMIT_RECORDS: usize = 64 * 1024;
 
 /// Batches handed over but not yet taken by the committer. When they are all
 /// taken the disk is far behind; records then wait in the writer's buffer
-/// instead, which is no loss, and the run loop never blocks.
-const QUEUE: usize = 16;
-/// Record buffers kept for reuse; more than the queue can hold is never needed.
+/// instead, which is no loss, and the run loop never blocks; past
+/// [`COMMIT_RECORDS`] of them no chunk starts until the disk catches up.
+const QUEUE: usize = 4;
+/// Record buffers the committer may hand back; more than the queue can hold
+/// is never needed.
 const SPARES: usize = QUEUE + 2;
+/// Record buffers kept for reuse: one being filled while one is committed.
+/// Buffers handed back past these are freed, so that a disk that once fell
+/// behind does not leave a queue's worth of buffers behind.
+const KEPT_SPARES: usize = 2;
+/// The committer writes the journal in pieces of this many bytes at most.
+const ENCODED_PIECE: usize = 64 * 1024;
 /// A new buffer's room, in entries.
 const INITIAL_RECORDS: usize = 256;
 
@@ -50,6 +59,8 @@ pub struct JournalWriter {
     batches: SyncSender<Batch>,
     returned: Receiver<Vec<Entry>>,
     failure: Arc<OnceLock<JournalError>>,
+    /// Records handed to the committer and not yet durable.
+    unsynced: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
     /// Where the next done record must start: the journal can only stand in
     /// for the output if records arrive in output order.
@@ -72,15 +83,17 @@ impl JournalWriter {
         let (batches, batches_rx) = mpsc::sync_channel(QUEUE);
         let (returned_tx, returned) = mpsc::sync_channel(SPARES);
         let failure = Arc::new(OnceLock::new());
+        let unsynced = Arc::new(AtomicUsize::new(0));
         let committer = Committer {
             journal,
             path: path.clone(),
             output: None,
             output_is_new: false,
-            encoded: Vec::new(),
+            encoded: Vec::with_capacity(ENCODED_PIECE),
             batches: batches_rx,
             returned: returned_tx,
             failure: Arc::clone(&failure),
+            unsynced: Arc::clone(&unsynced),
         };
         let thread = std::thread::Builder::new()
             .name("journal".to_owned())
@@ -90,12 +103,13 @@ impl JournalWriter {
             pending: Vec::with_capacity(INITIAL_RECORDS),
             pending_records: 0,
             last_commit: Instant::now(),
-            spares: Vec::with_capacity(SPARES),
+            spares: Vec::with_capacity(KEPT_SPARES),
             output: None,
             output_handed_over: false,
             batches,
             returned,
             failure,
+            unsynced,
             thread,
             #[cfg(debug_assertions)]
             next_offset: None,
@@ -139,6 +153,13 @@ impl JournalWriter {
         (self.pending_records > 0).then(|| self.last_commit + COMMIT_INTERVAL)
     }
 
+    /// Whether records pile up because the committer is behind: with those
+    /// it has not made durable yet, [`COMMIT_RECORDS`] of them wait. The run
+    /// starts no chunk until fewer do, which bounds them (3 MiB).
+    pub fn is_backlogged(&self) -> bool {
+        self.pending_records + self.unsynced.load(Ordering::Relaxed) >= COMMIT_RECORDS
+    }
+
     /// Records appended and not yet handed to the committer.
     pub fn pending(&self) -> usize {
         self.pending_records
@@ -162,6 +183,10 @@ impl JournalWriter {
         }
         let batch = self.batch(output)?;
         let carries_output = batch.output.is_some();
+        let records = batch.records.len();
+        // Counted before the committer can see them, so it never subtracts
+        // what was not added.
+        self.unsynced.fetch_add(records, Ordering::Relaxed);
         match self.batches.try_send(batch) {
             Ok(()) => {
                 self.output_handed_over |= carries_output;
@@ -170,6 +195,7 @@ impl JournalWriter {
                 Ok(())
             }
             Err(TrySendError::Full(batch)) => {
+                self.unsynced.fetch_sub(records, Ordering::Relaxed);
                 // The committer is behind: the records wait here for the
                 // next commit, and this one costs nothing.
                 let empty = std::mem::replace(&mut self.pending, batch.records);
@@ -233,7 +259,7 @@ impl JournalWriter {
             self.output = Some((dup, path));
         }
         while let Ok(buffer) = self.returned.try_recv() {
-            if self.spares.len() < SPARES {
+            if self.spares.len() < KEPT_SPARES {
                 self.spares.push(buffer);
             }
         }
@@ -263,6 +289,7 @@ struct Committer {
     batches: Receiver<Batch>,
     returned: SyncSender<Vec<Entry>>,
     failure: Arc<OnceLock<JournalError>>,
+    unsynced: Arc<AtomicUsize>,
 }
 
 impl Committer {
@@ -285,6 +312,8 @@ impl Committer {
                 let _ = self.failure.set(error);
                 return;
             }
+            let committed = round.iter().map(|batch| batch.records.len()).sum();
+            self.unsynced.fetch_sub(committed, Ordering::Relaxed);
             for batch in round.drain(..) {
                 let mut records = batch.records;
                 records.clear();
@@ -321,18 +350,29 @@ impl Committer {
                     .map_err(JournalError::io("sync the output", path))?;
             }
         }
-        self.encoded.clear();
+        // Encoded a piece at a time, so a large round costs no large buffer.
         let mut record = [0; RECORD_LEN];
         for entry in round.iter().flat_map(|batch| &batch.records) {
             encode_record(entry, &mut record);
             self.encoded.extend_from_slice(&record);
+            if self.encoded.len() + RECORD_LEN > ENCODED_PIECE {
+                self.write_encoded()?;
+            }
         }
-        (&self.journal)
-            .write_all(&self.encoded)
-            .map_err(JournalError::io("write the journal", &self.path))?;
+        self.write_encoded()?;
         self.journal
             .sync_data()
             .map_err(JournalError::io("sync the journal", &self.path))
+    }
+}
+
+impl Committer {
+    fn write_encoded(&mut self) -> Result<(), JournalError> {
+        let written = (&self.journal)
+            .write_all(&self.encoded)
+            .map_err(JournalError::io("write the journal", &self.path));
+        self.encoded.clear();
+        written
     }
 }
 

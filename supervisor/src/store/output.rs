@@ -13,6 +13,8 @@ use crate::dispatcher::ResultMeta;
 
 /// Records are gathered in memory and written in pieces of about this size.
 const BUFFER: usize = 1 << 20;
+/// A jsonl record's bytes besides its output, at most (the keys and numbers).
+const RECORD_ROOM: usize = 256;
 
 enum Sink {
     File(File),
@@ -126,6 +128,10 @@ impl ResultWriter {
             // What did not go out is gone either way: the run aborts on
             // the error, and a resume cuts the output to the journal.
             self.buf.clear();
+            if self.buf.capacity() > BUFFER {
+                // One large record grew it: give that back.
+                self.buf = Vec::with_capacity(BUFFER);
+            }
             written?;
         }
         self.sink.flush()
@@ -136,6 +142,10 @@ impl ResultWriter {
     /// in `jsonl`, the output's bytes as they are in `raw`.
     pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<(u64, u64)> {
         let offset = self.position;
+        if self.buf.len() + output.len() + RECORD_ROOM > self.buf.capacity() {
+            // Out before the buffer would have to grow.
+            self.flush()?;
+        }
         let before = self.buf.len();
         let written = match self.format {
             OutputFormat::Jsonl => {
@@ -157,9 +167,6 @@ impl ResultWriter {
         };
         written?;
         self.position += len;
-        if self.buf.len() >= BUFFER {
-            self.flush()?;
-        }
         Ok((offset, len))
     }
 
