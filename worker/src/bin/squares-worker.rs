@@ -39,8 +39,9 @@ struct Args {
     /// Sleep this long before each chunk, giving up early when it is cancelled.
     #[arg(long, value_name = "MS")]
     slow_ms: Option<u64>,
-    /// Spend NS nanoseconds (asleep, giving up early when cancelled) per item
-    /// of each chunk: a deterministic cost for jobs whose chunks size themselves.
+    /// Spend NS nanoseconds of CPU (a busy loop, given up when the chunk is
+    /// cancelled) per item of each chunk: a set cost for jobs whose chunks
+    /// size themselves, and for benchmarks.
     #[arg(long, value_name = "NS")]
     item_ns: Option<u64>,
     /// With --item-ns: items from ITEM on cost --dearer-by times as much.
@@ -147,7 +148,7 @@ fn squares(
     }
     if let Some(ns) = args.item_ns {
         let cost = item_cost(ns, args.dearer_from, args.dearer_by, chunk.start, chunk.end);
-        if faults::sleep_unless_cancelled(ctx, Duration::from_nanos(cost)) {
+        if spin_unless_cancelled(ctx, Duration::from_nanos(cost)) {
             return Ok(());
         }
     }
@@ -155,6 +156,20 @@ fn squares(
         out.extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
     }
     Ok(())
+}
+
+/// Keeps the CPU busy for `duration`; true if the chunk was cancelled first.
+fn spin_unless_cancelled(ctx: &Context, duration: Duration) -> bool {
+    let started = std::time::Instant::now();
+    let mut spins = 0u32;
+    while started.elapsed() < duration {
+        spins = spins.wrapping_add(1);
+        if spins % 1024 == 0 && ctx.is_cancelled() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    false
 }
 
 /// What the items `[start, end)` cost at `ns` each, `factor` times as much
