@@ -40,6 +40,19 @@ impl Job {
     pub fn known_chunk_count(&self) -> Option<u64> {
         self.auto.is_none().then(|| self.chunk_count())
     }
+
+    /// Why the job cannot run as shards, when it cannot: shard I of N is the
+    /// I-th of N blocks of chunk indices, which needs the count before the run.
+    pub fn shard_refusal(&self) -> Option<String> {
+        self.auto.map(|_| {
+            format!(
+                "{}: `chunk = \"auto\"` decides the chunk count at run time, and a shard is a \
+                 block of chunk indices: set `chunk` to a number to run shards (`supervisor tune` \
+                 suggests one)",
+                self.file.display()
+            )
+        })
+    }
 }
 
 /// `chunk = "auto"`: the run starts with small chunks, measures how long
