@@ -232,3 +232,31 @@ fn a_killed_run_of_automatic_chunks_resumes_around_what_it_settled() {
         None,
     );
 }
+
+#[test]
+fn a_lines_source_is_cut_at_line_ends_in_sizes_that_grow() {
+    let scenario = Scenario::new();
+    let text: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(scenario.path("input.txt"), &text).unwrap();
+    let job = scenario.job(
+        "lines.toml",
+        "[source]\nlines = { path = \"input.txt\" }\nchunk = \"auto\"\ntarget = \"5ms\"\n\n\
+         [worker]\ncommand = [\"squares-worker\", \"--item-ns\", \"200\"]\n",
+    );
+    let finished = scenario.run(&["-w", "2", job.to_str().unwrap()]);
+    finished.expect_code(0);
+    let records = assert_tiles(
+        read_records(&scenario.path("lines.jsonl")),
+        text.len() as u64,
+    );
+    for record in &records {
+        assert_eq!(
+            text.as_bytes()[record.end as usize - 1],
+            b'\n',
+            "chunk {} ends inside a line",
+            record.index
+        );
+    }
+    assert!(sizes(&records)[0] < sizes(&records).into_iter().max().unwrap());
+    scenario.assert_no_survivors();
+}
