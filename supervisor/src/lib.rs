@@ -21,4 +21,5 @@ pub mod run;
 pub mod shard;
 pub mod signals;
 pub mod store;
+pub mod tune;
 pub mod workers;

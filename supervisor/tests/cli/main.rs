@@ -2,6 +2,7 @@
 //! and files. Faults come from the reference worker's switches, so every
 //! scenario fails the same way each time.
 
+mod auto;
 mod containment;
 mod drain;
 mod faults;
@@ -13,6 +14,7 @@ mod python;
 mod report;
 mod shards;
 mod sources;
+mod tune;
 
 use std::collections::BTreeMap;
 
