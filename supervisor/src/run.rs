@@ -220,7 +220,7 @@ pub async fn run(
             Woke::Update(update) if matches!(update.kind, UpdateKind::Exited { .. }) => {
                 take_update(update, &mut dispatcher, &mut edges);
                 // Whatever the worker left behind is ours by now.
-                workers::sweep_orphans();
+                sweep_orphans();
             }
             Woke::Update(update) => {
                 take_update(update, &mut dispatcher, &mut edges);
@@ -246,7 +246,7 @@ pub async fn run(
             Woke::Housekeeping => {
                 if last_sweep.elapsed() >= SWEEP_EVERY {
                     last_sweep = Instant::now();
-                    workers::sweep_orphans();
+                    sweep_orphans();
                 }
                 let pids: Vec<(usize, u32)> = edges.workers.pids().collect();
                 let snapshot = Snapshot {
@@ -345,10 +345,27 @@ enum Woke {
 /// reaped: no process a worker started outlives the run.
 async fn settle_orphans() {
     let deadline = tokio::time::Instant::now() + SETTLE_ORPHANS;
-    while workers::sweep_orphans() > 0 && tokio::time::Instant::now() < deadline {
+    while sweep_orphans() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    workers::sweep_orphans();
+    sweep_orphans();
+}
+
+/// Ends what workers left behind (see [`workers::sweep_orphans`]), saying
+/// so: a worker that leaks processes is worth knowing about. Returns how
+/// many it ended.
+fn sweep_orphans() -> usize {
+    let ended = workers::sweep_orphans();
+    if let Some(((pid, name), rest)) = ended.split_first() {
+        let more = match rest.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        warn!(
+            "ended pid {pid} ({name}){more}: left running by a worker, outside its process group"
+        );
+    }
+    ended.len()
 }
 
 /// Waits, briefly, for the tasks of killed workers to reap them, so that
