@@ -6,16 +6,12 @@
 
 use nix::sys::signal::Signal;
 
-use super::harness::{Record, Scenario, read_records, wait_for_busy_workers};
+use super::harness::{Record, Scenario, read_records, squares_command, wait_for_busy_workers};
 use super::{assert_exactly_once, squares};
 
 /// A squares job over `[0, end)` with automatic chunks of about `target`.
 fn auto_job(end: u64, target: &str, worker_args: &[&str], extra: &str) -> String {
-    let command = std::iter::once("squares-worker")
-        .chain(worker_args.iter().copied())
-        .map(|word| format!("{word:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let command = squares_command(worker_args);
     format!(
         "[source]\nrange = {{ start = 0, end = {end} }}\nchunk = \"auto\"\ntarget = \"{target}\"\n\n\
          [worker]\ncommand = [{command}]\n{extra}\n"
