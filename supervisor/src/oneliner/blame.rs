@@ -52,6 +52,9 @@ pub(super) fn flag_of(key: &str) -> Option<&'static str> {
 /// `error`, found in the job file of a one-liner whose flags were `typed`,
 /// as one line that names the flag and what was typed after it.
 pub(super) fn blame(error: &ConfigError, typed: &[(&'static str, String)]) -> String {
+    if let Some(refusal) = no_stdin_source(error) {
+        return refusal;
+    }
     let message = REWORDED
         .iter()
         .fold(error.message.clone(), |text, (from, to)| {
@@ -67,6 +70,19 @@ pub(super) fn blame(error: &ConfigError, typed: &[(&'static str, String)]) -> St
         None => format!("the one-liner's `{}`", error.key),
     };
     format!("{what}: {message}")
+}
+
+/// `--pipe` refused by a build whose job files have no `stdin` source: the
+/// loader's own words follow, so the refusal stays true whatever it says.
+fn no_stdin_source(error: &ConfigError) -> Option<String> {
+    (error.key == "source.stdin" && error.message.starts_with("unknown key")).then(|| {
+        format!(
+            "--pipe: this supervisor cannot read chunks from its stdin: the job file --pipe \
+             stands for has a `[source.stdin]` table, which its job files do not take ({}); \
+             save the input to a file and name it with --file PATH",
+            error.message
+        )
+    })
 }
 
 #[cfg(test)]
@@ -104,9 +120,26 @@ mod tests {
             ),
             "--delimiter: must not be empty"
         );
+        let refusal = blame(
+            &error(
+                "source.stdin",
+                "unknown key `stdin`; expected one of `range`, `file`",
+            ),
+            &typed,
+        );
+        assert!(
+            refusal.starts_with("--pipe: this supervisor cannot read chunks from its stdin"),
+            "{refusal}"
+        );
+        assert!(
+            refusal.contains("(unknown key `stdin`; expected one of `range`, `file`)"),
+            "{refusal}"
+        );
+        assert!(refusal.ends_with("with --file PATH"), "{refusal}");
+        // A build that has the source blames its keys as any other's.
         assert_eq!(
-            blame(&error("source.stdin", "unknown key `stdin`"), &typed),
-            "--pipe: unknown key `stdin`"
+            blame(&error("source.stdin", "must be a table"), &typed),
+            "--pipe: must be a table"
         );
         assert_eq!(
             blame(&error("worker.exec", "`x` was not found on PATH"), &typed),

@@ -685,6 +685,43 @@ fn an_unnamed_one_liner_leaves_nothing_behind_but_a_list_of_its_failures() {
         left,
         "no state folder, and tmp/ empty"
     );
+    let (_, plan) = plan(
+        &scenario,
+        &["check", "--range", "0..8", "--", "echo", "{start}"],
+    );
+    assert!(
+        plan.contains("\nstate: a temporary folder, removed when the run ends"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("\nresume: no: a one-liner without --name starts over"),
+        "{plan}"
+    );
+
+    // Stopped, it says how to make it resumable, and leaves nothing.
+    let mut stopped = scenario.start_with(
+        &[
+            "-j",
+            "1",
+            "--range",
+            "0..20",
+            "--chunk",
+            "1",
+            "--",
+            "sh",
+            "-c",
+            "echo \"began $1\" >&2; sleep 0.1",
+            "sh",
+            "{index}",
+        ],
+        with_own_tmp(&scenario),
+    );
+    stopped.wait_for_line("chunk 2 begun", |line| line.contains("began 2"));
+    stopped.signal(Signal::SIGTERM);
+    let stopped = stopped.finish();
+    stopped.expect_code(143);
+    assert_stderr_contains(&stopped, "give it --name NAME to resume");
+    assert_eq!(tree(scenario.dir()), left);
 
     // Chunk 2 fails: its failed list is kept, in the temporary folder, and named.
     let failed = run(
