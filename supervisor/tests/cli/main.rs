@@ -2,6 +2,8 @@
 //! and files. Faults come from the reference worker's switches, so every
 //! scenario fails the same way each time.
 
+mod auto;
+mod containment;
 mod drain;
 mod faults;
 mod harness;
@@ -13,6 +15,7 @@ mod python;
 mod report;
 mod shards;
 mod sources;
+mod tune;
 
 use std::collections::BTreeMap;
 
