@@ -110,9 +110,15 @@ pub struct OneLinerArgs {
     pub delimiter: Option<String>,
 
     /// Items per chunk for --range and --lines, bytes ("64MiB") for --file and
-    /// --pipe [default: as a job file's; 1 with {item}]
-    #[arg(long, value_name = "N|SIZE")]
+    /// --pipe, or auto: sized as the run goes, from measured chunk times
+    /// [default: as a job file's; 1 with {item}]
+    #[arg(long, value_name = "N|SIZE|auto")]
     pub chunk: Option<String>,
+
+    /// With --chunk auto: how long a chunk should take on a worker, e.g. 1s
+    /// [default: 250ms]
+    #[arg(long, value_name = "DURATION")]
+    pub target: Option<String>,
 
     /// The chunk's bytes on the command's stdin, or /dev/null [default: chunk
     /// for --file and --pipe, none for --range and --lines]

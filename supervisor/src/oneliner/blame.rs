@@ -6,7 +6,7 @@ use crate::config::ConfigError;
 
 /// The flag that writes each key, the longer of two overlapping keys first.
 /// `--` stands for the command.
-const FLAGS: [(&str, &str); 18] = [
+const FLAGS: [(&str, &str); 19] = [
     ("source.file.delimiter", "--delimiter"),
     ("source.stdin.delimiter", "--delimiter"),
     ("source.range", "--range"),
@@ -14,6 +14,7 @@ const FLAGS: [(&str, &str); 18] = [
     ("source.lines", "--lines"),
     ("source.stdin", "--pipe"),
     ("source.chunk", "--chunk"),
+    ("source.target", "--target"),
     ("worker.exec", "--"),
     ("worker.stdin", "--stdin"),
     ("worker.success_exit", "--success-exit"),
@@ -29,12 +30,13 @@ const FLAGS: [(&str, &str); 18] = [
 
 /// Phrases of the job file's messages that name its keys, and the flags
 /// that say the same on a command line; applied in order.
-const REWORDED: [(&str, &str); 9] = [
+const REWORDED: [(&str, &str); 10] = [
     ("`{item}` in `worker.exec`", "`{item}` in the command"),
     ("`chunk = 1`", "`--chunk 1`"),
     ("`chunk = \"auto\"`", "`--chunk auto`"),
     ("`stdin = \"chunk\"`", "`--stdin chunk`"),
     ("`chunk`", "`--chunk`"),
+    ("`target`", "`--target`"),
     ("`success_exit`", "`--success-exit`"),
     ("`range`", "`--range`"),
     ("`file`", "`--file`"),
@@ -166,6 +168,18 @@ mod tests {
             ),
             "--chunk 2: `{item}` in the command is the text of a chunk's one line: set \
              `--chunk 1` (the default with `{item}`), or use `{items}` for every line of a chunk"
+        );
+        assert_eq!(
+            blame(
+                &error(
+                    "source.target",
+                    "`target` goes with `chunk = \"auto\"`: it is how long an automatic \
+                     chunk should take"
+                ),
+                &[("--target", "1s".to_owned())]
+            ),
+            "--target 1s: `--target` goes with `--chunk auto`: it is how long an automatic \
+             chunk should take"
         );
         assert_eq!(
             blame(

@@ -96,6 +96,10 @@ pub fn job_file(args: &OneLinerArgs, workers: Option<u16>) -> Result<JobFileText
         typed.push(("--chunk", chunk.clone()));
         table.chunk = Some(NumberOrText::of(chunk));
     }
+    if let Some(target) = &args.target {
+        typed.push(("--target", target.clone()));
+        table.target = Some(target.clone());
+    }
     // Like parallel --pipepart and --pipe: bytes go to the command's stdin.
     let stdin = args.stdin.unwrap_or(if bytes {
         StdinMode::Chunk
@@ -273,6 +277,8 @@ struct SourceTable {
     #[serde(skip_serializing_if = "Option::is_none")]
     chunk: Option<NumberOrText>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     range: Option<RangeTable>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file: Option<FileTable>,
@@ -448,6 +454,11 @@ output = { path = "-", format = "raw" }
         )
         .unwrap();
         assert_eq!(table, expected);
+        let table = table_of(&[
+            "--file", "big.log", "--chunk", "auto", "--target", "1s", "--", "gzip",
+        ]);
+        assert_eq!(table["source"]["chunk"].as_str(), Some("auto"));
+        assert_eq!(table["source"]["target"].as_str(), Some("1s"));
         let table = table_of(&["--file", "big.log", "--max-failed", "7", "--", "gzip"]);
         // The job file's default delimiter, "\n", is left to it.
         assert_eq!(table["source"]["file"].get("delimiter"), None);

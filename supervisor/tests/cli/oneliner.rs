@@ -1,5 +1,6 @@
 //! One-liners end to end: each against its job-file twin (the same output
-//! bytes, report counts and plan), lines handed to the command as single
+//! bytes, report counts and plan; with `--chunk auto`, the bytes and the
+//! plan), lines handed to the command as single
 //! words with no shell, a named one-liner resumed after SIGTERM, bad flags
 //! refused before anything starts, `--success-exit` with grep, and what an
 //! unnamed one-liner leaves behind: nothing but a list of failed chunks.
@@ -289,6 +290,60 @@ fn each_one_liner_runs_the_job_of_its_twin_job_file() {
 }
 
 #[test]
+fn an_automatic_chunk_one_liner_is_the_job_of_its_printed_file() {
+    let scenario = Scenario::new();
+    let input = text_file(&scenario.path("input.txt"), 40_000, false);
+    let words = [
+        "--name",
+        "upper",
+        "--file",
+        "input.txt",
+        "--chunk",
+        "auto",
+        "--target",
+        "20ms",
+        "--output",
+        "upper.out",
+        "--",
+        "tr",
+        "a-z",
+        "A-Z",
+    ];
+    run(&scenario, &words).expect_code(0);
+    // Sizes follow measured times, so the chunk count is the run's own;
+    // the bytes are the serial command's whatever the cuts.
+    assert_eq!(
+        std::fs::read(scenario.path("upper.out")).unwrap(),
+        serial("tr", &["a-z", "A-Z"], &input)
+    );
+    let mut print = vec!["--print-job"];
+    print.extend(&words);
+    let printed = run(&scenario, &print);
+    printed.expect_code(0);
+    let text = std::str::from_utf8(&printed.stdout).unwrap();
+    assert!(
+        text.contains("[source]\nchunk = \"auto\"\ntarget = \"20ms\"\n"),
+        "{text}"
+    );
+    let file = scenario.job("printed.toml", text);
+    let mut check = vec!["check"];
+    check.extend(&words);
+    let (_, one_liner_plan) = plan(&scenario, &check);
+    let (_, file_plan) = plan(&scenario, &["check", file.to_str().unwrap()]);
+    assert_eq!(one_liner_plan, file_plan);
+    assert!(
+        one_liner_plan.contains("chunks: decided at run time (chunk = \"auto\")"),
+        "{one_liner_plan}"
+    );
+    // Both find the run the one-liner made, and would resume it.
+    assert!(
+        one_liner_plan.contains("resume: would resume"),
+        "{one_liner_plan}"
+    );
+    scenario.assert_no_survivors();
+}
+
+#[test]
 fn a_named_one_liner_and_its_printed_job_file_resume_each_other() {
     let scenario = Scenario::new();
     let words = [
@@ -494,6 +549,12 @@ fn bad_flags_are_refused_by_name_before_anything_starts() {
         (
             vec!["--lines", "missing.txt", "--", "echo", "{item}"],
             "--lines missing.txt: the input file does not exist",
+        ),
+        (
+            vec![
+                "--range", "0..10", "--chunk", "5", "--target", "1s", "--", "echo",
+            ],
+            "--target 1s: `--target` goes with `--chunk auto`",
         ),
         (
             vec!["--range", "0..10", "--timeout", "soon", "--", "echo"],
