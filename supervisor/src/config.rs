@@ -18,4 +18,4 @@ pub use job::{
     AutoChunk, InputFile, Job, MaxFailed, Order, OutputFormat, OutputPath, OutputSpec,
     RestartPolicy, Source, SupervisorSpec, WorkerSpec,
 };
-pub use validate::load;
+pub use validate::{load, load_text};

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod logging;
 pub mod merge;
 pub mod observers;
+pub mod oneliner;
 pub mod plan;
 pub mod resources;
 pub mod run;

@@ -12,6 +12,24 @@ const SHOWN_VALUE: usize = 60;
 /// The plan, one `name: value` line each, ending with whether a run would
 /// resume, as `assessment` (of the job's state folder) says.
 pub fn describe(job: &Job, assessment: &Assessment) -> String {
+    lines(
+        job,
+        &job.state_dir.display().to_string(),
+        &resume(job, assessment),
+    )
+}
+
+/// The plan of a job that keeps no state from one run to the next (a
+/// one-liner without a name): its state folder is a temporary one.
+pub fn describe_unkept(job: &Job) -> String {
+    lines(
+        job,
+        "a temporary folder, removed when the run ends (kept only to list failed chunks)",
+        "no: a one-liner without --name starts over each time",
+    )
+}
+
+fn lines(job: &Job, state: &str, resume: &str) -> String {
     let mut plan = String::new();
     let worker = &job.worker;
     let command = std::iter::once(worker.program.display().to_string())
@@ -85,8 +103,8 @@ pub fn describe(job: &Job, assessment: &Assessment) -> String {
         "output: {} ({format}, order {order})",
         job.output.path.name()
     );
-    let _ = writeln!(plan, "state: {}", job.state_dir.display());
-    let _ = writeln!(plan, "resume: {}", resume(job, assessment));
+    let _ = writeln!(plan, "state: {state}");
+    let _ = writeln!(plan, "resume: {resume}");
     plan
 }
 

@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod items;
 mod metrics;
+mod oneliner;
 mod progress;
 mod python;
 mod report;
