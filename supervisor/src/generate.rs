@@ -44,7 +44,17 @@ mod tests {
                 Shell::Fish => format!("-l {name}"),
                 _ => format!("--{name}"),
             };
-            for option in ["workers", "fresh", "retry-failed"] {
+            for option in [
+                "workers",
+                "fresh",
+                "retry-failed",
+                "range",
+                "lines",
+                "pipe",
+                "chunk",
+                "success-exit",
+                "print-job",
+            ] {
                 assert!(script.contains(&long(option)), "{shell}: no --{option}");
             }
             assert!(script.contains("check"), "{shell}: no check");
@@ -68,6 +78,10 @@ mod tests {
         assert!(plain.contains("--retry-failed"));
         assert!(plain.contains("--workers"));
         assert!(plain.contains("check"));
+        for one_liner in ["--range", "--file", "--pipe", "--max-failed", "--print-job"] {
+            assert!(plain.contains(one_liner), "no {one_liner}");
+        }
+        assert!(plain.contains("-- COMMAND [ARG]..."), "no one-liner usage");
     }
 
     #[test]

@@ -13,8 +13,9 @@ use supervisor::logging::{self, LogFormat};
 use supervisor::merge::{self, MergeError, MergeOptions, Merged};
 use supervisor::observers::progress::{Progress, ProgressMode};
 use supervisor::observers::report;
+use supervisor::oneliner::{self, TemporaryState};
 use supervisor::run::{Reporting, RunEnd, RunSummary, SetupError, run};
-use supervisor::{config, generate, plan, shard, signals, workers};
+use supervisor::{config, generate, plan, shard, signals, tune, workers};
 
 /// The contract's exit statuses.
 mod exit {
@@ -57,49 +58,72 @@ fn main() -> ExitCode {
         None => Progress::new(cli.run.progress),
         Some(_) => Progress::new(ProgressMode::Never),
     };
-    logging::init(cli.run.log_format, &progress);
-    let (job_path, workers, shard, check_only, trial) = match cli.command {
+    let quiet = matches!(cli.command, Some(Command::Tune { .. }));
+    logging::init_with(
+        cli.run.log_format,
+        &progress,
+        if quiet { "error" } else { "info" },
+    );
+    let (job_args, workers, shard, check_only, trial) = match cli.command {
         Some(Command::Check {
             workers,
             start,
             shard,
             job,
-        }) => (job, workers, shard, true, start),
+        }) => (*job, workers, shard, true, start),
         Some(Command::Merge { shards, job }) => return merge_shards(&job, MergeOptions { shards }),
+        Some(Command::Tune {
+            budget,
+            max_workers,
+            plot,
+            job,
+        }) => return tune_job(&job, budget, max_workers, plot.as_deref()),
         Some(Command::Completions { shell }) => {
             return printed(generate::completions(shell, &mut std::io::stdout().lock()));
         }
         Some(Command::Man) => return printed(generate::man_page(&mut std::io::stdout().lock())),
-        None => (
-            cli.run.job.expect("clap requires the job file"),
-            cli.run.workers,
-            cli.run.shard,
-            false,
-            false,
-        ),
+        None => (cli.run.job, cli.run.workers, cli.run.shard, false, false),
     };
-    let job = match config::load(&job_path, workers.map(usize::from)) {
-        Ok(job) => job,
+    let options = Options {
+        fresh: cli.run.fresh,
+        retry_failed: cli.run.retry_failed,
+    };
+    let loaded = match oneliner::load(&job_args, workers) {
+        Ok(loaded) => loaded,
         Err(problem) => {
             error(problem);
             return exit_with(exit::BAD_INPUT);
         }
     };
+    if let Some(one_liner) = &loaded.one_liner
+        && one_liner.print_job
+    {
+        return printed(
+            std::io::stdout()
+                .lock()
+                .write_all(one_liner.printed().as_bytes()),
+        );
+    }
     // `--shard`, else a scheduler's array task; the job's own files otherwise.
-    let chosen = shard::choose(shard, |name| std::env::var(name).ok());
-    let job = match chosen.and_then(|chosen| match chosen {
-        Some(chosen) => shard::for_shard(job, chosen),
-        None => Ok(job),
-    }) {
-        Ok(job) => job,
+    let loaded = match shard::choose(shard, |name| std::env::var(name).ok())
+        .and_then(|chosen| loaded.for_shard(chosen))
+        .and_then(|loaded| loaded.allows(options).map(|()| loaded))
+    {
+        Ok(loaded) => loaded,
         Err(problem) => {
             error(problem);
             return exit_with(exit::BAD_INPUT);
         }
     };
+    let keeps_state = loaded.keeps_state();
+    let mut job = loaded.job;
     if check_only {
-        let assessment = assess::assess(&job, Options::default(), Lock::Probe);
-        let mut plan = plan::describe(&job, &assessment);
+        let mut plan = if keeps_state {
+            let assessment = assess::assess(&job, Options::default(), Lock::Probe);
+            plan::describe(&job, &assessment)
+        } else {
+            plan::describe_unkept(&job)
+        };
         let mut started = true;
         if trial {
             let line = match start_one(&job) {
@@ -122,6 +146,22 @@ fn main() -> ExitCode {
             exit_with(exit::BAD_INPUT)
         };
     }
+    // Made only now that nothing can refuse the job: a bad command line
+    // writes nothing. Dropped (and removed) on every way out of `main`.
+    let temporary = if keeps_state {
+        None
+    } else {
+        match TemporaryState::make(&mut job) {
+            Ok(temporary) => Some(temporary),
+            Err(problem) => {
+                error(format_args!(
+                    "cannot make a temporary state folder in {}: {problem}",
+                    std::env::temp_dir().display()
+                ));
+                return exit_with(exit::ABORTED);
+            }
+        }
+    };
     // One thread: workers get the cores, and the thread that forks them lives
     // as long as the supervisor, which the parent-death signal requires.
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -133,10 +173,6 @@ fn main() -> ExitCode {
             error(format_args!("cannot start the runtime: {problem}"));
             return exit_with(exit::ABORTED);
         }
-    };
-    let options = Options {
-        fresh: cli.run.fresh,
-        retry_failed: cli.run.retry_failed,
     };
     let reporting = Reporting {
         progress,
@@ -160,6 +196,13 @@ fn main() -> ExitCode {
             return exit_with(exit::ABORTED);
         }
     };
+    // The failed file is the one thing of an unnamed one-liner's state worth
+    // keeping: the summary names it.
+    if let Some(temporary) = temporary
+        && summary.failed_file.is_some()
+    {
+        temporary.keep();
+    }
     let mut code = exit_code(&summary);
     let report = summary.report(code);
     if let Some(path) = &cli.run.report
@@ -171,7 +214,7 @@ fn main() -> ExitCode {
         ));
         code = code.max(exit::ABORTED);
     }
-    tell(&summary, &report, cli.run.log_format);
+    tell(&summary, &report, cli.run.log_format, keeps_state);
     exit_with(code)
 }
 
@@ -182,6 +225,68 @@ fn start_one(job: &config::Job) -> Result<workers::Trial, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(workers::try_start(job))
+}
+
+/// `supervisor tune`: 0 with a recommendation; 2 for a bad job file; 3
+/// when a trial could not run.
+fn tune_job(
+    path: &std::path::Path,
+    budget: std::time::Duration,
+    max_workers: Option<u16>,
+    plot: Option<&std::path::Path>,
+) -> ExitCode {
+    let job = match config::load(path, None) {
+        Ok(job) => job,
+        Err(problem) => {
+            error(problem);
+            return exit_with(exit::BAD_INPUT);
+        }
+    };
+    if job.source.is_stream() {
+        error(format!(
+            "{}: `supervisor tune` runs samples of the job's input again and again, and a \
+             `stdin` source can be read only once: save a sample of the input to a file and \
+             tune a `file` source over it",
+            path.display()
+        ));
+        return exit_with(exit::BAD_INPUT);
+    }
+    if let Some(plot) = plot
+        && !plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg") || e.eq_ignore_ascii_case("png"))
+    {
+        error(format!(
+            "--plot {}: the plot is drawn as .svg or .png, by the file's extension",
+            plot.display()
+        ));
+        return exit_with(exit::BAD_INPUT);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let options = tune::Options {
+        budget,
+        max_workers: max_workers.map_or(2 * cpus, usize::from),
+        target: job
+            .auto
+            .map_or(config::defaults::AUTO_TARGET, |auto| auto.target),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(problem) => {
+            error(format!("cannot start the runtime: {problem}"));
+            return exit_with(exit::ABORTED);
+        }
+    };
+    match runtime.block_on(tune::tune(&job, &options, plot)) {
+        Ok(_) => printed(Ok(())),
+        Err(problem) => {
+            error(format!("{problem:#}"));
+            exit_with(exit::ABORTED)
+        }
+    }
 }
 
 /// The exit status of a run that got going (the contract's table).
@@ -196,15 +301,20 @@ fn exit_code(summary: &RunSummary) -> u8 {
 
 /// The end of a run, for the person who started it: plain lines, or with
 /// `--log-format json` log events like every other line on stderr.
-fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat) {
+fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat, resumable: bool) {
     let mut lines: Vec<String> = report::summary(report).lines().map(str::to_owned).collect();
     if let Some(failed) = &summary.failed_file {
         lines.push(format!("failed chunks are listed in {}", failed.display()));
     }
     match &summary.outcome {
         Outcome::Aborted { reason } => lines.push(format!("error: aborted: {reason}")),
-        Outcome::Drained { .. } => lines.push(format!(
+        Outcome::Drained { .. } if resumable => lines.push(format!(
             "stopped after a drain ({} chunks cancelled); run the same command again to resume",
+            summary.counts.cancelled
+        )),
+        Outcome::Drained { .. } => lines.push(format!(
+            "stopped after a drain ({} chunks cancelled); a one-liner without --name keeps no \
+             journal, so running it again starts over: give it --name NAME to resume",
             summary.counts.cancelled
         )),
         Outcome::Finished { .. } => {}

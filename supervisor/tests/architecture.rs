@@ -1,5 +1,7 @@
 //! ARCHITECTURE.md stays true: every file, folder and name it shows in code
-//! format exists in the repository.
+//! format exists in the repository, and every source file is on it; and
+//! the layout's rules hold (a `//!` line in every file, none over 600 lines
+//! before its tests, exit codes in `main.rs` alone).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -124,5 +126,121 @@ fn every_file_and_name_in_the_map_exists() {
     assert!(
         missing.is_empty(),
         "ARCHITECTURE.md names what the repository does not have: {missing:?}"
+    );
+}
+
+/// The Rust source files of the crates, relative to the repository's root,
+/// tests and benches aside.
+fn source_files(root: &Path) -> Vec<String> {
+    let mut files: Vec<String> = paths(root)
+        .into_iter()
+        .filter(|p| p.ends_with(".rs"))
+        .filter(|p| {
+            ["supervisor/src/", "protocol/src/", "worker/src/"]
+                .iter()
+                .any(|c| p.starts_with(c))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The part of a source file before its unit tests (`#[cfg(test)] mod tests`
+/// at the bottom); a file of tests alone has none.
+fn code_before_tests(path: &str, text: &str) -> usize {
+    if path.ends_with("/tests.rs") || path.contains("/tests/") {
+        return 0;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .position(|pair| pair[0] == "#[cfg(test)]" && pair[1].starts_with("mod tests"))
+        .unwrap_or(lines.len())
+}
+
+#[test]
+fn every_source_file_is_on_the_map() {
+    let root = repo_root();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let spans: Vec<String> = code_spans(&text)
+        .into_iter()
+        .map(|s| s.trim_end_matches("()").to_owned())
+        .collect();
+    let named = |wanted: &str| {
+        spans
+            .iter()
+            .any(|s| s == wanted || wanted.ends_with(&format!("/{s}")))
+    };
+    let unmapped: Vec<String> = source_files(&root)
+        .into_iter()
+        .filter(|path| {
+            let file = Path::new(path);
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            let folder = file
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy();
+            let stem = file.file_stem().unwrap().to_string_lossy();
+            let root_of_folder = format!("{stem}/");
+            // Tests, crate roots, the root of a module folder and a binary
+            // (named by what it is called) are found through what they hold.
+            let implied = name == "tests.rs"
+                || name == "lib.rs"
+                || folder == "tests"
+                || named(&root_of_folder)
+                || folder == "bin" && named(&stem);
+            !(implied || named(&name) || named(path))
+        })
+        .collect();
+    assert!(
+        unmapped.is_empty(),
+        "ARCHITECTURE.md says nothing of {unmapped:?}: say what each owns"
+    );
+}
+
+#[test]
+fn every_source_file_says_what_it_owns_and_stays_short() {
+    let root = repo_root();
+    let mut silent = Vec::new();
+    let mut long = Vec::new();
+    for path in source_files(&root) {
+        let text = std::fs::read_to_string(root.join(&path)).unwrap();
+        if !text.starts_with("//!") {
+            silent.push(path.clone());
+        }
+        let code = code_before_tests(&path, &text);
+        if path.starts_with("supervisor/src/") && code > 600 {
+            long.push(format!("{path}: {code} lines"));
+        }
+    }
+    assert!(
+        silent.is_empty(),
+        "no `//!` line saying what they own: {silent:?}"
+    );
+    assert!(
+        long.is_empty(),
+        "over 600 lines before their tests: {long:?}"
+    );
+}
+
+#[test]
+fn only_main_ends_the_process() {
+    let root = repo_root();
+    let callers: Vec<String> = source_files(&root)
+        .into_iter()
+        .filter(|p| p.starts_with("supervisor/src/") && !p.starts_with("supervisor/src/bin/"))
+        .filter(|p| p != "supervisor/src/main.rs")
+        .filter(|p| {
+            std::fs::read_to_string(root.join(p))
+                .unwrap()
+                .lines()
+                .any(|line| !line.trim_start().starts_with("//") && line.contains("process::exit"))
+        })
+        .collect();
+    assert!(
+        callers.is_empty(),
+        "only main.rs maps outcomes to exit codes: {callers:?}"
     );
 }

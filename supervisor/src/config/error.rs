@@ -45,6 +45,9 @@ impl fmt::Display for ConfigError {
 pub(super) struct JobText<'a> {
     pub(super) file: &'a Path,
     pub(super) text: &'a str,
+    /// Whether `file` is a file (a job file) or only names where the text
+    /// came from (a one-liner's command line).
+    pub(super) on_disk: bool,
 }
 
 impl JobText<'_> {

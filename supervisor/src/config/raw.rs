@@ -42,6 +42,8 @@ pub(super) struct RawSource {
     pub(super) lines: Option<Spanned<RawLinesSource>>,
     pub(super) stdin: Option<Spanned<RawStdinSource>>,
     pub(super) chunk: Option<Spanned<RawChunk>>,
+    /// With `chunk = "auto"`: how long a chunk should take.
+    pub(super) target: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -32,16 +32,41 @@ pub fn load(path: &Path, workers_override: Option<usize>) -> Result<Job, ConfigE
     let text = JobText {
         file: path,
         text: &text,
+        on_disk: true,
     };
     let raw = raw::parse(&text)?;
-    text.validate(raw, workers_override)
+    text.validate(raw, &job_dir(path), workers_override)
+}
+
+/// Parses and validates job-file text that is in no file (a one-liner's),
+/// exactly as [`load`] would the same text in a file: `origin` names it in
+/// errors and becomes [`Job::file`]; relative paths resolve against `dir`,
+/// which should be absolute, as a job file's folder is.
+pub fn load_text(
+    text: &str,
+    origin: &Path,
+    dir: &Path,
+    workers_override: Option<usize>,
+) -> Result<Job, ConfigError> {
+    let text = JobText {
+        file: origin,
+        text,
+        on_disk: false,
+    };
+    let raw = raw::parse(&text)?;
+    text.validate(raw, dir, workers_override)
 }
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 impl JobText<'_> {
-    fn validate(&self, raw: RawJobFile, workers_override: Option<usize>) -> Result<Job> {
-        let dir = job_dir(self.file);
+    fn validate(
+        &self,
+        raw: RawJobFile,
+        dir: &Path,
+        workers_override: Option<usize>,
+    ) -> Result<Job> {
+        let dir = dir.to_path_buf();
         let name = self.name(raw.job)?;
         let Some(source) = raw.source else {
             return Err(self.error(
@@ -56,7 +81,7 @@ impl JobText<'_> {
             .as_ref()
             .and_then(|w| w.get_ref().exec.as_ref())
             .is_some_and(|exec| exec.get_ref().get(1..).is_some_and(exec::wants_one_line));
-        let (source, chunk) = self.source(source, &dir, one_line)?;
+        let (source, chunk, auto) = self.source(source, &dir, one_line)?;
         let Some(worker) = raw.worker else {
             return Err(self.error(
                 0..0,
@@ -94,6 +119,7 @@ impl JobText<'_> {
             name,
             source,
             chunk,
+            auto,
             worker,
             supervisor,
             output,
@@ -283,7 +309,7 @@ impl JobText<'_> {
                 ),
             ));
         }
-        if same_file(out, self.file) {
+        if self.on_disk && same_file(out, self.file) {
             return Err(self.error(
                 output_span,
                 "output.path",

@@ -59,7 +59,7 @@ impl Dispatcher {
         fx: &mut impl Effects,
     ) {
         let Timing { seconds, waited } = timing;
-        self.queue.record_time(seconds);
+        self.queue.record_time(&work.chunk, seconds);
         self.queue.forget_errors(work.chunk.index);
         self.queue.settled(work.chunk.index);
         self.slots[slot].crash_streak = 0;

@@ -15,15 +15,11 @@ use crate::config::{Job, OutputPath};
 /// state folder. A job whose output is stdout cannot be sharded: its shards
 /// would have nothing to be merged from.
 pub fn for_shard(mut job: Job, shard: JobShard) -> Result<Job, String> {
-    if job.source.is_stream() {
+    if let Some(why) = job.shard_refusal() {
         return Err(format!(
-            "shard {} (from {}): a `stdin` source cannot run as shards: there is one \
-             standard input, read once, and the number of its chunks is known only when it \
-             ends; run the job whole, or cut the input into a file and use a `file` source \
-             ({})",
+            "shard {} (from {}): {why}",
             shard.shard,
-            shard.from.describe(),
-            job.file.display()
+            shard.from.describe()
         ));
     }
     let OutputPath::File(output) = &job.output.path else {

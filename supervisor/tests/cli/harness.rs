@@ -389,13 +389,18 @@ pub fn parse_records(text: &str) -> Vec<Record> {
         .collect()
 }
 
-/// The job file of a squares run over `[0, end)` in chunks of `chunk`.
-pub fn squares_job(end: u64, chunk: u64, worker_args: &[&str], extra: &str) -> String {
-    let command = std::iter::once("squares-worker")
+/// The reference worker with `worker_args`, as the items of a TOML array.
+pub fn squares_command(worker_args: &[&str]) -> String {
+    std::iter::once("squares-worker")
         .chain(worker_args.iter().copied())
         .map(|word| format!("{word:?}"))
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(", ")
+}
+
+/// The job file of a squares run over `[0, end)` in chunks of `chunk`.
+pub fn squares_job(end: u64, chunk: u64, worker_args: &[&str], extra: &str) -> String {
+    let command = squares_command(worker_args);
     format!(
         "[source]\nrange = {{ start = 0, end = {end} }}\nchunk = {chunk}\n\n\
          [worker]\ncommand = [{command}]\n{extra}\n"

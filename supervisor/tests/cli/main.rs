@@ -2,17 +2,21 @@
 //! and files. Faults come from the reference worker's switches, so every
 //! scenario fails the same way each time.
 
+mod auto;
+mod containment;
 mod drain;
 mod faults;
 mod harness;
 mod items;
 mod metrics;
+mod oneliner;
 mod progress;
 mod python;
 mod report;
 mod shards;
 mod sources;
 mod stdin;
+mod tune;
 
 use std::collections::BTreeMap;
 

@@ -475,3 +475,69 @@ fn stdin_to_stdout_is_a_pipeline_stage() {
     );
     assert_eq!(piped.stdout, serial.stdout);
 }
+
+/// `sh -c SCRIPT` in the scenario's folder: its stdout, after it succeeded.
+fn shell(scenario: &Scenario, script: &str) -> Vec<u8> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(scenario.dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn a_pipe_one_liner_equals_tr_alone_and_its_printed_job_file() {
+    let scenario = Scenario::new();
+    let supervisor = crate::harness::supervisor_bin();
+    let supervisor = supervisor.display();
+    // Records longer than a chunk, and no final newline.
+    let producer = "seq 1 60000 | sed 's/$/ abc/'; head -c 20000 /dev/zero | tr '\\0' q; \
+                    echo; printf 'the end'";
+    let alone = shell(&scenario, &format!("{{ {producer}; }} | tr a-z A-Z"));
+    let one_liner = shell(
+        &scenario,
+        &format!("{{ {producer}; }} | {supervisor} --workers 2 --pipe --chunk 4KiB -- tr a-z A-Z"),
+    );
+    assert!(one_liner == alone, "--pipe differs from tr alone");
+    let job = shell(
+        &scenario,
+        &format!("{supervisor} --pipe --chunk 4KiB --print-job -- tr a-z A-Z"),
+    );
+    std::fs::write(scenario.path("pipe.toml"), &job).unwrap();
+    let from_job = shell(
+        &scenario,
+        &format!("{{ {producer}; }} | {supervisor} --workers 2 pipe.toml"),
+    );
+    assert!(
+        from_job == alone,
+        "the printed job file differs from tr alone"
+    );
+    // A stream cannot be sharded, from a one-liner either.
+    let sharded = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo a | {supervisor} --shard 0/2 --name up --output up.txt --pipe -- cat"))
+        .current_dir(scenario.dir())
+        .output()
+        .unwrap();
+    assert_eq!(sharded.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&sharded.stderr);
+    assert!(stderr.contains("cannot run as shards"), "{stderr}");
+    // Nor tuned: tune reads its input again and again.
+    let tune = Command::new(crate::harness::supervisor_bin())
+        .args(["tune", "pipe.toml"])
+        .current_dir(scenario.dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(tune.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&tune.stderr);
+    assert!(stderr.contains("can be read only once"), "{stderr}");
+    scenario.assert_no_survivors();
+}

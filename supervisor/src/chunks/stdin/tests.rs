@@ -1,3 +1,6 @@
+//! The cutting of standard input into blocks, alone (every way the reads
+//! may fall, proptested) and on its thread over real pipes.
+
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
