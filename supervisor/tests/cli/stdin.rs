@@ -211,7 +211,7 @@ path = "counts.jsonl"
     // The bound does not grow with the input: blocks read ahead and in
     // flight, a few MiB each, and the process's own.
     assert!(
-        peak < 128 * MIB,
+        peak < 64 * MIB,
         "the supervisor peaked at {} MiB for {input_mib} MiB of input",
         peak / MIB
     );
@@ -522,7 +522,9 @@ fn a_pipe_one_liner_equals_tr_alone_and_its_printed_job_file() {
     // A stream cannot be sharded, from a one-liner either.
     let sharded = Command::new("sh")
         .arg("-c")
-        .arg(format!("echo a | {supervisor} --shard 0/2 --name up --output up.txt --pipe -- cat"))
+        .arg(format!(
+            "echo a | {supervisor} --shard 0/2 --name up --output up.txt --pipe -- cat"
+        ))
         .current_dir(scenario.dir())
         .output()
         .unwrap();
