@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::{assert_exactly_once, failed_file};
-use crate::harness::{Finished, Scenario, read_records, squares_job};
+use crate::harness::{Finished, Scenario, read_records, squares_job, supervisor_bin};
 
 fn read_report(path: &Path) -> Value {
     let text = std::fs::read_to_string(path)
@@ -237,5 +237,41 @@ fn an_aborted_run_reports_why_and_exit_3() {
     // It died once and was not restarted: it could not start.
     assert_eq!(count(&report, "/workers/0/restarts"), 1, "{report:#}");
     assert_eq!(count(&report, "/workers/0/processes"), 1, "{report:#}");
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn the_supervisors_peak_memory_is_its_own_not_that_of_the_process_that_started_it() {
+    // A parent that touched 256 MiB and then execs the supervisor: Linux
+    // keeps getrusage's maximum across the exec, /proc's VmHWM starts anew.
+    let scenario = Scenario::new();
+    let job = scenario.job("small.toml", &squares_job(1000, 100, &[], ""));
+    let report_path = scenario.path("report.json");
+    let (mark, value) = scenario.mark_env();
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import os, sys\nheld = b'x' * (256 << 20)\nos.execv(sys.argv[1], sys.argv[1:])")
+        .arg(supervisor_bin())
+        .args([
+            "-w",
+            "2",
+            "--report",
+            report_path.to_str().unwrap(),
+            job.to_str().unwrap(),
+        ])
+        .current_dir(scenario.dir())
+        .env(mark, value)
+        .status()
+        .expect("python3 runs");
+    assert!(
+        status.success(),
+        "the supervisor under python3 exited {status}"
+    );
+    let report = read_report(&report_path);
+    let peak = count(&report, "/supervisor_peak_rss_bytes");
+    assert!(
+        peak > 0 && peak < 128 << 20,
+        "the supervisor's peak of {peak} bytes is its parent's: {report:#}"
+    );
     scenario.assert_no_survivors();
 }

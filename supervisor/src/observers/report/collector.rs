@@ -229,7 +229,10 @@ impl ReportCollector {
                 supervisor: own.map(|u| u.cpu_seconds),
                 workers: children.map(|u| u.cpu_seconds),
             },
-            supervisor_peak_rss_bytes: own.map(|u| u.max_rss_bytes),
+            // VmHWM rather than getrusage's maximum, which keeps the peak
+            // of the process that started the supervisor across its exec.
+            supervisor_peak_rss_bytes: peak_rss_bytes(std::process::id())
+                .or(own.map(|u| u.max_rss_bytes)),
             workers: self
                 .slots
                 .iter()
