@@ -5,6 +5,7 @@
 mod drain;
 mod faults;
 mod harness;
+mod hostile;
 mod metrics;
 mod progress;
 mod python;
