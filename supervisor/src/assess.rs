@@ -81,6 +81,8 @@ pub enum Refusal {
     },
     /// `--retry-failed` with no earlier run to retry.
     NothingToRetry,
+    /// `--retry-failed` after a run in which no chunk failed for good.
+    NoFailures,
     /// `--retry-failed` of a run to stdout, which keeps no journal.
     RetryNeedsJournal,
     /// The state folder or the output cannot be read.
@@ -104,6 +106,11 @@ impl Refusal {
             ),
             Refusal::NothingToRetry => format!(
                 "--retry-failed: there is no earlier run of this job to retry (state folder {})",
+                job.state_dir.display()
+            ),
+            Refusal::NoFailures => format!(
+                "--retry-failed: no chunk failed for good in the earlier run (state folder {}); \
+                 run without it to go on",
                 job.state_dir.display()
             ),
             Refusal::RetryNeedsJournal => {
@@ -188,6 +195,9 @@ fn start(job: &Job, options: Options) -> Start {
         && len < kept
     {
         return Start::Refuse(Refusal::OutputShorter { len, kept });
+    }
+    if options.retry_failed && recovered.failed.is_clear() {
+        return Start::Refuse(Refusal::NoFailures);
     }
     Start::Resume(Resume {
         recovered,

@@ -49,8 +49,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 
-    /// Serve Prometheus metrics while running, e.g. 127.0.0.1:9464
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus metrics while running: HOST:PORT (127.0.0.1:9464,
+    /// localhost:9464) or :PORT for every interface
+    #[arg(long, value_name = "ADDR", value_parser = metrics_addr)]
     pub metrics_addr: Option<SocketAddr>,
 
     /// Log lines as text or as JSON objects (filter with RUST_LOG)
@@ -70,6 +71,11 @@ pub enum Command {
         #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
 
+        /// Also start one worker, greet it and stop it, to see that it can
+        /// start (exit 2, with what it said, when it cannot)
+        #[arg(long)]
+        start: bool,
+
         /// The job file
         #[arg(value_name = "JOB.toml")]
         job: PathBuf,
@@ -81,4 +87,37 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+/// `HOST:PORT`, resolved to its first address, or `:PORT` for every
+/// interface, as exporters take it.
+fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs as _;
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{port:?} is not a port number"))?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("expected HOST:PORT or :PORT: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text} names no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_addresses_read_as_exporters_read_them() {
+        assert_eq!(
+            metrics_addr("127.0.0.1:9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(metrics_addr(":9464").unwrap().to_string(), "0.0.0.0:9464");
+        assert!(metrics_addr("localhost:9464").unwrap().ip().is_loopback());
+        assert!(metrics_addr("9464").is_err());
+        assert!(metrics_addr(":port").is_err());
+    }
 }

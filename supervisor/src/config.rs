@@ -12,7 +12,7 @@ mod validate;
 
 pub use error::ConfigError;
 pub use job::{
-    InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
+    InputFile, Job, MaxFailed, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
     SupervisorSpec, WorkerSpec,
 };
 pub use validate::load;

@@ -25,6 +25,6 @@ pub use reorder::Spill;
 pub use settings::Settings;
 pub use state::Dispatcher;
 pub use types::{
-    AttemptError, ChunkFailure, Counts, Effects, Event, Generation, KillCause, Outcome, ResultMeta,
-    RunEvent, humanize,
+    AttemptError, ChunkFailure, Counts, Effects, Event, Generation, KillCause, LAST_WORDS, Outcome,
+    ResultMeta, RunEvent, humanize,
 };

@@ -13,7 +13,7 @@ use supervisor::logging::{self, LogFormat};
 use supervisor::observers::progress::{Progress, ProgressMode};
 use supervisor::observers::report;
 use supervisor::run::{Reporting, RunEnd, RunSummary, SetupError, run};
-use supervisor::{config, generate, plan, signals};
+use supervisor::{config, generate, plan, signals, workers};
 
 /// The contract's exit statuses.
 mod exit {
@@ -57,8 +57,12 @@ fn main() -> ExitCode {
         Some(_) => Progress::new(ProgressMode::Never),
     };
     logging::init(cli.run.log_format, &progress);
-    let (job_path, workers, check_only) = match cli.command {
-        Some(Command::Check { workers, job }) => (job, workers, true),
+    let (job_path, workers, check_only, trial) = match cli.command {
+        Some(Command::Check {
+            workers,
+            job,
+            start,
+        }) => (job, workers, true, start),
         Some(Command::Completions { shell }) => {
             return printed(generate::completions(shell, &mut std::io::stdout().lock()));
         }
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         None => (
             cli.run.job.expect("clap requires the job file"),
             cli.run.workers,
+            false,
             false,
         ),
     };
@@ -78,8 +83,28 @@ fn main() -> ExitCode {
     };
     if check_only {
         let assessment = assess::assess(&job, Options::default(), Lock::Probe);
-        let plan = plan::describe(&job, &assessment);
-        return printed(std::io::stdout().lock().write_all(plan.as_bytes()));
+        let mut plan = plan::describe(&job, &assessment);
+        let mut started = true;
+        if trial {
+            let line = match start_one(&job) {
+                Ok(trial) => format!(
+                    "start: a worker started (pid {}) and said hello in {} ms\n",
+                    trial.pid,
+                    trial.hello_after.as_millis()
+                ),
+                Err(why) => {
+                    started = false;
+                    format!("start: {why}\n")
+                }
+            };
+            plan.push_str(&line);
+        }
+        let shown = printed(std::io::stdout().lock().write_all(plan.as_bytes()));
+        return if started {
+            shown
+        } else {
+            exit_with(exit::BAD_INPUT)
+        };
     }
     // One thread: workers get the cores, and the thread that forks them lives
     // as long as the supervisor, which the parent-death signal requires.
@@ -134,6 +159,15 @@ fn main() -> ExitCode {
     exit_with(code)
 }
 
+/// `check --start`: one worker started and stopped, on a runtime of its own.
+fn start_one(job: &config::Job) -> Result<workers::Trial, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(workers::try_start(job))
+}
+
 /// The exit status of a run that got going (the contract's table).
 fn exit_code(summary: &RunSummary) -> u8 {
     match summary.outcome {
@@ -158,6 +192,17 @@ fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat) {
             summary.counts.cancelled
         )),
         Outcome::Finished { .. } => {}
+    }
+    if summary.failed_before > 0 {
+        let chunks = if summary.failed_before == 1 {
+            "chunk"
+        } else {
+            "chunks"
+        };
+        lines.push(format!(
+            "{} {chunks} failed for good in an earlier run; run with --retry-failed to try them again",
+            summary.failed_before
+        ));
     }
     let dropped = logging::dropped();
     if dropped > 0 {

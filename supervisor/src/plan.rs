@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::assess::{Assessment, Fresh, Refusal, Resume, Start, error_chain};
-use crate::config::{Job, Order, Source};
+use crate::config::{Job, MaxFailed, Order, Source};
 use crate::journal::JournalError;
 
 /// Longest setting value a `resume:` line shows in full.
@@ -50,6 +50,23 @@ pub fn describe(job: &Job, assessment: &Assessment) -> String {
         "drain: chunks in flight get {} after SIGTERM/SIGINT",
         humantime::format_duration(job.supervisor.drain_timeout)
     );
+    match job.supervisor.max_failed {
+        Some(MaxFailed::Count(max)) => {
+            let _ = writeln!(
+                plan,
+                "circuit breaker: more than {max} chunks failed for good stop the run (exit 3)"
+            );
+        }
+        Some(MaxFailed::Share { per_million }) => {
+            let _ = writeln!(
+                plan,
+                "circuit breaker: more than {}% of the chunks finished failed for good stop the \
+                 run (exit 3)",
+                f64::from(per_million) / 10_000.0
+            );
+        }
+        None => {}
+    }
     if worker.max_chunks > 0 {
         let _ = writeln!(plan, "workers replaced after {} chunks", worker.max_chunks);
     }
@@ -172,6 +189,7 @@ fn refused(refusal: &Refusal) -> String {
         Refusal::Journal(_)
         | Refusal::Unreadable(_)
         | Refusal::NothingToRetry
+        | Refusal::NoFailures
         | Refusal::RetryNeedsJournal => {
             let reason = match refusal {
                 Refusal::Journal(error) => error_chain(error),
@@ -196,12 +214,23 @@ fn would_resume(resume: &Resume, chunks: u64) -> String {
     {
         let _ = write!(text, " (it has {len})");
     }
-    if recovered.torn_bytes > 0 {
-        let _ = write!(
-            text,
-            "; the journal's last {} bytes are torn and are cut off",
-            recovered.torn_bytes
-        );
+    match recovered.damaged_at {
+        Some(record) => {
+            let _ = write!(
+                text,
+                "; the journal is damaged at record {record}: from it on, {} bytes are cut off \
+                 and their chunks run again",
+                recovered.torn_bytes
+            );
+        }
+        None if recovered.torn_bytes > 0 => {
+            let _ = write!(
+                text,
+                "; the journal's last {} bytes are torn and are cut off",
+                recovered.torn_bytes
+            );
+        }
+        None => {}
     }
     text
 }

@@ -251,6 +251,9 @@ pub async fn run(
     let outcome = match (outcome, store.finish()) {
         (Outcome::Aborted { reason }, _) => Outcome::Aborted { reason },
         (_, Err(reason)) => Outcome::Aborted { reason },
+        (Outcome::Finished { .. }, Ok(())) if let Some(reason) = input_changed(job) => {
+            Outcome::Aborted { reason }
+        }
         (outcome, Ok(())) => outcome,
     };
     observers.finish(&outcome, &counts);
@@ -266,6 +269,24 @@ pub async fn run(
         output: job.output.path.name(),
         collector: observers.report,
     })))
+}
+
+/// Whether the input file changed since the job was loaded: its chunks were
+/// cut from one version and may have been read from another, so a run that
+/// seems to have finished has an output nobody can trust.
+fn input_changed(job: &Job) -> Option<String> {
+    let input = job.source.input()?;
+    let now = std::fs::metadata(&input.path).ok();
+    let same = now
+        .as_ref()
+        .is_some_and(|meta| meta.len() == input.size && meta.modified().ok() == input.modified);
+    (!same).then(|| {
+        format!(
+            "the input {} changed during the run: its output may mix the old and the new; \
+             run again with --fresh",
+            input.path.display()
+        )
+    })
 }
 
 /// What woke the run loop.
@@ -287,7 +308,7 @@ async fn reap(updates: &mut mpsc::Receiver<WorkerUpdate>, workers: &mut WorkerPo
             Ok(Some(WorkerUpdate {
                 slot,
                 generation,
-                kind: UpdateKind::Exited(_),
+                kind: UpdateKind::Exited { .. },
                 ..
             })) => workers.forget(slot, generation),
             Ok(Some(_)) => {}
@@ -323,7 +344,7 @@ fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Ed
         UpdateKind::Disconnected => {
             dispatcher.handle(Event::Disconnected { slot, generation }, now, edges);
         }
-        UpdateKind::Exited(status) => {
+        UpdateKind::Exited { status, last_words } => {
             // The handle goes first: the dispatcher may start a successor in
             // the same slot while it handles the exit.
             edges.workers.forget(slot, generation);
@@ -331,6 +352,7 @@ fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Ed
                 slot,
                 generation,
                 status,
+                last_words,
             };
             dispatcher.handle(event, now, edges);
         }

@@ -116,6 +116,13 @@ fn bad_fixtures_with_a_known_location() {
         ("memory_limit_integer", 6, 16, "worker.memory_limit"),
         ("drain_timeout_zero", 8, 17, "supervisor.drain_timeout"),
         ("output_in_state_folder", 8, 8, "output.path"),
+        (
+            "max_failed_over_100_percent",
+            8,
+            14,
+            "supervisor.max_failed",
+        ),
+        ("max_failed_not_a_count", 8, 14, "supervisor.max_failed"),
         ("output_is_the_job_file", 8, 8, "output.path"),
     ];
     for (name, line, column, key) in cases {

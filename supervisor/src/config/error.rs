@@ -64,14 +64,6 @@ impl JobText<'_> {
         }
     }
 
-    pub(super) fn unsupported<T>(&self, span: Range<usize>, key: &str) -> Result<T, ConfigError> {
-        Err(self.error(
-            span,
-            key,
-            format!("`{key}` is not supported by this version of supervisor"),
-        ))
-    }
-
     /// A document that is not TOML at all.
     pub(super) fn syntax_error(&self, e: &toml::de::Error) -> ConfigError {
         let start = e.span().map_or(0, |s| s.start);

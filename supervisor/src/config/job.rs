@@ -90,6 +90,10 @@ pub struct WorkerSpec {
     /// `command[1..]`; for an `exec` job, the host's options, `--`, then the
     /// resolved command and its arguments.
     pub args: Vec<String>,
+    /// The keys that decide what a worker computes, as the job file wrote
+    /// them (`worker.command` or `worker.exec` and `worker.stdin`, as JSON):
+    /// what a resume must match, whatever `program` resolves to today.
+    pub written: Vec<(String, String)>,
     /// Workers run in the job file's folder, so relative paths in their
     /// arguments mean what they mean in the job file.
     pub cwd: PathBuf,
@@ -124,6 +128,20 @@ pub struct SupervisorSpec {
     /// On the first SIGTERM or SIGINT, how long chunks in flight get to
     /// finish before they are cancelled; always above zero, default 30 s.
     pub drain_timeout: Duration,
+    /// The circuit breaker: past this many chunks failed for good, dispatch
+    /// stops, the run drains and aborts. `None`, the default: never.
+    pub max_failed: Option<MaxFailed>,
+}
+
+/// How many chunks may fail for good before the run stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxFailed {
+    /// More than this many.
+    Count(u64),
+    /// More than this share of the chunks finished so far (done or failed),
+    /// in parts per million; judged once enough chunks finished for the
+    /// share to say something (one failure in 20 is 5%).
+    Share { per_million: u32 },
 }
 
 /// More than `max` worker crashes within `within` aborts the run; default 10 in 60 s.

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, JobText};
 use super::job::{
-    InputFile, Job, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
+    InputFile, Job, MaxFailed, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
     SupervisorSpec, WorkerSpec,
 };
 use super::paths::{job_dir, resolve, resolve_program};
@@ -239,6 +239,9 @@ impl JobText<'_> {
     /// regular file, and have a UTF-8 path (workers are handed it as text).
     fn input_file(&self, path: &Spanned<String>, key: &str, dir: &Path) -> Result<InputFile> {
         let resolved = resolve(dir, self.non_empty_path(path, key)?);
+        // Through every link to the file itself: workers open the path in
+        // their own processes, where `/dev/stdin` is not the supervisor's.
+        let resolved = resolved.canonicalize().unwrap_or(resolved);
         let fail = |message: String| self.error(path.span(), key, message);
         let meta = std::fs::metadata(&resolved).map_err(|e| {
             fail(match e.kind() {
@@ -353,6 +356,19 @@ impl JobText<'_> {
     ) -> Result<WorkerSpec> {
         let span = worker.span();
         let worker = worker.into_inner();
+        let as_json = |words: &[String]| serde_json::to_string(words).expect("strings serialize");
+        let mut written = Vec::new();
+        if let Some(command) = &worker.command {
+            written.push(("worker.command".to_owned(), as_json(command.get_ref())));
+        }
+        if let Some(exec) = &worker.exec {
+            written.push(("worker.exec".to_owned(), as_json(exec.get_ref())));
+            let stdin = match worker.stdin.as_ref().map(Spanned::get_ref) {
+                Some(RawStdin::Chunk) => "chunk",
+                _ => "none",
+            };
+            written.push(("worker.stdin".to_owned(), stdin.to_owned()));
+        }
         let (program, args) = match (worker.command, worker.exec) {
             (Some(_), Some(exec)) => {
                 return Err(self.error(
@@ -456,6 +472,7 @@ impl JobText<'_> {
         Ok(WorkerSpec {
             program,
             args,
+            written,
             cwd: dir.to_path_buf(),
             env,
             params_json,
@@ -536,11 +553,13 @@ impl JobText<'_> {
                 workers: workers_override.unwrap_or_else(available_workers),
                 restart: defaults::RESTART,
                 drain_timeout: defaults::DRAIN_TIMEOUT,
+                max_failed: None,
             });
         };
-        if let Some(max_failed) = &raw.max_failed {
-            return self.unsupported(max_failed.span(), "supervisor.max_failed");
-        }
+        let max_failed = match &raw.max_failed {
+            Some(value) => Some(self.max_failed(value)?),
+            None => None,
+        };
         let from_file = match &raw.workers {
             Some(w) => Some(self.int_in(w, "supervisor.workers", 1..=MAX_WORKERS)? as usize),
             None => None,
@@ -562,7 +581,41 @@ impl JobText<'_> {
                 .unwrap_or_else(available_workers),
             restart,
             drain_timeout,
+            max_failed,
         })
+    }
+
+    /// A count of chunks (an integer) or a share of those finished (`"5%"`).
+    fn max_failed(&self, value: &Spanned<toml::Value>) -> Result<MaxFailed> {
+        let key = "supervisor.max_failed";
+        let wrong = || {
+            self.error(
+                value.span(),
+                key,
+                "expected a count of chunks (an integer such as 10) or a share of the chunks \
+                 finished (a string such as \"5%\" or \"0.5%\")",
+            )
+        };
+        match value.get_ref() {
+            toml::Value::Integer(count) => u64::try_from(*count)
+                .map(MaxFailed::Count)
+                .map_err(|_| self.error(value.span(), key, "must not be negative")),
+            toml::Value::String(text) => {
+                let number = text.trim().strip_suffix('%').ok_or_else(wrong)?;
+                let percent: f64 = number.trim().parse().map_err(|_| wrong())?;
+                if !(0.0..=100.0).contains(&percent) {
+                    return Err(self.error(
+                        value.span(),
+                        key,
+                        "a share must be between 0% and 100%",
+                    ));
+                }
+                Ok(MaxFailed::Share {
+                    per_million: (percent * 10_000.0).round() as u32,
+                })
+            }
+            _ => Err(wrong()),
+        }
     }
 
     fn output(

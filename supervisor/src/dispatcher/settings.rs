@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use protocol::message::Input;
 
-use crate::config::{InputFile, Job, Order, Source, defaults};
+use crate::config::{InputFile, Job, MaxFailed, Order, Source, defaults};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -41,6 +41,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Replace a worker after it was given this many chunks; 0 = never.
     pub max_chunks: u64,
+    /// The circuit breaker; `None`: never.
+    pub max_failed: Option<MaxFailed>,
     /// Delay before restarting a slot whose worker crashed again: doubles
     /// from `backoff_base` per repeated crash, capped, with ±50% jitter.
     pub backoff_base: Duration,
@@ -71,6 +73,7 @@ impl Settings {
             reorder_max_bytes: 64 << 20,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             max_chunks: 0,
+            max_failed: None,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             seed: 0,
@@ -90,6 +93,7 @@ impl Settings {
             input: worker_input(&job.source),
             drain_timeout: job.supervisor.drain_timeout,
             max_chunks: job.worker.max_chunks,
+            max_failed: job.supervisor.max_failed,
             seed: fastrand::u64(..),
             ..Self::new(job.supervisor.workers)
         }

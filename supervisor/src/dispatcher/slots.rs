@@ -9,7 +9,7 @@ use protocol::SupervisorMessage;
 
 use super::queue::Work;
 use super::state::{Dispatcher, RunPhase};
-use super::types::{Effects, Generation, KillCause, RunEvent, humanize};
+use super::types::{Effects, Generation, KillCause, LAST_WORDS, RunEvent, humanize};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum SlotPhase {
@@ -158,6 +158,7 @@ impl Dispatcher {
         &mut self,
         slot: usize,
         status: &str,
+        last_words: &str,
         now: Instant,
         fx: &mut impl Effects,
     ) {
@@ -165,6 +166,7 @@ impl Dispatcher {
         // Stopped on purpose: at the end, in a drain, or to be replaced.
         let expected =
             matches!(s.phase, SlotPhase::Stopping { .. }) || self.phase != RunPhase::Running;
+        let before_hello = matches!(s.phase, SlotPhase::Starting { .. }) && s.cause.is_none();
         s.phase = SlotPhase::Gone;
         let cause = s.cause.take();
         let pid = s.pid.take();
@@ -205,9 +207,21 @@ impl Dispatcher {
         if expected {
             return self.spawn(slot, now, fx);
         }
+        let said = if last_words.is_empty() {
+            String::new()
+        } else {
+            format!("{LAST_WORDS}{last_words}")
+        };
+        if before_hello && !self.ever_ready {
+            // No worker of this run has started yet and this one died before
+            // it could say hello: the program cannot start (an import error,
+            // a missing file), and restarting it would only say so again.
+            let reason = format!("worker {slot} could not start ({status}){said}");
+            return self.abort(reason, now, fx);
+        }
         let description = match &cause {
-            Some(cause) => format!("worker {slot} {cause} ({status})"),
-            None => format!("worker {slot} exited unexpectedly ({status})"),
+            Some(cause) => format!("worker {slot} {cause} ({status}){said}"),
+            None => format!("worker {slot} exited unexpectedly ({status}){said}"),
         };
         if let Some(work) = culprit {
             self.attempt_failed(slot, work, description.clone(), now, fx);

@@ -19,18 +19,28 @@ use super::types::{
     RunEvent,
 };
 use crate::chunks::ChunkSource;
+use crate::config::MaxFailed;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum RunPhase {
     Running,
     Draining {
-        signal: i32,
+        why: DrainCause,
         /// When to cancel what is in flight, then when to kill what still is.
         deadline: Option<Instant>,
         cancelled: bool,
     },
     /// Workers are being stopped; the outcome is decided.
     Ending(Outcome),
+}
+
+/// Why a drain began, which decides how the run ends.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum DrainCause {
+    /// SIGTERM, SIGINT or SIGHUP: the run stops, to be resumed.
+    Signal(i32),
+    /// `max_failed` was passed: the run aborts once what is in flight settles.
+    TooManyFailures(String),
 }
 
 /// The most of a worker's error message kept per attempt: errors wait in
@@ -85,6 +95,9 @@ pub struct Dispatcher {
     pub(super) in_flight: usize,
     pub(super) counts: Counts,
     pub(super) phase: RunPhase,
+    /// Some worker of this run has said hello: a worker that dies before
+    /// its hello is no longer proof that none can start.
+    pub(super) ever_ready: bool,
 }
 
 impl Dispatcher {
@@ -116,6 +129,7 @@ impl Dispatcher {
             in_flight: 0,
             counts,
             phase: RunPhase::Running,
+            ever_ready: false,
         }
     }
 
@@ -213,7 +227,8 @@ impl Dispatcher {
                 error,
             } => {
                 if self.is_current(slot, generation) {
-                    self.exited(slot, &format!("could not be started: {error}"), now, fx);
+                    let status = format!("could not be started: {error}");
+                    self.exited(slot, &status, "", now, fx);
                 }
             }
             Event::Message {
@@ -245,9 +260,10 @@ impl Dispatcher {
                 slot,
                 generation,
                 status,
+                last_words,
             } => {
                 if self.is_current(slot, generation) {
-                    self.exited(slot, &status, now, fx);
+                    self.exited(slot, &status, &last_words, now, fx);
                 }
             }
             Event::Tick => self.tick(now, fx),
@@ -279,9 +295,15 @@ impl Dispatcher {
                     self.end(Outcome::Finished { failed }, now, fx);
                 }
             }
-            RunPhase::Draining { signal, .. } => {
+            RunPhase::Draining { ref why, .. } => {
                 if self.in_flight == 0 {
-                    self.end(Outcome::Drained { signal }, now, fx);
+                    let outcome = match why {
+                        DrainCause::Signal(signal) => Outcome::Drained { signal: *signal },
+                        DrainCause::TooManyFailures(reason) => Outcome::Aborted {
+                            reason: reason.clone(),
+                        },
+                    };
+                    self.end(outcome, now, fx);
                 }
             }
             RunPhase::Ending(_) => {}
@@ -317,6 +339,7 @@ impl Dispatcher {
                     );
                     return self.abort(reason, now, fx);
                 }
+                self.ever_ready = true;
                 let s = &mut self.slots[slot];
                 s.phase = SlotPhase::Ready;
                 let welcome = SupervisorMessage::Welcome(Welcome {
@@ -500,7 +523,38 @@ impl Dispatcher {
             })
             .and_then(|()| self.queue.pass_failed(index, |m, o| fx.write_result(m, o)));
         if let Err(error) = written {
-            self.abort(format!("cannot write the output: {error}"), now, fx);
+            return self.abort(format!("cannot write the output: {error}"), now, fx);
+        }
+        if let Some(reason) = self.breaker_tripped() {
+            self.trip(reason, now, fx);
+        }
+    }
+
+    /// Whether `max_failed` has been passed, and how, in words.
+    fn breaker_tripped(&self) -> Option<String> {
+        let failed = self.counts.failed;
+        match self.settings.max_failed? {
+            MaxFailed::Count(max) => (failed > max).then(|| {
+                format!(
+                    "{failed} chunks failed for good, more than max_failed allows ({max}); \
+                     dispatch stopped and the run drained"
+                )
+            }),
+            MaxFailed::Share { per_million } => {
+                let finished = self.counts.done + failed;
+                // A share says something once enough chunks finished for
+                // one failure to be within it.
+                let enough = 1_000_000u64.div_ceil(u64::from(per_million.max(1)));
+                let past =
+                    u128::from(failed) * 1_000_000 > u128::from(per_million) * u128::from(finished);
+                (finished >= enough && past).then(|| {
+                    format!(
+                        "{failed} of the {finished} chunks finished failed for good, more than \
+                         max_failed allows ({}%); dispatch stopped and the run drained",
+                        f64::from(per_million) / 10_000.0
+                    )
+                })
+            }
         }
     }
 

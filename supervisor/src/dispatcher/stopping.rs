@@ -8,7 +8,7 @@ use protocol::SupervisorMessage;
 use protocol::message::Cancel;
 
 use super::slots::SlotPhase;
-use super::state::{Dispatcher, RunPhase};
+use super::state::{Dispatcher, DrainCause, RunPhase};
 use super::types::{Effects, KillCause, Outcome, RunEvent};
 
 impl Dispatcher {
@@ -35,19 +35,7 @@ impl Dispatcher {
                     signal: number,
                     in_flight: self.in_flight,
                 });
-                self.phase = RunPhase::Draining {
-                    signal: number,
-                    deadline: Some(now + self.settings.drain_timeout),
-                    cancelled: false,
-                };
-                for slot in 0..self.slots.len() {
-                    if matches!(
-                        self.slots[slot].phase,
-                        SlotPhase::Starting { .. } | SlotPhase::Waiting { .. }
-                    ) {
-                        self.kill(slot, KillCause::NotNeeded, fx);
-                    }
-                }
+                self.drain(DrainCause::Signal(number), now, fx);
             }
             RunPhase::Draining { .. } => {
                 // The second signal: nothing in flight may take any longer.
@@ -57,6 +45,36 @@ impl Dispatcher {
                 }
             }
             RunPhase::Ending(_) => {}
+        }
+    }
+
+    /// `max_failed` was passed: no chunk starts any more, those in flight
+    /// finish (so the failed file is complete), then the run aborts.
+    pub(super) fn trip(&mut self, reason: String, now: Instant, fx: &mut impl Effects) {
+        if self.phase != RunPhase::Running {
+            return;
+        }
+        fx.observe(&RunEvent::Tripped {
+            reason: &reason,
+            in_flight: self.in_flight,
+        });
+        self.drain(DrainCause::TooManyFailures(reason), now, fx);
+    }
+
+    /// Stops dispatching; what is in flight gets the drain timeout.
+    fn drain(&mut self, why: DrainCause, now: Instant, fx: &mut impl Effects) {
+        self.phase = RunPhase::Draining {
+            why,
+            deadline: Some(now + self.settings.drain_timeout),
+            cancelled: false,
+        };
+        for slot in 0..self.slots.len() {
+            if matches!(
+                self.slots[slot].phase,
+                SlotPhase::Starting { .. } | SlotPhase::Waiting { .. }
+            ) {
+                self.kill(slot, KillCause::NotNeeded, fx);
+            }
         }
     }
 

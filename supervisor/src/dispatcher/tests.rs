@@ -168,6 +168,7 @@ impl Harness {
             slot,
             generation,
             status: "signal 9".into(),
+            last_words: String::new(),
         });
     }
 
@@ -421,6 +422,9 @@ fn crashing_faster_than_the_restart_limit_aborts() {
     let mut settings = settings(2);
     settings.restart_max = 3;
     let mut h = Harness::new(settings, 10);
+    // One worker started: the other's deaths before hello are crashes, not
+    // a program that cannot start.
+    h.hello(1);
     for _ in 0..4 {
         h.exited(0);
         // Past any backoff, so the slot is restarted before it crashes again.
@@ -448,6 +452,7 @@ fn crashes_outside_the_window_are_forgiven() {
     let mut settings = settings(1);
     settings.restart_max = 1;
     let mut h = Harness::new(settings, 10);
+    h.hello(0);
     for _ in 0..5 {
         h.exited(0);
         h.advance(Duration::from_secs(61));
@@ -485,6 +490,7 @@ fn news_from_a_replaced_worker_is_ignored() {
         slot: 0,
         generation: 1,
         status: "again".into(),
+        last_words: String::new(),
     });
     assert!(h.fx.take().is_empty());
 }
@@ -739,6 +745,7 @@ fn a_worker_is_replaced_after_max_chunks_without_counting_a_crash() {
 #[test]
 fn repeated_crashes_back_off_before_the_restart() {
     let mut h = Harness::new(settings(1), 5);
+    h.hello(0);
     h.exited(0);
     assert!(
         h.fx.calls.contains(&Call::Spawn(0, 2)),
@@ -904,4 +911,106 @@ fn a_worker_s_error_is_kept_within_bounds_its_start_and_end_whole() {
         "{kept:.80}"
     );
     assert!(kept.contains("bytes cut)…"), "the cut is said");
+}
+
+#[test]
+fn past_max_failed_dispatch_stops_what_is_in_flight_finishes_and_the_run_aborts() {
+    let mut settings = settings(1);
+    settings.retries = 0;
+    settings.max_failed = Some(crate::config::MaxFailed::Count(1));
+    let mut h = Harness::new(settings, 20);
+    h.hello(0);
+    // The first failure is within the limit; the worker gets more.
+    let fail = |h: &mut Harness, index: u64| {
+        h.answered.insert((h.generations[0], index));
+        h.message(
+            0,
+            WorkerMessage::Failed(Failed {
+                index,
+                error: "boom",
+            }),
+        )
+    };
+    fail(&mut h, 0);
+    h.done(0, 1);
+    assert_eq!(h.dispatcher.outcome(), None);
+    let sent_before = h.assigned(0).len();
+    fail(&mut h, 2);
+    // Past the limit: nothing more is sent, what was in flight still counts.
+    assert_eq!(h.assigned(0).len(), sent_before);
+    assert!(h.dispatcher.is_draining());
+    h.serve_all(0);
+    assert_eq!(h.stopped(), [0]);
+    h.exited(0);
+    let Some(Outcome::Aborted { reason }) = h.dispatcher.outcome() else {
+        panic!("{:?}", h.dispatcher.outcome())
+    };
+    assert!(reason.contains("max_failed"), "{reason}");
+    assert!(reason.starts_with("2 chunks failed for good"), "{reason}");
+}
+
+#[test]
+fn a_share_of_max_failed_is_judged_once_enough_chunks_finished() {
+    let mut settings = settings(1);
+    settings.retries = 0;
+    // 25%: judged from the fourth finished chunk on.
+    settings.max_failed = Some(crate::config::MaxFailed::Share {
+        per_million: 250_000,
+    });
+    let mut h = Harness::new(settings, 20);
+    h.hello(0);
+    h.message(
+        0,
+        WorkerMessage::Failed(Failed {
+            index: 0,
+            error: "boom",
+        }),
+    );
+    assert!(!h.dispatcher.is_draining(), "one of one is no sample");
+    for index in 1..3 {
+        h.done(0, index);
+    }
+    assert!(!h.dispatcher.is_draining());
+    h.message(
+        0,
+        WorkerMessage::Failed(Failed {
+            index: 3,
+            error: "boom",
+        }),
+    );
+    // 2 of 4 finished failed: past 25%.
+    assert!(h.dispatcher.is_draining());
+}
+
+#[test]
+fn a_worker_that_dies_before_any_has_said_hello_ends_the_run_at_once_with_its_last_words() {
+    let mut h = Harness::new(settings(2), 10);
+    let generation = h.generations[0];
+    h.event(Event::Exited {
+        slot: 0,
+        generation,
+        status: "exit status 1".into(),
+        last_words:
+            "Traceback (most recent call last):\nModuleNotFoundError: No module named 'numpyy'"
+                .into(),
+    });
+    let Some(reason) = (match &h.dispatcher.phase {
+        RunPhase::Ending(Outcome::Aborted { reason }) => Some(reason.clone()),
+        _ => None,
+    }) else {
+        panic!("no abort: {:?}", h.dispatcher.phase)
+    };
+    assert!(
+        reason.starts_with("worker 0 could not start (exit status 1); its last words on stderr:\n"),
+        "{reason}"
+    );
+    assert!(reason.ends_with("No module named 'numpyy'"), "{reason}");
+    assert_eq!(
+        h.fx.calls
+            .iter()
+            .filter(|c| matches!(c, Call::Spawn(..)))
+            .count(),
+        2,
+        "nothing was restarted"
+    );
 }

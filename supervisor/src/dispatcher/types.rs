@@ -44,6 +44,8 @@ pub enum Event<'a> {
         slot: usize,
         generation: Generation,
         status: String,
+        /// The last lines it wrote to stderr: why it died, often.
+        last_words: String,
     },
     /// A deadline from [`Dispatcher::next_deadline`](super::Dispatcher::next_deadline)
     /// may have passed.
@@ -192,6 +194,12 @@ pub enum RunEvent<'a> {
         signal: i32,
         in_flight: usize,
     },
+    /// `max_failed` was passed: no chunk starts any more, those in flight
+    /// finish, and the run aborts with `reason`.
+    Tripped {
+        reason: &'a str,
+        in_flight: usize,
+    },
     /// Chunks still in flight are being cancelled (drain timeout or a second signal).
     Cancelling {
         in_flight: usize,
@@ -265,6 +273,9 @@ impl Counts {
         self.done + self.failed + self.cancelled
     }
 }
+
+/// Introduces, in an error, the last lines a worker wrote to stderr.
+pub const LAST_WORDS: &str = "; its last words on stderr:\n";
 
 /// A duration the way messages show it: `1m 30s`.
 pub fn humanize(duration: Duration) -> String {

@@ -17,14 +17,21 @@ pub struct Fingerprint {
     pub digest: String,
     /// Dotted setting names (`source.end`, `worker.params`) to their values as text.
     pub fields: BTreeMap<String, String>,
+    /// What the run found that the user did not write and the digest leaves
+    /// out (`worker.resolved`: the program the command named, found on PATH
+    /// or beside the supervisor): told when a resume finds it changed.
+    #[serde(default)]
+    pub notes: BTreeMap<String, String>,
 }
 
 /// The fingerprint of `job`.
 ///
 /// In it: the source and its range (or its input file's path, size and
-/// modification time, and the delimiter), the chunk size, the worker command (the
-/// resolved program path and the arguments), the params, the output's format,
-/// order and path. The path is in because the journal records byte offsets
+/// modification time, and the delimiter), the chunk size, the worker command
+/// as the job file wrote it (`command`, or `exec` and `stdin`), the params,
+/// the output's format, order and path. Not the program the command
+/// resolves to: activating a virtualenv or a version manager's shim changes
+/// that path, not what the worker computes; it is kept as a note instead. The path is in because the journal records byte offsets
 /// into that one file: pointed elsewhere, a resumed run would miss every
 /// chunk the journal counts as done.
 ///
@@ -64,11 +71,9 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
         set("source.modified", modified);
     }
     set("chunk", job.chunk.to_string());
-    set(
-        "worker.program",
-        job.worker.program.to_string_lossy().into_owned(),
-    );
-    set("worker.args", json(&job.worker.args));
+    for (key, value) in &job.worker.written {
+        set(key, value.clone());
+    }
     set("worker.params", canonical_json(&job.worker.params_json));
     set("output.format", job.output.format.name().to_owned());
     set(
@@ -86,7 +91,14 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
             OutputPath::File(path) => path.to_string_lossy().into_owned(),
         },
     );
-    Fingerprint::from_fields(fields)
+    let mut fingerprint = Fingerprint::from_fields(fields);
+    let resolved = std::iter::once(job.worker.program.to_string_lossy().into_owned())
+        .chain(job.worker.args.iter().cloned())
+        .collect::<Vec<_>>();
+    fingerprint
+        .notes
+        .insert("worker.resolved".to_owned(), json(&resolved));
+    fingerprint
 }
 
 impl Fingerprint {
@@ -99,7 +111,11 @@ impl Fingerprint {
         for byte in Sha256::digest(&canonical) {
             let _ = write!(digest, "{byte:02x}");
         }
-        Self { digest, fields }
+        Self {
+            digest,
+            fields,
+            notes: BTreeMap::new(),
+        }
     }
 
     /// The fields that differ from `now`'s, as `(field, was, now)`, in field
@@ -197,7 +213,10 @@ params = { modulus = 10007, name = "x" }
         assert_eq!(before.fields["source"], "range");
         assert_eq!(before.fields["source.end"], "1000");
         assert_eq!(before.fields["chunk"], "100");
-        assert_eq!(before.fields["worker.args"], r#"["-c","true"]"#);
+        assert_eq!(
+            before.fields["worker.command"],
+            r#"["/bin/sh","-c","true"]"#
+        );
         assert_eq!(
             before.fields["worker.params"],
             r#"{"modulus":10007,"name":"x"}"#
@@ -243,6 +262,20 @@ params = { modulus = 10007, name = "x" }
         other.state_dir = other.state_dir.join("elsewhere");
         other.name = "renamed".to_owned();
         assert_eq!(fingerprint(&job), fingerprint(&other));
+    }
+
+    #[test]
+    fn the_program_a_command_resolves_to_is_a_note_not_part_of_the_digest() {
+        let (_dir, job) = job();
+        let mut elsewhere = job.clone();
+        elsewhere.worker.program = "/opt/venv/bin/sh".into();
+        let (was, now) = (fingerprint(&job), fingerprint(&elsewhere));
+        assert_eq!(
+            was.digest, now.digest,
+            "a venv's shim changes nothing computed"
+        );
+        assert_ne!(was.notes["worker.resolved"], now.notes["worker.resolved"]);
+        assert!(now.notes["worker.resolved"].starts_with(r#"["/opt/venv/bin/sh","#));
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub struct Recovered {
     pub torn_bytes: u64,
     /// Whole records read (and kept).
     pub records: u64,
+    /// The record whose checksum failed although whole records with good
+    /// checksums follow it: damage, not a write cut short by a crash.
+    pub damaged_at: Option<u64>,
+    /// The notes of the fingerprint the journal was written with.
+    pub notes: std::collections::BTreeMap<String, String>,
 }
 
 impl Recovered {
@@ -44,6 +49,8 @@ impl Recovered {
             output_len: 0,
             torn_bytes: 0,
             records: 0,
+            damaged_at: None,
+            notes: Default::default(),
         }
     }
 }
@@ -197,6 +204,11 @@ pub(super) fn read_back(
 
     let (stored, header_len) = read_header(&mut reader, path, file_len)?;
     if stored.digest != fingerprint.digest {
+        if file_len == header_len {
+            // Another job's journal that settled nothing holds nothing to
+            // keep: starting over loses nothing, so it never blocks a run.
+            return Ok(Recovered::empty(chunk_count));
+        }
         return Err(JournalError::Changed {
             dir: dir.to_path_buf(),
             changes: stored.changes(fingerprint),
@@ -208,6 +220,7 @@ pub(super) fn read_back(
         None => None,
     };
     let mut recovered = Recovered::empty(chunk_count);
+    recovered.notes = stored.notes;
     let whole = (file_len - header_len) / RECORD_LEN as u64;
     let mut bytes = [0; RECORD_LEN];
     let mut read_failed = None;
@@ -218,7 +231,12 @@ pub(super) fn read_back(
         }
         let entry = match decode_record(&bytes) {
             Ok(entry) => entry,
-            Err(BadRecord::Checksum) => break,
+            Err(BadRecord::Checksum) => {
+                if any_good_record(&mut reader, whole - n - 1) {
+                    recovered.damaged_at = Some(n);
+                }
+                break;
+            }
             Err(BadRecord::Invalid(reason)) => {
                 return Err(JournalError::corrupt(path, format!("record {n}: {reason}")));
             }
@@ -257,6 +275,20 @@ pub(super) fn read_back(
     let kept = header_len + recovered.records * RECORD_LEN as u64;
     recovered.torn_bytes = file_len - kept;
     Ok(recovered)
+}
+
+/// Whether any of the next `count` records read whole and checksummed.
+fn any_good_record(reader: &mut impl Read, count: u64) -> bool {
+    let mut bytes = [0; RECORD_LEN];
+    for _ in 0..count {
+        if reader.read_exact(&mut bytes).is_err() {
+            return false;
+        }
+        if decode_record(&bytes).is_ok() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Reads the output along with the journal, checking each finished chunk's

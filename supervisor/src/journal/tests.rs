@@ -125,6 +125,8 @@ fn expected(entries: &[Entry]) -> Recovered {
         output_len,
         torn_bytes: 0,
         records: entries.len() as u64,
+        damaged_at: None,
+        notes: Default::default(),
     }
 }
 
@@ -226,6 +228,8 @@ fn nothing_after_a_damaged_record_is_trusted() {
         recovered,
         Recovered {
             torn_bytes: 4 * RECORD_LEN as u64,
+            // Damage, told apart from a write a crash cut short.
+            damaged_at: Some(1),
             ..expected(&entries[..1])
         }
     );

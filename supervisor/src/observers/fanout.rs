@@ -57,7 +57,7 @@ impl Observers {
                     self.notifier.ready();
                 }
             }
-            RunEvent::DrainStarted { .. } => {
+            RunEvent::DrainStarted { .. } | RunEvent::Tripped { .. } => {
                 self.notifier.stopping();
                 // `systemctl status` says "draining" now, not a second later.
                 self.heartbeat.hurry(Instant::now());

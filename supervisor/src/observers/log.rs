@@ -3,7 +3,7 @@
 
 use tracing::{debug, info, warn};
 
-use crate::dispatcher::RunEvent;
+use crate::dispatcher::{LAST_WORDS, RunEvent};
 use crate::signals;
 
 /// Logs `event`, if it is worth a line.
@@ -19,7 +19,9 @@ pub fn log(event: &RunEvent<'_>) {
             ..
         } => warn!(
             chunk = chunk.index,
-            attempts, "chunk failed for good: {error}"
+            attempts,
+            "chunk failed for good: {}",
+            one_line(error)
         ),
         RunEvent::WorkerStarted { slot, pid } => debug!(worker = slot, pid, "worker started"),
         RunEvent::WorkerReady { slot } => debug!(worker = slot, "worker ready"),
@@ -53,9 +55,13 @@ pub fn log(event: &RunEvent<'_>) {
             chunk = chunk.index,
             attempt = failed_attempt,
             worker,
-            "chunk failed, will retry: {error}"
+            "chunk failed, will retry: {}",
+            one_line(error)
         ),
         RunEvent::Aborting { reason } => warn!("aborting: {reason}"),
+        RunEvent::Tripped { reason, in_flight } => warn!(
+            "{reason}: no new chunks start, {in_flight} in flight may finish, then the run aborts"
+        ),
         RunEvent::DrainStarted { signal, in_flight } => {
             let name = signals::name(signal);
             warn!(
@@ -69,5 +75,42 @@ pub fn log(event: &RunEvent<'_>) {
         RunEvent::ChunkCancelled { chunk } => {
             debug!(chunk = chunk.index, "chunk cancelled; a later run does it")
         }
+    }
+}
+
+/// An error as one log line: the failed file and the report keep it whole.
+/// A worker's last words are already in the log, line by line, as it wrote
+/// them; of a traceback, the first and the last line say the most.
+fn one_line(error: &str) -> std::borrow::Cow<'_, str> {
+    let error = error
+        .split_once(LAST_WORDS)
+        .map_or(error, |(before, _)| before);
+    let mut lines = error.lines().filter(|line| !line.trim().is_empty());
+    match (lines.next(), lines.next_back()) {
+        (Some(first), Some(last)) => format!("{first} … {}", last.trim()).into(),
+        (Some(first), None) => first.into(),
+        (None, _) => error.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_told_on_one_line() {
+        assert_eq!(one_line("boom"), "boom");
+        assert_eq!(
+            one_line(
+                "Traceback (most recent call last):\n  File \"x.py\", line 3\nValueError: bad\n"
+            ),
+            "Traceback (most recent call last): … ValueError: bad"
+        );
+        assert_eq!(
+            one_line(
+                "worker 1 exited unexpectedly (killed by SIGABRT); its last words on stderr:\npanicked at x"
+            ),
+            "worker 1 exited unexpectedly (killed by SIGABRT)"
+        );
     }
 }

@@ -287,7 +287,9 @@ impl Metrics {
                 expected: false,
                 ..
             } => self.restarts[RestartCause::of(cause, status) as usize].increment(1),
-            RunEvent::DrainStarted { .. } | RunEvent::Cancelling { .. } => self.draining.set(1.0),
+            RunEvent::DrainStarted { .. }
+            | RunEvent::Cancelling { .. }
+            | RunEvent::Tripped { .. } => self.draining.set(1.0),
             _ => {}
         }
     }

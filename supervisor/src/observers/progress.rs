@@ -157,7 +157,9 @@ impl Progress {
             }
             RunEvent::DrainStarted { .. } => raise(&counters.phase, DRAINING),
             RunEvent::Cancelling { .. } => raise(&counters.phase, CANCELLING),
-            RunEvent::Aborting { .. } => raise(&counters.phase, ABORTING),
+            RunEvent::Aborting { .. } | RunEvent::Tripped { .. } => {
+                raise(&counters.phase, ABORTING)
+            }
             _ => {}
         }
     }

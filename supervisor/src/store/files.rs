@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::failures::FailureWriter;
 use super::output::ResultWriter;
 use crate::dispatcher::{ChunkFailure, ResultMeta};
-use crate::journal::{Entry, EntryKind, JournalWriter};
+use crate::journal::{COMMIT_INTERVAL, Entry, EntryKind, JournalWriter};
 
 pub struct Store {
     output: ResultWriter,
@@ -20,6 +20,8 @@ pub struct Store {
     /// The first error writing the output, the failed file or the journal:
     /// the run aborts on it, and it is the reason given.
     write_error: Option<String>,
+    /// When an output without a journal was last flushed.
+    last_flush: Instant,
 }
 
 impl Store {
@@ -33,6 +35,7 @@ impl Store {
             failures,
             journal,
             write_error: None,
+            last_flush: Instant::now(),
         }
     }
 
@@ -91,6 +94,15 @@ impl Store {
     /// waits for the disk.
     pub fn commit_if_due(&mut self, now: Instant) -> Result<(), String> {
         let Some(journal) = &mut self.journal else {
+            // No journal (stdout): records still go out as often, so a pipe
+            // reader sees each chunk within a commit interval.
+            if now.saturating_duration_since(self.last_flush) >= COMMIT_INTERVAL {
+                self.last_flush = now;
+                return self
+                    .output
+                    .flush()
+                    .map_err(|e| self.failed_write(format!("cannot write the output: {e}")));
+            }
             return Ok(());
         };
         if !journal.is_due(now) {
@@ -125,6 +137,7 @@ impl Store {
             failures,
             journal,
             write_error,
+            ..
         } = self;
         let finished = (|| {
             output

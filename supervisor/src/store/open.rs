@@ -105,12 +105,27 @@ fn resumed(
     let OutputPath::File(path) = &job.output.path else {
         unreachable!("a run to stdout is never resumed");
     };
-    if recovered.torn_bytes > 0 {
-        warn!(
+    let resolved =
+        |notes: &std::collections::BTreeMap<String, String>| notes.get("worker.resolved").cloned();
+    let now = journal::fingerprint(job);
+    if let (Some(was), Some(is)) = (resolved(&recovered.notes), resolved(&now.notes))
+        && was != is
+    {
+        info!("the worker command now resolves to {is} (the earlier run's was {was}); resuming");
+    }
+    match recovered.damaged_at {
+        Some(record) => warn!(
+            "the journal is damaged at record {record} (a checksum fails where more records \
+             follow): nothing from there on is trusted, {} bytes are cut off, and the chunks \
+             they described run again",
+            recovered.torn_bytes
+        ),
+        None if recovered.torn_bytes > 0 => warn!(
             "the journal ended in {} torn bytes (the previous run stopped mid-write); \
              the chunks they described run again",
             recovered.torn_bytes
-        );
+        ),
+        None => {}
     }
     let journal =
         journal::resume(&job.state_dir, &recovered).map_err(|e| SetupError::Refused(e.into()))?;

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
 
 use super::spawn::{signal_group, spawn_worker};
-use super::stderr::{NO_CHUNK, Stream, forward_lines, forward_stderr};
+use super::stderr::{NO_CHUNK, Stream, Tail, forward_lines, forward_stderr};
 use super::task::{BYTES_IN_FLIGHT, Control, Outbox, SPARE_BATCHES, SpareBatches, WorkerTask};
 use super::update::WorkerUpdate;
 use crate::config::WorkerSpec;
@@ -80,11 +80,13 @@ impl WorkerPool {
             }
         };
         self.busy[slot].store(NO_CHUNK, Ordering::Relaxed);
+        let tail = Arc::new(Tail::default());
         tokio::spawn(forward_stderr(
             slot,
             started.pid,
             started.stderr,
             Arc::clone(&self.busy[slot]),
+            Arc::clone(&tail),
         ));
         tokio::spawn(forward_lines(
             slot,
@@ -107,6 +109,7 @@ impl WorkerPool {
                 updates: self.updates.clone(),
                 spares: Arc::clone(&self.spares),
                 in_flight: Arc::clone(&self.in_flight),
+                tail,
             }
             .run(),
         );

@@ -3,12 +3,15 @@
 //! working on (and `stream=stdout` for what it printed to stdout).
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::ChildStderr;
+use tokio::sync::Notify;
 
 /// The longest piece of a line logged as one event. A worker that writes
 /// megabytes without a newline costs this much memory, not the whole line.
@@ -20,6 +23,63 @@ pub const CONTINUED: &str = "…(continued)";
 /// The value of `current` while a worker holds no chunk.
 pub const NO_CHUNK: u64 = u64::MAX;
 
+/// Lines of a worker's stderr kept to say why it died.
+const TAIL_LINES: usize = 20;
+/// Bytes of those lines kept at most.
+const TAIL_BYTES: usize = 4 * 1024;
+
+/// The last lines a worker wrote to stderr: what it said before it died is
+/// the best account of why (an import error, a traceback, a panic).
+#[derive(Debug, Default)]
+pub struct Tail {
+    lines: Mutex<VecDeque<String>>,
+    ended: AtomicBool,
+    end: Notify,
+}
+
+impl Tail {
+    fn push(&self, line: &str) {
+        let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut line = line.to_owned();
+        if line.len() > TAIL_BYTES {
+            let mut cut = TAIL_BYTES;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            line.truncate(cut);
+        }
+        lines.push_back(line);
+        while lines.len() > TAIL_LINES || lines.iter().map(String::len).sum::<usize>() > TAIL_BYTES
+        {
+            lines.pop_front();
+        }
+    }
+
+    fn finish(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.end.notify_waiters();
+    }
+
+    /// Waits until the worker's stderr has ended (every line is in).
+    pub async fn ended(&self) {
+        let notified = self.end.notified();
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    /// The lines kept, one a line; empty when the worker said nothing.
+    pub fn text(&self) -> String {
+        let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
+        lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// Reads the worker's stderr until it closes, logging each line at INFO with
 /// target `worker` and the fields `worker` (the slot), `pid` and `chunk` (the
 /// one in `current` when the line is logged, `-` for [`NO_CHUNK`]).
@@ -28,14 +88,21 @@ pub const NO_CHUNK: u64 = u64::MAX;
 /// longer than [`MAX_LINE`] is logged in pieces, all but the last ending in
 /// [`CONTINUED`]; a cut never splits a UTF-8 character. Bytes that are not
 /// UTF-8 are logged lossily, and a line's `\r\n` end counts as its `\n`.
-pub async fn forward_stderr(slot: usize, pid: u32, stderr: ChildStderr, current: Arc<AtomicU64>) {
-    forward_lines(slot, pid, Stream::Stderr, stderr, current).await;
+pub async fn forward_stderr(
+    slot: usize,
+    pid: u32,
+    stderr: ChildStderr,
+    current: Arc<AtomicU64>,
+    tail: Arc<Tail>,
+) {
+    forward_lines(slot, pid, Stream::Stderr(tail), stderr, current).await;
 }
 
 /// Which of a worker's outputs a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Stream {
-    Stderr,
+    /// Its lines also go to the tail kept to say why it died.
+    Stderr(Arc<Tail>),
     /// Never the job's output, which travels over the socket: a worker's
     /// stdout is only more of its log.
     Stdout,
@@ -61,8 +128,9 @@ pub async fn forward_lines(
             text
         };
         let chunk = Chunk(current.load(Ordering::Relaxed));
-        match stream {
-            Stream::Stderr => {
+        match &stream {
+            Stream::Stderr(tail) => {
+                tail.push(&text);
                 tracing::info!(target: "worker", worker = slot, pid, chunk = %chunk, "{text}")
             }
             Stream::Stdout => {
@@ -86,6 +154,9 @@ pub async fn forward_lines(
         if n == 0 {
             if !line.is_empty() {
                 emit(&line, false);
+            }
+            if let Stream::Stderr(tail) = &stream {
+                tail.finish();
             }
             return;
         }
@@ -206,7 +277,14 @@ mod tests {
             .unwrap();
         let pid = child.id().unwrap();
         let stderr = child.stderr.take().unwrap();
-        forward_stderr(3, pid, stderr, Arc::new(AtomicU64::new(chunk))).await;
+        forward_stderr(
+            3,
+            pid,
+            stderr,
+            Arc::new(AtomicU64::new(chunk)),
+            Arc::default(),
+        )
+        .await;
         assert!(child.wait().await.unwrap().success());
 
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
@@ -322,6 +400,39 @@ mod tests {
             events,
             ["INFO worker: bad \u{FFFD} byte worker=3 pid=P chunk=1"]
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_last_lines_are_kept_to_say_why_a_worker_died() {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "for i in $(seq 1 30); do echo \"line $i\" >&2; done; echo 'ImportError: no module named x' >&2",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let tail = Arc::new(Tail::default());
+        forward_stderr(
+            0,
+            pid,
+            stderr,
+            Arc::new(AtomicU64::new(NO_CHUNK)),
+            Arc::clone(&tail),
+        )
+        .await;
+        tail.ended().await;
+        let text = tail.text();
+        assert!(
+            text.ends_with("line 30\nImportError: no module named x"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), TAIL_LINES);
+        child.wait().await.unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::{Instant, sleep_until};
 
 use super::spawn::{describe_exit, signal_group};
+use super::stderr::Tail;
 use super::update::{UpdateKind, WorkerUpdate};
 use crate::dispatcher::Generation;
 
@@ -26,6 +27,10 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// explains more than "closed its connection" does, so it gets this long
 /// before the disconnection is reported on its own.
 const EXIT_AFTER_EOF: Duration = Duration::from_millis(200);
+
+/// How long an exit waits for the last of the worker's stderr, which says
+/// why it died; a descendant holding the pipe open cannot delay it more.
+const LAST_WORDS: Duration = Duration::from_millis(500);
 
 /// Frames the run loop encoded for one worker, handed to its task.
 ///
@@ -82,6 +87,8 @@ pub struct WorkerTask {
     pub spares: SpareBatches,
     /// [`BYTES_IN_FLIGHT`] permits, shared by every task.
     pub in_flight: Arc<Semaphore>,
+    /// Its stderr's last lines, filled by the task forwarding them.
+    pub tail: Arc<Tail>,
 }
 
 impl WorkerTask {
@@ -200,7 +207,13 @@ impl WorkerTask {
                 }
             }
         }
-        report(UpdateKind::Exited(status.unwrap_or_default())).await;
+        // What it said last is read by now, or soon: its group is dead.
+        let _ = tokio::time::timeout(LAST_WORDS, self.tail.ended()).await;
+        report(UpdateKind::Exited {
+            status: status.unwrap_or_default(),
+            last_words: self.tail.text(),
+        })
+        .await;
     }
 }
 
@@ -270,6 +283,7 @@ mod tests {
                 updates: updates_tx,
                 spares: SpareBatches::default(),
                 in_flight: Arc::new(Semaphore::new(BYTES_IN_FLIGHT)),
+                tail: Arc::new(Tail::default()),
             }
             .run(),
         );
@@ -298,7 +312,7 @@ mod tests {
         async fn exit_status(&mut self) -> String {
             loop {
                 match self.next().await {
-                    UpdateKind::Exited(status) => return status,
+                    UpdateKind::Exited { status, .. } => return status,
                     UpdateKind::Disconnected => {}
                     other => panic!("{other:?}"),
                 }

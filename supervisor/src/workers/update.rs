@@ -26,8 +26,9 @@ pub enum UpdateKind {
     Broken(String),
     /// Its end of the socket closed, and it did not exit soon after.
     Disconnected,
-    /// It was reaped; how it ended, in words. Always the last update.
-    Exited(String),
+    /// It was reaped: how it ended, in words, and the last lines it wrote
+    /// to stderr. Always the last update.
+    Exited { status: String, last_words: String },
 }
 
 /// The dispatcher's events for a batch of frames from the worker of

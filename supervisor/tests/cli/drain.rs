@@ -502,7 +502,7 @@ fn a_changed_job_refuses_to_resume_and_fresh_starts_over() {
     let variants = [
         ("chunk 1000", squares_job(30_000, 500, &slow, "")),
         (
-            "worker.args",
+            "worker.command",
             squares_job(30_000, 1000, &["--stderr-lines", "1"], ""),
         ),
         (

@@ -386,3 +386,246 @@ fn large_answers_held_for_their_turn_stay_within_the_memory_budget() {
     assert_eq!(indices, (0..40).collect::<Vec<_>>());
     scenario.assert_no_survivors();
 }
+
+#[test]
+fn an_input_rewritten_during_the_run_aborts_it() {
+    let scenario = Scenario::new();
+    std::fs::write(scenario.path("input.txt"), "one\ntwo\nthree\nfour\n").unwrap();
+    // Chunk 0's command appends to the input, as someone might meanwhile.
+    let job = scenario.job(
+        "rewritten.toml",
+        "[source]\nfile = { path = \"input.txt\" }\nchunk = 4\n\n\
+         [worker]\nexec = [\"sh\", \"-c\", \"[ \\\"$0\\\" = 0 ] && echo five >> input.txt; cat\", \"{index}\"]\n\
+         stdin = \"chunk\"\n\n[output]\nformat = \"raw\"\n",
+    );
+    let finished = scenario.run(&["-w", "1", job.to_str().unwrap()]);
+    finished.expect_code(3);
+    assert!(
+        finished.stderr.contains("input.txt changed during the run"),
+        "{}",
+        finished.stderr
+    );
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn retrying_a_run_with_no_failure_is_refused_and_earlier_failures_are_pointed_out() {
+    let scenario = Scenario::new();
+    let clean = scenario.job("clean.toml", &squares_job(4000, 1000, &[], ""));
+    let clean = clean.to_str().unwrap();
+    scenario.run(&["-w", "2", clean]).expect_code(0);
+    let retry = scenario.run(&["-w", "2", "--retry-failed", clean]);
+    retry.expect_code(2);
+    assert!(
+        retry.stderr.contains("no chunk failed for good"),
+        "{}",
+        retry.stderr
+    );
+
+    let failing = scenario.job(
+        "failing.toml",
+        &squares_job(4000, 1000, &["--fault", "fail:2"], "retries = 0"),
+    );
+    let failing = failing.to_str().unwrap();
+    scenario.run(&["-w", "2", failing]).expect_code(1);
+    let again = scenario.run(&["-w", "2", failing]);
+    again.expect_code(1);
+    assert!(
+        again
+            .stderr
+            .contains("1 chunk failed for good in an earlier run; run with --retry-failed"),
+        "{}",
+        again.stderr
+    );
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn a_command_found_elsewhere_on_path_still_resumes() {
+    let scenario = Scenario::new();
+    let worker = crate::harness::supervisor_bin().with_file_name("squares-worker");
+    // Two folders with the same worker under a name found only on PATH, as
+    // a virtualenv's or a version manager's shims would be.
+    for folder in ["venv-a", "venv-b"] {
+        std::fs::create_dir(scenario.path(folder)).unwrap();
+        std::os::unix::fs::symlink(&worker, scenario.path(folder).join("shimmed-worker")).unwrap();
+    }
+    let text = squares_job(
+        20_000,
+        1000,
+        &["--slow-ms", "50", "--stderr-lines", "1"],
+        "",
+    )
+    .replace("\"squares-worker\"", "\"shimmed-worker\"");
+    let job = scenario.job("shimmed.toml", &text);
+    let job = job.to_str().unwrap();
+    let path = |folder: &str| {
+        format!(
+            "{}:{}",
+            scenario.path(folder).display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    };
+    let launch = crate::harness::Launch::default().env("PATH", &path("venv-a"));
+    let mut first = scenario.start_with(&["-w", "2", job], launch);
+    wait_for_busy_workers(&mut first, "squares-worker", 2);
+    first.signal(Signal::SIGTERM);
+    first.finish().expect_code(143);
+    let done_before = read_records(&scenario.path("shimmed.jsonl")).len();
+    assert!(done_before > 0);
+
+    let launch = crate::harness::Launch::default().env("PATH", &path("venv-b"));
+    let resumed = scenario.start_with(&["-w", "2", job], launch).finish();
+    resumed.expect_code(0);
+    assert!(
+        resumed
+            .stderr
+            .contains("the worker command now resolves to")
+            && resumed.stderr.contains("resuming"),
+        "{}",
+        resumed.stderr
+    );
+    assert!(
+        resumed
+            .stderr
+            .contains(&format!("{done_before} of 20 chunks were finished"))
+    );
+    assert_exactly_once(&read_records(&scenario.path("shimmed.jsonl")), 20);
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn past_max_failed_the_run_drains_and_aborts_with_the_failed_file_complete() {
+    let scenario = Scenario::new();
+    let faults: Vec<String> = (1..40).step_by(2).map(|i| format!("fail:{i}")).collect();
+    let mut args = vec!["--slow-ms", "20"];
+    for fault in &faults {
+        args.extend(["--fault", fault]);
+    }
+    let job = scenario.job(
+        "breaker.toml",
+        &squares_job(
+            40_000,
+            1000,
+            &args,
+            "retries = 0\n\n[supervisor]\nmax_failed = 2",
+        ),
+    );
+    let report = scenario.path("report.json");
+    let finished = scenario.run(&[
+        "-w",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+        job.to_str().unwrap(),
+    ]);
+    finished.expect_code(3);
+    assert!(
+        finished.stderr.contains("max_failed"),
+        "{}",
+        finished.stderr
+    );
+    let report = read_json(&report);
+    let failed = report["chunks"]["failed"].as_u64().unwrap();
+    assert!(failed >= 3, "{report:#}");
+    let listed = std::fs::read_to_string(scenario.path(".supervisor/breaker/failed.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(listed, failed, "the failed file lists every failure");
+    let done = read_records(&scenario.path("breaker.jsonl")).len() as u64;
+    assert!(
+        done + failed < 40,
+        "dispatch went on: {done} done, {failed} failed"
+    );
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn records_on_stdout_arrive_as_chunks_finish_not_at_the_end() {
+    use std::io::BufRead as _;
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "piped.toml",
+        &squares_job(
+            20_000,
+            1000,
+            &["--slow-ms", "200"],
+            "[output]\npath = \"-\"",
+        ),
+    );
+    let (mark, value) = scenario.mark_env();
+    let mut child = std::process::Command::new(crate::harness::supervisor_bin())
+        .args(["-w", "2", job.to_str().unwrap()])
+        .current_dir(scenario.dir())
+        .env(mark, value)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("{\"index\":"), "{first}");
+    // Twenty chunks of 200 ms on two workers take two seconds at least: a
+    // record read while the supervisor still runs was not held to the end.
+    assert_eq!(
+        child.try_wait().unwrap(),
+        None,
+        "the first record came only at the end"
+    );
+    let rest: Vec<String> = stdout.lines().map(Result::unwrap).collect();
+    assert_eq!(rest.len(), 19);
+    assert!(child.wait().unwrap().success());
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn a_worker_that_cannot_start_ends_the_run_at_once_with_what_it_said() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "broken.toml",
+        "[source]\nrange = { start = 0, end = 10 }\nchunk = 1\n\n\
+         [worker]\ncommand = [\"python3\", \"-c\", \"import no_such_module_here\"]\n",
+    );
+    let finished = scenario.run(&["-w", "2", job.to_str().unwrap()]);
+    finished.expect_code(3);
+    let stderr = &finished.stderr;
+    assert!(
+        stderr.contains("could not start (exit status 1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ModuleNotFoundError: No module named 'no_such_module_here'"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("workers crashed"), "{stderr}");
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn check_start_tries_one_worker_and_says_what_stopped_it() {
+    let scenario = Scenario::new();
+    let good = scenario.job("good.toml", &squares_job(10, 1, &[], ""));
+    let checked = scenario.run(&["check", "--start", good.to_str().unwrap()]);
+    checked.expect_code(0);
+    let plan = String::from_utf8_lossy(&checked.stdout);
+    assert!(plan.contains("start: a worker started (pid "), "{plan}");
+
+    let bad = scenario.job(
+        "bad.toml",
+        "[source]\nrange = { start = 0, end = 10 }\n\n\
+         [worker]\ncommand = [\"python3\", \"-c\", \"import no_such_module_here\"]\n",
+    );
+    let checked = scenario.run(&["check", "--start", bad.to_str().unwrap()]);
+    checked.expect_code(2);
+    let plan = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        plan.contains("start: the worker could not start (exit status 1)")
+            && plan.contains("ModuleNotFoundError: No module named 'no_such_module_here'"),
+        "{plan}"
+    );
+    assert!(!scenario.path(".supervisor").exists(), "check wrote state");
+    scenario.assert_no_survivors();
+}

@@ -156,6 +156,7 @@ impl ReportCollector {
             | RunEvent::ChunkDispatched { .. }
             | RunEvent::ChunkCancelled { .. }
             | RunEvent::Aborting { .. }
+            | RunEvent::Tripped { .. }
             | RunEvent::DrainStarted { .. }
             | RunEvent::Cancelling { .. } => {}
         }
