@@ -18,6 +18,7 @@ use crate::chunks::{
     ChunkSource, Cutter, FileChunks, LineCount, LinesChunks, Prefetch, RangeChunks,
 };
 use crate::config::{Job, Source};
+use crate::descriptors;
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
 use crate::edges::Edges;
 use crate::journal;
@@ -113,6 +114,13 @@ pub async fn run(
     mut signals: mpsc::UnboundedReceiver<i32>,
 ) -> Result<RunEnd, SetupError> {
     let started = Instant::now();
+    // Before anything is written: a run that would run out of descriptors
+    // is refused, rather than every worker's spawn failing like a crash.
+    let limit =
+        descriptors::ensure(job.supervisor.workers).map_err(|e| SetupError::Refused(e.into()))?;
+    if limit.now != limit.was {
+        tracing::debug!("open-file limit raised from {} to {}", limit.was, limit.now);
+    }
     let metrics = match reporting.metrics_addr {
         Some(addr) => Some(Metrics::install(addr, &job.name).map_err(|e| {
             SetupError::Refused(e.context(format!("cannot serve metrics on {addr}")))

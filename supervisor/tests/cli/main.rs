@@ -10,6 +10,7 @@ mod metrics;
 mod progress;
 mod python;
 mod report;
+mod resources;
 mod sources;
 
 use std::collections::BTreeMap;
