@@ -84,6 +84,10 @@ fn limit() -> io::Result<(u64, u64)> {
     Ok((as_count(limit.rlim_cur), as_count(limit.rlim_max)))
 }
 
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "rlim_t is u64 on 64-bit Linux, but not on every target"
+)]
 fn as_count(value: libc::rlim_t) -> u64 {
     if value == libc::RLIM_INFINITY {
         u64::MAX
@@ -92,19 +96,23 @@ fn as_count(value: libc::rlim_t) -> u64 {
     }
 }
 
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "rlim_t is u64 on 64-bit Linux, but not on every target"
+)]
+fn as_limit(count: u64) -> libc::rlim_t {
+    if count == u64::MAX {
+        libc::RLIM_INFINITY
+    } else {
+        count as libc::rlim_t
+    }
+}
+
 fn raise_to(soft: u64) -> io::Result<()> {
     let (_, hard) = limit()?;
     let limit = libc::rlimit {
-        rlim_cur: if soft == u64::MAX {
-            libc::RLIM_INFINITY
-        } else {
-            soft as libc::rlim_t
-        },
-        rlim_max: if hard == u64::MAX {
-            libc::RLIM_INFINITY
-        } else {
-            hard as libc::rlim_t
-        },
+        rlim_cur: as_limit(soft),
+        rlim_max: as_limit(hard),
     };
     // SAFETY: setrlimit reads the struct it is given and nothing else.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
