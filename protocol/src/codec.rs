@@ -45,6 +45,46 @@ pub fn encode_frame<M: Serialize>(message: &M, out: &mut Vec<u8>) -> Result<(), 
     result
 }
 
+/// Appends the frame of a `Done` whose output is `output_len` bytes, all but
+/// the output itself: the output follows from wherever it already is, so a
+/// large one is sent without being copied behind its head first.
+/// `head` + output is exactly what [`encode_frame`] makes of the whole `Done`.
+///
+/// # Errors
+///
+/// When the output is longer than [`MAX_DONE_OUTPUT`]; `out` is left as it was.
+pub fn encode_done_head(
+    index: u64,
+    elapsed_ns: u64,
+    output_len: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    if output_len > MAX_DONE_OUTPUT {
+        return Err(ProtocolError::FrameTooLarge {
+            len: (DONE_OVERHEAD + output_len) as u64,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let done = WorkerMessage::Done(crate::message::Done {
+        index,
+        elapsed_ns,
+        output: &[],
+    });
+    let at = out.len();
+    encode_frame(&done, out)?;
+    // An empty output's frame ends with the output's length, 0: the frame's
+    // length and that one grow by the output's.
+    let frame_len =
+        u32::try_from(DONE_OVERHEAD + output_len).map_err(|_| ProtocolError::FrameTooLarge {
+            len: (DONE_OVERHEAD + output_len) as u64,
+            max: MAX_FRAME_LEN,
+        })?;
+    let end = out.len();
+    out[at..at + frame::HEADER_LEN].copy_from_slice(&frame_len.to_le_bytes());
+    out[end - 8..end].copy_from_slice(&(output_len as u64).to_le_bytes());
+    Ok(())
+}
+
 /// Decodes one frame payload sent by the supervisor.
 pub fn decode_supervisor_message(payload: &[u8]) -> Result<SupervisorMessage, ProtocolError> {
     decode(payload)
@@ -101,6 +141,29 @@ mod tests {
         encode_frame(&done, &mut frame).unwrap();
         assert_eq!(frame.len() - frame::HEADER_LEN, DONE_OVERHEAD);
         assert_eq!(MAX_DONE_OUTPUT, 67_108_836);
+    }
+
+    #[test]
+    fn a_done_head_and_its_output_are_the_whole_frame() {
+        for output in [&b""[..], b"x", &[7; 100_000]] {
+            let mut whole = b"before".to_vec();
+            let done = WorkerMessage::Done(Done {
+                index: 0x0102_0304_0506_0708,
+                elapsed_ns: 99,
+                output,
+            });
+            encode_frame(&done, &mut whole).unwrap();
+            let mut head = b"before".to_vec();
+            encode_done_head(0x0102_0304_0506_0708, 99, output.len(), &mut head).unwrap();
+            head.extend_from_slice(output);
+            assert!(head == whole, "{} bytes of output", output.len());
+        }
+        let mut out = vec![1];
+        assert!(encode_done_head(0, 0, MAX_DONE_OUTPUT + 1, &mut out).is_err());
+        assert_eq!(out, [1]);
+        encode_done_head(0, 0, MAX_DONE_OUTPUT, &mut out).unwrap();
+        assert_eq!(out.len(), 1 + frame::HEADER_LEN + DONE_OVERHEAD);
+        assert_eq!(out[1..5], MAX_FRAME_LEN.to_le_bytes());
     }
 
     #[test]

@@ -283,6 +283,18 @@ impl FrameWriter {
         self.written == self.buf.len()
     }
 
+    /// Appends the head of a `Done` whose output, `output_len` bytes, is
+    /// not copied here but follows on the wire from where it already is:
+    /// pass it to [`FrameWriter::write_with_tail`].
+    pub fn push_done_head(
+        &mut self,
+        index: u64,
+        elapsed_ns: u64,
+        output_len: usize,
+    ) -> Result<(), ProtocolError> {
+        crate::codec::encode_done_head(index, elapsed_ns, output_len, &mut self.buf)
+    }
+
     /// Moves everything pending in `other` to the end of this one. When this
     /// one is empty the buffers are swapped, so nothing is copied.
     pub fn take_from(&mut self, other: &mut FrameWriter) {
@@ -306,6 +318,25 @@ impl FrameWriter {
             match writer.write(self.pending()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.clear();
+        Ok(())
+    }
+
+    /// Writes everything pending, then `tail` (the output whose `Done` head
+    /// ends what is pending), in as few vectored writes as the stream takes;
+    /// then the writer is empty.
+    pub fn write_with_tail<W: Write>(&mut self, writer: &mut W, tail: &[u8]) -> io::Result<()> {
+        let mut slices = [io::IoSlice::new(self.pending()), io::IoSlice::new(tail)];
+        let mut slices = &mut slices[..];
+        io::IoSlice::advance_slices(&mut slices, 0);
+        while !slices.is_empty() {
+            match writer.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -35,8 +35,14 @@ pub enum Next {
 /// a source that must read its input does so on a thread of its own.
 pub trait ChunkSource {
     fn next_chunk(&mut self) -> Next;
-    /// How many chunks the whole job has, when that is known up front.
+    /// How many chunks the source gives, when that is known up front: the
+    /// whole job's, or a shard's block's.
     fn total(&self) -> Option<u64>;
+    /// The index of the first chunk the source gives: 0, or the start of a
+    /// shard's block. Indices are always the job's own.
+    fn first(&self) -> u64 {
+        0
+    }
     /// Why the source ended early: it returned [`Next::End`] because the
     /// input could not be read, not because the job has no more chunks.
     fn error(&self) -> Option<&str> {
@@ -53,6 +59,10 @@ pub trait Cutter: Send {
     fn total(&self) -> Option<u64>;
     /// Why `next_chunk` returned `None` early, when the input could not be read.
     fn error(&self) -> Option<&str>;
+    /// As [`ChunkSource::first`].
+    fn first(&self) -> u64 {
+        0
+    }
 }
 
 /// An integer range cut into chunks of `chunk` items: chunk k covers
@@ -63,20 +73,36 @@ pub struct RangeChunks {
     end: u64,
     chunk: u64,
     next_index: u64,
+    /// The first index given, and the one past the last.
+    first: u64,
+    stop: u64,
 }
 
 impl RangeChunks {
     /// `chunk` must be at least 1; an empty range yields no chunks.
     pub fn new(start: u64, end: u64, chunk: u64) -> Self {
         assert!(chunk > 0, "chunk size must be positive");
-        Self {
+        let mut range = Self {
             start,
             end,
             chunk,
             next_index: 0,
-        }
+            first: 0,
+            stop: 0,
+        };
+        range.stop = range.count();
+        range
     }
 
+    /// Gives only the chunks with indices in `block` (a shard's).
+    pub fn within(mut self, block: std::ops::Range<u64>) -> Self {
+        self.stop = block.end.min(self.count());
+        self.first = block.start.min(self.stop);
+        self.next_index = self.first;
+        self
+    }
+
+    /// The job's chunks, all of them.
     pub fn count(&self) -> u64 {
         self.end.saturating_sub(self.start).div_ceil(self.chunk)
     }
@@ -84,7 +110,7 @@ impl RangeChunks {
 
 impl ChunkSource for RangeChunks {
     fn next_chunk(&mut self) -> Next {
-        if self.next_index >= self.count() {
+        if self.next_index >= self.stop {
             return Next::End;
         }
         let index = self.next_index;
@@ -99,7 +125,11 @@ impl ChunkSource for RangeChunks {
     }
 
     fn total(&self) -> Option<u64> {
-        Some(self.count())
+        Some(self.stop - self.first)
+    }
+
+    fn first(&self) -> u64 {
+        self.first
     }
 }
 
@@ -175,6 +205,23 @@ mod tests {
         take(&mut source);
         assert_eq!(take(&mut source).unwrap().end, u64::MAX);
         assert_eq!(take(&mut source), None);
+    }
+
+    #[test]
+    fn a_block_gives_the_same_chunks_as_the_whole() {
+        let all: Vec<_> = std::iter::from_fn({
+            let mut source = RangeChunks::new(5, 100, 7);
+            move || take(&mut source)
+        })
+        .collect();
+        for block in [0..14, 3..9, 13..14, 4..4, 10..99] {
+            let mut source = RangeChunks::new(5, 100, 7).within(block.clone());
+            let end = block.end.min(14);
+            assert_eq!(source.total(), Some(end.saturating_sub(block.start)));
+            let part: Vec<_> = std::iter::from_fn(|| take(&mut source)).collect();
+            let first = block.start.min(end) as usize;
+            assert_eq!(part, all[first..end as usize], "{block:?}");
+        }
     }
 
     proptest! {

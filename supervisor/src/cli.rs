@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 use crate::observers::progress::ProgressMode;
+use crate::shard::Shard;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,6 +33,12 @@ pub struct RunArgs {
     /// Worker processes [default: the job file's, else the CPUs available]
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
+
+    /// Run shard I (counted from 0) of N: the I-th of N contiguous blocks of the job's
+    /// chunks, with an output and state folder of its own [default: from a Slurm array
+    /// task, an AWS Batch array job or a Google Cloud Batch task; 0/1 runs the whole job]
+    #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
+    pub shard: Option<Shard>,
 
     /// Discard an earlier run's journal, output and failed file, and start over
     #[arg(long, conflicts_with = "retry_failed")]
@@ -75,6 +82,21 @@ pub enum Command {
         /// start (exit 2, with what it said, when it cannot)
         #[arg(long)]
         start: bool,
+
+        /// The shard to plan, as for a run
+        #[arg(long, value_name = "I/N", allow_hyphen_values = true)]
+        shard: Option<Shard>,
+
+        /// The job file
+        #[arg(value_name = "JOB.toml")]
+        job: PathBuf,
+    },
+    /// Combine the outputs of the job's shards into the job's own output, proving every
+    /// chunk present exactly once
+    Merge {
+        /// Merge the shards of this count [default: the one count the shards' names show]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        shards: Option<u64>,
 
         /// The job file
         #[arg(value_name = "JOB.toml")]

@@ -3,6 +3,7 @@
 
 pub mod defaults;
 mod error;
+mod exec;
 mod job;
 mod paths;
 mod places;

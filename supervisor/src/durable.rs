@@ -69,6 +69,74 @@ pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
     written
 }
 
+/// A file too large to hold in memory, replaced like [`replace`] does:
+/// written under a temporary name beside its target (`.NAME.partial`, which
+/// never looks like the file itself), then synced, renamed over the target
+/// and its folder synced by [`Staged::commit`]. Dropped before that, the
+/// temporary file is removed. One writer per target at a time: the caller
+/// holds a lock that says so, and a temporary file a crash left behind is
+/// simply written over.
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    temp: std::path::PathBuf,
+    target: std::path::PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    /// Starts the new content of `target`, empty.
+    pub fn create(target: &Path) -> io::Result<Self> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+        let mut temp_name = OsString::from(".");
+        temp_name.push(name);
+        temp_name.push(".partial");
+        let temp = target.with_file_name(temp_name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        Ok(Self {
+            file,
+            temp,
+            target: target.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    /// The file to write the new content into.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where the content is written until it is committed.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Puts the new content in place: synced, renamed over the target, and
+    /// the folder synced, so that after a crash the target is the old file
+    /// or the whole new one.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.temp, &self.target)?;
+        self.committed = true;
+        sync_parent(&self.target)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
 /// Removes a file if it is there; true if it was.
 pub fn remove_if_present(path: &Path) -> io::Result<bool> {
     match std::fs::remove_file(path) {
@@ -105,6 +173,33 @@ mod tests {
         assert_eq!(names, ["report.json"]);
         // A folder that does not exist is an error, and leaves nothing.
         assert!(replace(&root.path().join("missing/x"), b"x").is_err());
+    }
+
+    #[test]
+    fn a_staged_file_replaces_its_target_only_when_committed() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("out.jsonl");
+        std::fs::write(&path, "old").unwrap();
+        let names = || {
+            let mut names: Vec<_> = std::fs::read_dir(root.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        let staged = Staged::create(&path).unwrap();
+        staged.file().write_all(b"new").unwrap();
+        assert_eq!(names(), [".out.jsonl.partial", "out.jsonl"]);
+        drop(staged);
+        assert_eq!(names(), ["out.jsonl"]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+
+        let staged = Staged::create(&path).unwrap();
+        staged.file().write_all(b"new").unwrap();
+        staged.commit().unwrap();
+        assert_eq!(names(), ["out.jsonl"]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
     }
 
     #[test]

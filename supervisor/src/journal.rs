@@ -54,6 +54,11 @@
 //! removed, and the folder synced, before the failed file is, so a failed
 //! file never outlives its journal.
 //!
+//! `merge` writes the journal of the job it merged in one go
+//! ([`JournalComposer`]) beside its final name, and renames it into place
+//! after the output and the failed file: a job's journal is the last thing
+//! a merge puts down.
+//!
 //! The failed file is not synced by the journal: a failed record should be
 //! appended only once the failed file's line is on disk, or a crash may leave
 //! a chunk counted as failed with no line saying why.
@@ -73,21 +78,25 @@
 //! output.flush()?; journal.finish(output.file())?;
 //! ```
 
+mod compose;
 mod error;
 mod fingerprint;
 mod format;
 mod inspect;
 mod lock;
 mod open;
+mod scan;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use compose::JournalComposer;
 pub use error::JournalError;
 pub use fingerprint::{Fingerprint, fingerprint};
 pub use format::{Entry, EntryKind};
 pub use inspect::inspect;
 pub use lock::{LOCK_FILE, StateLock, lock_holder, lock_state};
 pub use open::{FAILED_FILE, JOURNAL_FILE, Recovered, create, open, resume};
+pub use scan::{Scan, scan};
 pub use writer::{COMMIT_INTERVAL, COMMIT_RECORDS, JournalWriter};

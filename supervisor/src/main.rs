@@ -10,10 +10,11 @@ use supervisor::assess::{self, Lock, Options};
 use supervisor::cli::{Cli, Command};
 use supervisor::dispatcher::Outcome;
 use supervisor::logging::{self, LogFormat};
+use supervisor::merge::{self, MergeError, MergeOptions, Merged};
 use supervisor::observers::progress::{Progress, ProgressMode};
 use supervisor::observers::report;
 use supervisor::run::{Reporting, RunEnd, RunSummary, SetupError, run};
-use supervisor::{config, generate, plan, signals, workers};
+use supervisor::{config, generate, plan, shard, signals, workers};
 
 /// The contract's exit statuses.
 mod exit {
@@ -57,12 +58,14 @@ fn main() -> ExitCode {
         Some(_) => Progress::new(ProgressMode::Never),
     };
     logging::init(cli.run.log_format, &progress);
-    let (job_path, workers, check_only, trial) = match cli.command {
+    let (job_path, workers, shard, check_only, trial) = match cli.command {
         Some(Command::Check {
             workers,
-            job,
             start,
-        }) => (job, workers, true, start),
+            shard,
+            job,
+        }) => (job, workers, shard, true, start),
+        Some(Command::Merge { shards, job }) => return merge_shards(&job, MergeOptions { shards }),
         Some(Command::Completions { shell }) => {
             return printed(generate::completions(shell, &mut std::io::stdout().lock()));
         }
@@ -70,11 +73,24 @@ fn main() -> ExitCode {
         None => (
             cli.run.job.expect("clap requires the job file"),
             cli.run.workers,
+            cli.run.shard,
             false,
             false,
         ),
     };
     let job = match config::load(&job_path, workers.map(usize::from)) {
+        Ok(job) => job,
+        Err(problem) => {
+            error(problem);
+            return exit_with(exit::BAD_INPUT);
+        }
+    };
+    // `--shard`, else a scheduler's array task; the job's own files otherwise.
+    let chosen = shard::choose(shard, |name| std::env::var(name).ok());
+    let job = match chosen.and_then(|chosen| match chosen {
+        Some(chosen) => shard::for_shard(job, chosen),
+        None => Ok(job),
+    }) {
         Ok(job) => job,
         Err(problem) => {
             error(problem);
@@ -216,6 +232,87 @@ fn tell(summary: &RunSummary, report: &report::Report, format: LogFormat) {
             LogFormat::Json => tracing::info!(target: "summary", "{line}"),
         }
     }
+}
+
+/// `supervisor merge`: 0 when every chunk is in the merged output, 1 when
+/// some failed for good in their shards, 2 when the shards do not add up to
+/// the job (nothing written), 3 when the merged files cannot be written.
+fn merge_shards(job_path: &std::path::Path, options: MergeOptions) -> ExitCode {
+    let job = match config::load(job_path, None) {
+        Ok(job) => job,
+        Err(problem) => {
+            error(problem);
+            return exit_with(exit::BAD_INPUT);
+        }
+    };
+    match merge::merge(&job, options) {
+        Ok(merged) => {
+            logging::print(merge_summary(&job.name, &merged).trim_end());
+            exit_with(if merged.failed > 0 {
+                exit::SOME_FAILED
+            } else {
+                exit::OK
+            })
+        }
+        Err(MergeError::Refused(lines)) => {
+            for line in lines {
+                error(line);
+            }
+            logging::print("nothing was written");
+            exit_with(exit::BAD_INPUT)
+        }
+        Err(failure @ MergeError::Failed(_)) => {
+            error(failure);
+            exit_with(exit::ABORTED)
+        }
+    }
+}
+
+fn merge_summary(name: &str, merged: &Merged) -> String {
+    let size = |bytes: u64| bytesize::ByteSize(bytes).display().si().to_string();
+    let rate = |seconds: f64| {
+        if seconds > 0.0 {
+            format!("{}/s", size((merged.bytes as f64 / seconds) as u64))
+        } else {
+            "at once".to_owned()
+        }
+    };
+    if merged.shards == 1 {
+        return format!(
+            "{name}: the job ran whole (shard 0 of 1), nothing to merge: {} of {} chunks done, \
+             {} failed; output: {}\n",
+            merged.done,
+            merged.chunks,
+            merged.failed,
+            merged.output.display()
+        );
+    }
+    let seconds = merged.elapsed.as_secs_f64();
+    let copied = merged.copied.as_secs_f64();
+    let how = if merged.in_kernel {
+        "in the kernel"
+    } else {
+        "through a buffer"
+    };
+    let mut text = format!(
+        "{name}: merged {} shards: {} of {} chunks done, {} failed; {} in {seconds:.2}s ({}), \
+         copied {how} in {copied:.2}s ({}), the rest syncing to disk; output: {}\n",
+        merged.shards,
+        merged.done,
+        merged.chunks,
+        merged.failed,
+        size(merged.bytes),
+        rate(seconds),
+        rate(copied),
+        merged.output.display()
+    );
+    if let Some(failed) = &merged.failed_file {
+        text.push_str(&format!(
+            "failed chunks are listed in {}\n",
+            failed.display()
+        ));
+    }
+    text
 }
 
 /// What printing to stdout came to. A reader that went away (`supervisor

@@ -31,6 +31,9 @@ pub fn describe(job: &Job, assessment: &Assessment) -> String {
     let _ = writeln!(plan, "job: {} ({})", job.name, job.file.display());
     let _ = writeln!(plan, "source: {}", source(&job.source));
     let _ = writeln!(plan, "chunks: {}", chunks(job));
+    if let Some(shard) = &job.shard {
+        let _ = writeln!(plan, "shard: {}", shard.describe(job.chunk_count()));
+    }
     let _ = writeln!(plan, "workers: {}", job.supervisor.workers);
     let _ = writeln!(plan, "command: {command}");
     let _ = writeln!(plan, "working directory: {}", worker.cwd.display());
@@ -90,7 +93,9 @@ pub fn describe(job: &Job, assessment: &Assessment) -> String {
 fn source(source: &Source) -> String {
     match source {
         Source::Range { start, end } => format!("range [{start}, {end})"),
-        Source::File { input, delimiter } => format!(
+        Source::File {
+            input, delimiter, ..
+        } => format!(
             "file {} ({}), records end with {}",
             input.path.display(),
             bytes(input.size),
@@ -153,7 +158,10 @@ fn resume(job: &Job, assessment: &Assessment) -> String {
         Start::Fresh(Fresh::NoRecords) => {
             "fresh start (the journal records no finished chunk)".to_owned()
         }
-        Start::Resume(resume) => would_resume(resume, job.chunk_count()),
+        Start::Resume(resume) => {
+            let block = job.block();
+            would_resume(resume, block.end - block.start)
+        }
         Start::Refuse(refusal) => refused(refusal),
     }
 }
@@ -346,9 +354,11 @@ command = ["/bin/sh", "-c", "true"]
     }
 
     #[test]
-    fn a_file_source_is_described_without_reading_it() {
+    fn a_file_source_is_described_with_its_size_delimiter_and_count() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("in.txt"), vec![b'x'; 5000]).unwrap();
+        // 50 records of 100 bytes: cut near 2048 and 4096, three chunks.
+        let record = [vec![b'x'; 98], b"\r\n".to_vec()].concat();
+        std::fs::write(dir.path().join("in.txt"), record.repeat(50)).unwrap();
         let path = dir.path().join("cut.toml");
         std::fs::write(
             &path,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::MissedTickBehavior;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::assess::{self, Lock, Options};
 use crate::chunks::{
@@ -27,10 +27,10 @@ use crate::observers::Snapshot;
 use crate::observers::metrics::Metrics;
 use crate::observers::notify::Notifier;
 use crate::observers::progress::Progress;
-use crate::observers::report::{Report, ReportCollector, ReportInput};
+use crate::observers::report::{Report, ReportCollector, ReportInput, ShardReport};
 use crate::signals::Escalation;
 use crate::store::{self, FileSpill};
-use crate::workers::{UpdateKind, WorkerPool, WorkerUpdate, frame_events};
+use crate::workers::{self, UpdateKind, WorkerPool, WorkerUpdate, frame_events};
 
 /// Why a run could not be set up.
 #[derive(Debug)]
@@ -68,6 +68,7 @@ pub struct RunSummary {
     done_before: u64,
     elapsed: Duration,
     job_name: String,
+    shard: Option<ShardReport>,
     output: String,
     collector: ReportCollector,
 }
@@ -77,6 +78,7 @@ impl RunSummary {
     pub fn report(&self, exit_code: u8) -> Report {
         self.collector.build(&ReportInput {
             job_name: &self.job_name,
+            shard: self.shard.clone(),
             outcome: &self.outcome,
             exit_code: i32::from(exit_code),
             counts: self.counts,
@@ -100,6 +102,10 @@ const HOUSEKEEPING: Duration = Duration::from_millis(20);
 /// A wait this much longer than the loop ever waits means the supervisor
 /// was stopped, not that workers were slow.
 const PAUSE: Duration = Duration::from_secs(1);
+/// How often the loop looks for what workers left behind.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long the end of a run waits for killed leftovers to be reaped.
+const SETTLE_ORPHANS: Duration = Duration::from_secs(2);
 /// How long the third signal waits for killed workers to be reaped.
 const REAP_AFTER_KILL: Duration = Duration::from_secs(2);
 
@@ -122,19 +128,31 @@ pub async fn run(
         tracing::debug!("open-file limit raised from {} to {}", limit.was, limit.now);
     }
     let metrics = match reporting.metrics_addr {
-        Some(addr) => Some(Metrics::install(addr, &job.name).map_err(|e| {
-            SetupError::Refused(e.context(format!("cannot serve metrics on {addr}")))
-        })?),
+        Some(addr) => Some(
+            Metrics::install(addr, &job.name, job.shard.as_ref()).map_err(|e| {
+                SetupError::Refused(e.context(format!("cannot serve metrics on {addr}")))
+            })?,
+        ),
         None => None,
     };
+    // What workers leave behind becomes ours to kill, not init's to keep.
+    if let Err(error) = workers::become_subreaper() {
+        warn!(
+            "cannot adopt what workers leave behind ({error}); a process a worker detaches may outlive the run"
+        );
+    }
     // Held for the whole run: a second supervisor on the same job is refused.
     let lock = journal::lock_state(&job.state_dir).map_err(|e| SetupError::Refused(e.into()))?;
+    if let Some(shard) = &job.shard {
+        info!("running as shard {}", shard.describe(job.chunk_count()));
+    }
     let assessment = assess::assess(job, options, Lock::Held);
     let opened = store::open(job, assessment.start)?;
     let (source, source_ready) = chunk_source(job)?;
     let progress = reporting.progress;
+    let block = job.block();
     progress.start(
-        Some(job.chunk_count()),
+        Some(block.end - block.start),
         opened.done_before + opened.failed_before,
     );
     let (updates_tx, mut updates) = mpsc::channel(UPDATE_QUEUE);
@@ -165,6 +183,7 @@ pub async fn run(
     let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
     housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut escalation = Escalation::default();
+    let mut last_sweep = Instant::now();
     let outcome = loop {
         edges.deliver_spawn_events(&mut dispatcher);
         edges.workers.flush();
@@ -196,6 +215,11 @@ pub async fn run(
             dispatcher.postpone_deadlines(gap.saturating_sub(HOUSEKEEPING));
         }
         match woke {
+            Woke::Update(update) if matches!(update.kind, UpdateKind::Exited { .. }) => {
+                take_update(update, &mut dispatcher, &mut edges);
+                // Whatever the worker left behind is ours by now.
+                workers::sweep_orphans();
+            }
             Woke::Update(update) => {
                 take_update(update, &mut dispatcher, &mut edges);
                 for _ in 0..UPDATE_BATCH {
@@ -218,6 +242,10 @@ pub async fn run(
                 dispatcher.handle(Event::SourceReady, Instant::now(), &mut edges);
             }
             Woke::Housekeeping => {
+                if last_sweep.elapsed() >= SWEEP_EVERY {
+                    last_sweep = Instant::now();
+                    workers::sweep_orphans();
+                }
                 let pids: Vec<(usize, u32)> = edges.workers.pids().collect();
                 let snapshot = Snapshot {
                     counts: dispatcher.counts(),
@@ -248,6 +276,7 @@ pub async fn run(
         }
     };
 
+    settle_orphans().await;
     let Edges {
         store,
         mut observers,
@@ -274,6 +303,10 @@ pub async fn run(
         done_before: opened.done_before,
         elapsed: started.elapsed(),
         job_name: job.name.clone(),
+        shard: job
+            .shard
+            .as_ref()
+            .map(|shard| ShardReport::new(shard, job.chunk_count())),
         output: job.output.path.name(),
         collector: observers.report,
     })))
@@ -304,6 +337,16 @@ enum Woke {
     SourceReady,
     Housekeeping,
     Signal(i32),
+}
+
+/// Kills what the workers left behind and waits, briefly, until it is
+/// reaped: no process a worker started outlives the run.
+async fn settle_orphans() {
+    let deadline = tokio::time::Instant::now() + SETTLE_ORPHANS;
+    while workers::sweep_orphans() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    workers::sweep_orphans();
 }
 
 /// Waits, briefly, for the tasks of killed workers to reap them, so that
@@ -388,11 +431,18 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
     let cutter: Box<dyn Cutter> = match &job.source {
         Source::Range { start, end } => {
             let never = Arc::new(Notify::new());
-            return Ok((Box::new(RangeChunks::new(*start, *end, job.chunk)), never));
+            let range = RangeChunks::new(*start, *end, job.chunk).within(job.block());
+            return Ok((Box::new(range), never));
         }
-        Source::File { input, delimiter } => Box::new(
+        Source::File {
+            input,
+            delimiter,
+            chunks,
+        } => Box::new(
             FileChunks::open(&input.path, delimiter.clone(), job.chunk)
-                .map_err(|e| cannot_read(&input.path, e))?,
+                .map_err(|e| cannot_read(&input.path, e))?
+                .with_total(*chunks)
+                .within(job.block()),
         ),
         Source::Lines { input, lines } => Box::new(
             LinesChunks::open(
@@ -403,7 +453,8 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
                 },
                 job.chunk,
             )
-            .map_err(|e| cannot_read(&input.path, e))?,
+            .map_err(|e| cannot_read(&input.path, e))?
+            .within(job.block()),
         ),
     };
     let prefetch = Prefetch::start(cutter)

@@ -124,6 +124,10 @@ fn bad_fixtures_with_a_known_location() {
         ),
         ("max_failed_not_a_count", 8, 14, "supervisor.max_failed"),
         ("output_is_the_job_file", 8, 8, "output.path"),
+        ("exec_path_needs_file", 5, 35, "worker.exec"),
+        ("line_placeholder_renamed", 5, 17, "worker.exec"),
+        ("item_chunk_not_one", 3, 9, "source.chunk"),
+        ("success_exit_out_of_range", 7, 23, "worker.success_exit"),
     ];
     for (name, line, column, key) in cases {
         let path = Path::new(BAD).join(format!("{name}.toml"));
@@ -443,10 +447,12 @@ fn a_bare_command_is_then_found_on_path() {
 }
 
 #[test]
-fn a_file_source_is_measured_not_read() {
+fn a_file_source_is_measured_and_its_chunks_counted() {
     let scratch = Scratch::new("file-source");
     let input = scratch.0.join("events.txt");
-    fs::write(&input, vec![b'x'; 3_000_000]).unwrap();
+    // 30,000 records of 100 bytes, each ending with the delimiter.
+    let record = [vec![b'x'; 98], b"||".to_vec()].concat();
+    fs::write(&input, record.repeat(30_000)).unwrap();
     let job_file = scratch.0.join("events.toml");
     fs::write(
         &job_file,
@@ -458,6 +464,7 @@ fn a_file_source_is_measured_not_read() {
     let Source::File {
         input: file,
         delimiter,
+        chunks,
     } = &job.source
     else {
         panic!("{:?}", job.source);
@@ -468,7 +475,9 @@ fn a_file_source_is_measured_not_read() {
     assert_eq!(delimiter, b"||");
     // About 256 chunks, but never under 64 KiB.
     assert_eq!(job.chunk, 64 << 10);
+    // Records far shorter than a chunk: a cut near every nominal position.
     assert_eq!(job.chunk_count(), 3_000_000_u64.div_ceil(64 << 10));
+    assert_eq!(*chunks, job.chunk_count());
     assert_eq!(job.output.format, OutputFormat::Raw);
     assert_eq!(
         job.output.path,
@@ -484,7 +493,8 @@ fn a_file_source_is_measured_not_read() {
     .unwrap();
     let job = load(&job_file, None).unwrap();
     assert_eq!(job.chunk, 1 << 20);
-    assert_eq!(job.chunk_count(), 3);
+    // No newline in the file: one record, so one chunk, never empty ones.
+    assert_eq!(job.chunk_count(), 1);
     assert!(matches!(&job.source, Source::File { delimiter, .. } if delimiter == b"\n"));
 }
 

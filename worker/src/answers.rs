@@ -22,6 +22,12 @@ const FLUSH_AT: usize = 1024 * 1024;
 /// look to the supervisor like slow chunks. Short chunks still share a write.
 const FLUSH_AFTER: Duration = Duration::from_millis(1);
 
+/// An output at least this long goes out from the handler's buffer behind
+/// its frame's head, and everything buffered before it, in one write,
+/// instead of being copied into the buffer first: for outputs of megabytes
+/// that copy costs about as much as the socket's own.
+const DIRECT_AT: usize = 64 * 1024;
+
 pub(crate) struct Answers<'a> {
     socket: &'a UnixStream,
     inbox: &'a Inbox,
@@ -74,13 +80,24 @@ impl<'a> Answers<'a> {
         self.error.clear();
         match result {
             Ok(()) => {
-                let done = WorkerMessage::Done(Done {
-                    index,
-                    elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-                    output,
-                });
-                if self.out.push(&done).is_ok() {
-                    return self.flush_if_due(finished);
+                let elapsed_ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+                if output.len() >= DIRECT_AT {
+                    if self
+                        .out
+                        .push_done_head(index, elapsed_ns, output.len())
+                        .is_ok()
+                    {
+                        return self.flush_with(output);
+                    }
+                } else {
+                    let done = WorkerMessage::Done(Done {
+                        index,
+                        elapsed_ns,
+                        output,
+                    });
+                    if self.out.push(&done).is_ok() {
+                        return self.flush_if_due(finished);
+                    }
                 }
                 // The only way a Done fails to encode is an output beyond the
                 // frame limit: report that as the chunk's failure.
@@ -146,9 +163,15 @@ impl<'a> Answers<'a> {
     }
 
     pub(crate) fn flush(&mut self) -> Result<(), WorkerError> {
+        self.flush_with(&[])
+    }
+
+    /// Sends what is buffered, then `tail` (the output of the `Done` whose
+    /// head ends the buffer).
+    fn flush_with(&mut self, tail: &[u8]) -> Result<(), WorkerError> {
         self.since = Instant::now();
         self.urgent = false;
-        match self.out.write_to(&mut self.socket) {
+        match self.out.write_with_tail(&mut self.socket, tail) {
             Ok(()) => Ok(()),
             Err(e)
                 if matches!(

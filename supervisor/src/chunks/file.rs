@@ -17,12 +17,13 @@ const BLOCK_SIZE: usize = 64 * 1024;
 /// One file cut into about `chunk` bytes per chunk, like GNU parallel's
 /// `--pipepart`.
 ///
-/// Chunk `k` is `[boundary(k), boundary(k+1))` where `boundary(0) = 0`,
-/// `boundary(count) = size`, and in between `boundary(k)` is the smallest
-/// `p >= k·chunk` that is the end of the file or just after a delimiter. So
-/// the count is `ceil(size / chunk)` without reading anything, and a record
-/// longer than a chunk leaves empty chunks behind it rather than changing the
-/// count.
+/// The cuts are `boundary(k)` for `k` in `0..=ceil(size / chunk)`, where
+/// `boundary(0) = 0`, the last is `size`, and in between `boundary(k)` is the
+/// smallest `p >= k·chunk` that is the end of the file or just after a
+/// delimiter. Chunks are the non-empty ranges between successive cuts,
+/// numbered densely: a record longer than a chunk makes one larger chunk,
+/// never an empty one. How many there are takes reading the file around
+/// each cut, which [`FileChunks::count`] does once, as the job is loaded.
 ///
 /// A delimiter that can overlap itself (`"\n\n"` inside `"\n\n\n"`) is taken
 /// at its nearest occurrence ending at or after the nominal position, which is
@@ -38,9 +39,19 @@ pub struct FileChunks {
     chunk: u64,
     /// The length at open: a file that grows afterwards is cut as it was.
     size: u64,
-    count: u64,
+    /// Cuts past the first: `ceil(size / chunk)`.
+    cuts: u64,
+    /// The chunks there are, when counted (see [`FileChunks::count`]).
+    total: Option<u64>,
+    /// The first index given and the one past the last: every chunk, or a
+    /// shard's block.
+    first: u64,
+    stop: u64,
+    /// The next cut to find.
+    next_cut: u64,
+    /// The next chunk's index: chunks are numbered densely.
     next_index: u64,
-    /// `boundary(next_index)`, kept so each boundary is searched for once.
+    /// The last cut found, where the next chunk starts.
     next_start: u64,
     /// The window of the file last read, `[base, base + filled)`, reused when
     /// the next search starts inside it: with chunks smaller than a block,
@@ -70,7 +81,11 @@ impl FileChunks {
             delimiter_len,
             chunk,
             size,
-            count: Self::chunk_count(size, chunk),
+            cuts: size.div_ceil(chunk),
+            total: None,
+            first: 0,
+            stop: u64::MAX,
+            next_cut: 1,
             next_index: 0,
             next_start: 0,
             buf: vec![0; BLOCK_SIZE + delimiter_len - 1],
@@ -89,10 +104,40 @@ impl FileChunks {
         self
     }
 
-    /// How many chunks a file of `size` bytes is cut into: known before the
-    /// file is read, so a job's chunk count is fixed when it is loaded.
-    pub fn chunk_count(size: u64, chunk: u64) -> u64 {
+    /// The most chunks a file of `size` bytes can be cut into, known without
+    /// reading it: fewer when records are longer than a chunk.
+    pub fn most_chunks(size: u64, chunk: u64) -> u64 {
         size.div_ceil(chunk)
+    }
+
+    /// The chunks the file is cut into, given as counted at load.
+    pub fn with_total(mut self, total: u64) -> Self {
+        self.total = Some(total);
+        self
+    }
+
+    /// Gives only the chunks with indices in `block` (a shard's). Dense
+    /// numbering makes a chunk's index depend on the cuts before it, so the
+    /// chunks before the block are still cut, and skipped: a short read near
+    /// each, as when they were counted.
+    pub fn within(mut self, block: std::ops::Range<u64>) -> Self {
+        self.stop = block.end;
+        self.first = block.start.min(self.stop);
+        self
+    }
+
+    /// Counts the chunks of `path` by finding every cut: a short read near
+    /// each, so the job's chunk count is exact before it runs.
+    pub fn count(path: &Path, delimiter: Vec<u8>, chunk: u64) -> io::Result<u64> {
+        let mut chunks = Self::open(path, delimiter, chunk)?;
+        let mut count = 0;
+        while chunks.next_chunk().is_some() {
+            count += 1;
+        }
+        match chunks.error {
+            Some(error) => Err(io::Error::other(error)),
+            None => Ok(count),
+        }
     }
 
     /// The smallest `p >= nominal` just after a delimiter, or the size.
@@ -138,46 +183,71 @@ impl FileChunks {
 
 impl Cutter for FileChunks {
     fn next_chunk(&mut self) -> Option<ChunkSpec> {
-        if self.error.is_some() || self.next_index >= self.count {
-            return None;
-        }
-        let index = self.next_index;
-        let start = self.next_start;
-        let end = if index + 1 == self.count {
-            self.size
-        } else {
-            let nominal = (index + 1) * self.chunk;
-            if start >= nominal {
-                // A record longer than a chunk carried this chunk's start past
-                // the next nominal position; no delimiter ends between them,
-                // so the next boundary is the same one: an empty chunk.
-                start
-            } else {
-                match self.find_boundary(nominal) {
-                    Ok(end) => end,
-                    Err(e) => {
-                        self.error = Some(format!("cannot read {}: {e}", self.path.display()));
-                        return None;
-                    }
-                }
+        while let Some(chunk) = self.cut_next() {
+            if chunk.index >= self.stop {
+                break;
             }
-        };
-        self.next_index += 1;
-        self.next_start = end;
-        Some(ChunkSpec {
-            index,
-            start,
-            end,
-            first_item: start,
-        })
+            if chunk.index >= self.first {
+                return Some(chunk);
+            }
+        }
+        None
     }
 
     fn total(&self) -> Option<u64> {
-        Some(self.count)
+        self.total
+            .map(|total| self.stop.min(total).saturating_sub(self.first))
     }
 
     fn error(&self) -> Option<&str> {
         self.error.as_deref()
+    }
+
+    fn first(&self) -> u64 {
+        self.first
+    }
+}
+
+impl FileChunks {
+    /// The next chunk of the whole file, whatever the block.
+    fn cut_next(&mut self) -> Option<ChunkSpec> {
+        while self.error.is_none() && self.next_cut <= self.cuts {
+            let cut = self.next_cut;
+            let start = self.next_start;
+            let end = if cut == self.cuts {
+                self.size
+            } else {
+                let nominal = cut * self.chunk;
+                if start >= nominal {
+                    // A record longer than a chunk carried the cut past this
+                    // nominal position: no delimiter ends between them, so
+                    // this cut is the same one.
+                    start
+                } else {
+                    match self.find_boundary(nominal) {
+                        Ok(end) => end,
+                        Err(e) => {
+                            self.error = Some(format!("cannot read {}: {e}", self.path.display()));
+                            return None;
+                        }
+                    }
+                }
+            };
+            self.next_cut += 1;
+            if end == start {
+                continue;
+            }
+            self.next_start = end;
+            let index = self.next_index;
+            self.next_index += 1;
+            return Some(ChunkSpec {
+                index,
+                start,
+                end,
+                first_item: start,
+            });
+        }
+        None
     }
 }
 
@@ -225,8 +295,11 @@ mod tests {
     #[test]
     fn an_empty_file_has_no_chunks() {
         let file = temp_file(b"");
+        assert_eq!(
+            FileChunks::count(file.path(), b"\n".to_vec(), 10).unwrap(),
+            0
+        );
         let mut source = FileChunks::open(file.path(), b"\n".to_vec(), 10).unwrap();
-        assert_eq!(source.total(), Some(0));
         assert_eq!(source.next_chunk(), None);
         assert_eq!(source.error(), None);
     }
@@ -249,7 +322,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_longer_than_several_chunks_leaves_empty_chunks() {
+    fn a_record_longer_than_several_chunks_makes_one_larger_chunk() {
         let mut contents = b"x\n".to_vec();
         contents.extend([b'y'; 50]);
         contents.extend(b"\nz\n");
@@ -257,19 +330,21 @@ mod tests {
         for block in [1, 3, 7, BLOCK_SIZE] {
             assert_eq!(
                 ranges(&contents, b"\n", 10, block),
-                [(0, 53), (53, 53), (53, 53), (53, 53), (53, 53), (53, 55)],
+                [(0, 53), (53, 55)],
                 "block {block}"
             );
         }
     }
 
     #[test]
-    fn a_record_running_to_the_end_leaves_empty_chunks_at_the_end() {
+    fn a_record_running_to_the_end_leaves_no_empty_chunk_at_the_end() {
         let contents = [b"a\n".as_slice(), &[b'b'; 30]].concat();
-        assert_eq!(
-            ranges(&contents, b"\n", 8, 4),
-            [(0, 32), (32, 32), (32, 32), (32, 32)]
-        );
+        assert_eq!(ranges(&contents, b"\n", 8, 4), [(0, 32)]);
+        // The file the issue was found with: 10,290 bytes in chunks of 1 KiB,
+        // its last record ending exactly where the last nominal cut would be.
+        let contents = [b"x".repeat(10_239), b"\n".to_vec(), b"y".repeat(50)].concat();
+        let chunks = ranges(&contents, b"\n", 1024, BLOCK_SIZE);
+        assert!(chunks.iter().all(|(start, end)| end > start), "{chunks:?}");
     }
 
     #[test]
@@ -278,15 +353,7 @@ mod tests {
         let pipes = b"ab||cd||ef||||gh||ij";
         // Delimiters end at 4, 8, 12, 14 and 18; nominal positions are
         // multiples of 3, and the one at 12 is itself a boundary.
-        let expected = [
-            (0, 4),
-            (4, 8),
-            (8, 12),
-            (12, 12),
-            (12, 18),
-            (18, 18),
-            (18, 20),
-        ];
+        let expected = [(0, 4), (4, 8), (8, 12), (12, 18), (18, 20)];
         for block in 1..=crlf.len() + 1 {
             assert_eq!(ranges(crlf, b"\r\n", 3, block), expected, "block {block}");
             assert_eq!(ranges(pipes, b"||", 3, block), expected, "block {block}");
@@ -307,11 +374,11 @@ mod tests {
     }
 
     #[test]
-    fn chunk_count_is_the_ceiling() {
-        assert_eq!(FileChunks::chunk_count(0, 5), 0);
-        assert_eq!(FileChunks::chunk_count(5, 5), 1);
-        assert_eq!(FileChunks::chunk_count(6, 5), 2);
-        assert_eq!(FileChunks::chunk_count(u64::MAX, 1), u64::MAX);
+    fn the_most_chunks_is_the_ceiling() {
+        assert_eq!(FileChunks::most_chunks(0, 5), 0);
+        assert_eq!(FileChunks::most_chunks(5, 5), 1);
+        assert_eq!(FileChunks::most_chunks(6, 5), 2);
+        assert_eq!(FileChunks::most_chunks(u64::MAX, 1), u64::MAX);
     }
 
     #[test]
@@ -321,7 +388,6 @@ mod tests {
         let mut source = FileChunks::open(file.path(), b"\n".to_vec(), 7).unwrap();
         file.as_file().set_len(120).unwrap();
         let chunks = all(&mut source);
-        assert_eq!(chunks.len() as u64, source.total().unwrap());
         assert_eq!(chunks.last().unwrap().end, 500);
         for pair in chunks.windows(2) {
             assert_eq!(pair[0].end, pair[1].start);
@@ -333,8 +399,9 @@ mod tests {
     fn a_read_error_stops_the_chunks_and_names_the_path() {
         // A directory opens, has a length, and fails every read (EISDIR).
         let dir = tempfile::tempdir().unwrap();
+        let size = std::fs::metadata(dir.path()).unwrap().len();
         let mut source = FileChunks::open(dir.path(), b"\n".to_vec(), 1).unwrap();
-        if source.total().unwrap() < 2 {
+        if FileChunks::most_chunks(size, 1) < 2 {
             // A file system that gives directories no length: nothing to read.
             return;
         }
@@ -372,7 +439,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
-        fn chunks_tile_the_file_at_delimiters(
+        fn chunks_tile_the_file_between_its_cuts(
             contents in contents(),
             delimiter in delimiter(),
             chunk in 1u64..500,
@@ -384,12 +451,26 @@ mod tests {
             let mut source = FileChunks::open(file.path(), delimiter.clone(), chunk)
                 .unwrap()
                 .with_block_size(block);
-            let total = source.total().unwrap();
-            prop_assert_eq!(total, size.div_ceil(chunk));
-            prop_assert_eq!(total, FileChunks::chunk_count(size, chunk));
             let chunks = all(&mut source);
             prop_assert_eq!(source.error(), None);
-            prop_assert_eq!(chunks.len() as u64, total);
+            let count = FileChunks::count(file.path(), delimiter.clone(), chunk).unwrap();
+            prop_assert_eq!(chunks.len() as u64, count);
+            prop_assert!(count <= FileChunks::most_chunks(size, chunk));
+
+            // The cuts by brute force: every chunk lies between two
+            // successive distinct ones, and none is empty.
+            let mut cuts = vec![0usize];
+            for k in 1..size.div_ceil(chunk) {
+                cuts.push(expected_boundary(&contents, &delimiter, (k * chunk) as usize));
+            }
+            cuts.push(contents.len());
+            cuts.dedup();
+            let expected: Vec<(u64, u64)> = cuts
+                .windows(2)
+                .map(|pair| (pair[0] as u64, pair[1] as u64))
+                .collect();
+            let got: Vec<(u64, u64)> = chunks.iter().map(|c| (c.start, c.end)).collect();
+            prop_assert_eq!(got, expected);
 
             // Without self-overlap, the ends of a left-to-right split into
             // records are exactly the ends of the delimiter's occurrences.
@@ -397,29 +478,44 @@ mod tests {
                 .find_iter(&contents)
                 .map(|i| (i + d) as u64)
                 .collect();
-            let mut expected_start = 0;
             for (k, c) in chunks.iter().enumerate() {
                 prop_assert_eq!(c.index, k as u64);
-                prop_assert_eq!(c.start, expected_start);
                 prop_assert_eq!(c.first_item, c.start);
-                prop_assert!(c.end >= c.start);
-                expected_start = c.end;
-                let b = c.start as usize;
-                let nominal = k * chunk as usize;
-                if k == 0 {
-                    prop_assert_eq!(b, 0);
-                    continue;
-                }
-                prop_assert_eq!(b, expected_boundary(&contents, &delimiter, nominal));
+                prop_assert!(c.end > c.start);
+                let b = c.end as usize;
                 if b != contents.len() {
-                    prop_assert!(b >= nominal);
                     prop_assert_eq!(&contents[b - d..b], delimiter.as_slice());
                     if !overlaps_itself(&delimiter) {
                         prop_assert!(record_ends.binary_search(&(b as u64)).is_ok());
                     }
                 }
             }
-            prop_assert_eq!(expected_start, size);
+        }
+
+        #[test]
+        fn a_block_gives_the_whole_files_chunks(
+            contents in contents(),
+            delimiter in delimiter(),
+            chunk in 1u64..200,
+            block in block_size(),
+            first in 0u64..40,
+            len in 0u64..40,
+        ) {
+            let file = temp_file(&contents);
+            let count = FileChunks::count(file.path(), delimiter.clone(), chunk).unwrap();
+            let open = || FileChunks::open(file.path(), delimiter.clone(), chunk)
+                .unwrap()
+                .with_block_size(block)
+                .with_total(count);
+            let whole = all(&mut open());
+            let mut part = open().within(first..first + len);
+            let total = part.total().unwrap();
+            let got = all(&mut part);
+            prop_assert_eq!(part.error(), None);
+            let end = ((first + len) as usize).min(whole.len());
+            let start = (first as usize).min(end);
+            prop_assert_eq!(total, (end - start) as u64);
+            prop_assert_eq!(got.as_slice(), &whole[start..end]);
         }
     }
 }

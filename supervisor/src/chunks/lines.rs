@@ -67,6 +67,13 @@ pub struct LinesChunks {
     next_index: u64,
     /// Where the next chunk starts; always inside or at the end of the window.
     offset: u64,
+    /// The first index given and the one past the last: `0..total`, or a
+    /// shard's block.
+    first: u64,
+    stop: u64,
+    /// The cursor is still to be moved past the lines of the chunks before
+    /// `first`, on the cutting thread.
+    seek: bool,
     /// The window of the file last read, `[base, base + filled)`: chunks of a
     /// few lines are cut from it without another read.
     buf: Vec<u8>,
@@ -95,11 +102,24 @@ impl LinesChunks {
             total: count.lines.div_ceil(chunk),
             next_index: 0,
             offset: 0,
+            first: 0,
+            stop: count.lines.div_ceil(chunk),
+            seek: false,
             buf: vec![0; block],
             base: 0,
             filled: 0,
             error: None,
         })
+    }
+
+    /// Gives only the chunks with indices in `block` (a shard's). The lines
+    /// before it are counted off first, on the cutting thread.
+    pub fn within(mut self, block: std::ops::Range<u64>) -> Self {
+        self.stop = block.end.min(self.total);
+        self.first = block.start.min(self.stop);
+        self.next_index = self.first;
+        self.seek = self.first > 0 && self.first < self.stop;
+        self
     }
 
     /// Reads in blocks of `block_size` bytes instead of up to 1 MiB; tests
@@ -146,10 +166,34 @@ impl LinesChunks {
     }
 }
 
+impl LinesChunks {
+    fn shrank(&self) -> String {
+        format!(
+            "{} has fewer than the {} lines counted before the run: it changed",
+            self.path.display(),
+            self.lines,
+        )
+    }
+}
+
 impl Cutter for LinesChunks {
     fn next_chunk(&mut self) -> Option<ChunkSpec> {
-        if self.error.is_some() || self.next_index >= self.total {
+        if self.error.is_some() || self.next_index >= self.stop {
             return None;
+        }
+        if self.seek {
+            self.seek = false;
+            match self.skip_lines(self.first * self.chunk) {
+                Ok(Some(start)) => self.offset = start,
+                Ok(None) => {
+                    self.error = Some(self.shrank());
+                    return None;
+                }
+                Err(e) => {
+                    self.error = Some(format!("cannot read {}: {e}", self.path.display()));
+                    return None;
+                }
+            }
         }
         let index = self.next_index;
         let start = self.offset;
@@ -159,11 +203,7 @@ impl Cutter for LinesChunks {
             match self.skip_lines(self.chunk) {
                 Ok(Some(end)) => end,
                 Ok(None) => {
-                    self.error = Some(format!(
-                        "{} has fewer than the {} lines counted before the run: it changed",
-                        self.path.display(),
-                        self.lines,
-                    ));
+                    self.error = Some(self.shrank());
                     return None;
                 }
                 Err(e) => {
@@ -183,11 +223,15 @@ impl Cutter for LinesChunks {
     }
 
     fn total(&self) -> Option<u64> {
-        Some(self.total)
+        Some(self.stop - self.first)
     }
 
     fn error(&self) -> Option<&str> {
         self.error.as_deref()
+    }
+
+    fn first(&self) -> u64 {
+        self.first
     }
 }
 
@@ -340,6 +384,30 @@ mod tests {
             }
             prop_assert_eq!(expected_start, contents.len() as u64);
             prop_assert_eq!(lines, expected);
+        }
+
+        #[test]
+        fn a_block_gives_the_whole_files_chunks(
+            contents in contents(),
+            chunk in prop_oneof![1u64..20, 1u64..500],
+            block in prop_oneof![Just(BLOCK_SIZE), 1usize..80],
+            first in 0u64..40,
+            len in 0u64..40,
+        ) {
+            let file = temp_file(&contents);
+            let count = count_lines(file.path()).unwrap();
+            let open = || LinesChunks::open(file.path(), count, chunk)
+                .unwrap()
+                .with_block_size(block);
+            let whole = all(&mut open());
+            let mut part = open().within(first..first + len);
+            let total = part.total().unwrap();
+            let got = all(&mut part);
+            prop_assert_eq!(part.error(), None);
+            let end = ((first + len) as usize).min(whole.len());
+            let start = (first as usize).min(end);
+            prop_assert_eq!(total, (end - start) as u64);
+            prop_assert_eq!(got.as_slice(), &whole[start..end]);
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct Prefetch {
     /// `None` only while dropping: closing it ends the thread.
     chunks: Option<Receiver<Cut>>,
     total: Option<u64>,
+    first: u64,
     error: Option<String>,
     ended: bool,
     wake: Arc<Wake>,
@@ -44,6 +45,7 @@ impl Prefetch {
     /// Starts cutting on a thread named `chunks`.
     pub fn start(cutter: Box<dyn Cutter>) -> std::io::Result<Self> {
         let total = cutter.total();
+        let first = cutter.first();
         let (sender, chunks) = sync_channel(AHEAD);
         let wake = Arc::new(Wake::default());
         let thread = std::thread::Builder::new()
@@ -55,6 +57,7 @@ impl Prefetch {
         Ok(Self {
             chunks: Some(chunks),
             total,
+            first,
             error: None,
             ended: false,
             wake,
@@ -105,6 +108,10 @@ impl ChunkSource for Prefetch {
 
     fn total(&self) -> Option<u64> {
         self.total
+    }
+
+    fn first(&self) -> u64 {
+        self.first
     }
 
     fn error(&self) -> Option<&str> {
@@ -242,7 +249,8 @@ mod tests {
         let file = temp_file(&text);
         let cut = |chunk| FileChunks::open(file.path(), b"\n".to_vec(), chunk).unwrap();
         let expected = all(&mut cut(997));
-        let mut prefetch = Prefetch::start(Box::new(cut(997))).unwrap();
+        let mut prefetch =
+            Prefetch::start(Box::new(cut(997).with_total(expected.len() as u64))).unwrap();
         assert_eq!(prefetch.total(), Some(expected.len() as u64));
         assert_eq!(drain(&mut prefetch), expected);
         assert_eq!(prefetch.error(), None);

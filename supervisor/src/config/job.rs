@@ -1,7 +1,10 @@
 //! The validated job: what the rest of the supervisor runs from.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
+
+use crate::shard::JobShard;
 
 /// A validated job: everything the supervisor needs, with paths made absolute.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +25,10 @@ pub struct Job {
     /// Journal and failed list. Default: `.supervisor/{name}` beside the output
     /// file, or in the job's folder when the output is stdout.
     pub state_dir: PathBuf,
+    /// The shard this run is, when the job runs as shards (`--shard`, or a
+    /// scheduler's array task); the output and state folder are then the
+    /// shard's own (see [`crate::shard::for_shard`]).
+    pub shard: Option<JobShard>,
 }
 
 impl Job {
@@ -29,6 +36,15 @@ impl Job {
     /// `[start + k·chunk, min(start + (k+1)·chunk, end))`.
     pub fn chunk_count(&self) -> u64 {
         self.source.chunk_count(self.chunk)
+    }
+
+    /// The chunk indices this run covers: all of them, or its shard's block.
+    pub fn block(&self) -> Range<u64> {
+        let chunks = self.chunk_count();
+        match &self.shard {
+            Some(shard) => shard.shard.block(chunks),
+            None => 0..chunks,
+        }
     }
 }
 
@@ -43,6 +59,9 @@ pub enum Source {
         input: InputFile,
         /// Never empty; `\n` by default.
         delimiter: Vec<u8>,
+        /// Counted when the job was loaded: no chunk is empty, so a record
+        /// longer than a chunk makes fewer, larger chunks.
+        chunks: u64,
     },
     /// One file, `chunk` lines per chunk.
     Lines {
@@ -64,11 +83,11 @@ pub struct InputFile {
 
 impl Source {
     /// How many chunks of `chunk` items the source is cut into: integers,
-    /// bytes or lines. Known without reading the input.
+    /// bytes or lines; a file's as counted at load.
     pub fn chunk_count(&self, chunk: u64) -> u64 {
         match self {
             Source::Range { start, end } => (end - start).div_ceil(chunk),
-            Source::File { input, .. } => input.size.div_ceil(chunk),
+            Source::File { chunks, .. } => *chunks,
             Source::Lines { lines, .. } => lines.div_ceil(chunk),
         }
     }

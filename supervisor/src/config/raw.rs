@@ -104,8 +104,10 @@ impl<'de> Deserialize<'de> for RawChunk {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWorker {
     pub(super) command: Option<Spanned<Vec<String>>>,
-    pub(super) exec: Option<Spanned<Vec<String>>>,
+    /// Each word spanned, so an error can point at the one that is wrong.
+    pub(super) exec: Option<Spanned<Vec<Spanned<String>>>>,
     pub(super) stdin: Option<Spanned<RawStdin>>,
+    pub(super) success_exit: Option<Spanned<Vec<Spanned<i64>>>>,
     pub(super) env: Option<BTreeMap<String, Spanned<String>>>,
     pub(super) params: Option<Spanned<toml::Table>>,
     pub(super) timeout: Option<Spanned<String>>,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{ConfigError, JobText};
+use super::exec;
 use super::job::{
     InputFile, Job, MaxFailed, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
     SupervisorSpec, WorkerSpec,
@@ -25,9 +26,6 @@ const MAX_CHUNKS: u64 = 1 << 30;
 
 /// The program that runs an `exec` job's command once per chunk.
 const EXEC_HOST: &str = "exec-worker";
-/// Placeholders that need an input file, and the one that needs lines.
-const FILE_PLACEHOLDERS: [&str; 3] = ["{path}", "{offset}", "{length}"];
-const LINES_PLACEHOLDER: &str = "{line}";
 const MAX_RETRIES: i64 = 1000;
 const MAX_WORKERS: i64 = 1024;
 
@@ -62,7 +60,13 @@ impl JobText<'_> {
                 "the job file has no `[source]` table; set one of `range`, `file`, `lines` in it",
             ));
         };
-        let (source, chunk) = self.source(source, &dir)?;
+        // `{item}` takes chunks of one line: that is then the default chunk.
+        let one_line = raw
+            .worker
+            .as_ref()
+            .and_then(|w| w.get_ref().exec.as_ref())
+            .is_some_and(|exec| exec.get_ref().get(1..).is_some_and(exec::wants_one_line));
+        let (source, chunk) = self.source(source, &dir, one_line)?;
         let Some(worker) = raw.worker else {
             return Err(self.error(
                 0..0,
@@ -104,6 +108,7 @@ impl JobText<'_> {
             supervisor,
             output,
             state_dir,
+            shard: None,
         })
     }
 
@@ -131,7 +136,12 @@ impl JobText<'_> {
         Ok(stem.to_owned())
     }
 
-    fn source(&self, source: Spanned<RawSource>, dir: &Path) -> Result<(Source, u64)> {
+    fn source(
+        &self,
+        source: Spanned<RawSource>,
+        dir: &Path,
+        one_line: bool,
+    ) -> Result<(Source, u64)> {
         let span = source.span();
         let source = source.into_inner();
         let given: Vec<(&str, Range<usize>)> = [
@@ -179,7 +189,24 @@ impl JobText<'_> {
                 None => b"\n".to_vec(),
             };
             let chunk = self.file_chunk(chunk.as_ref(), input.size)?;
-            (Source::File { input, delimiter }, file_span, chunk)
+            let most = crate::chunks::FileChunks::most_chunks(input.size, chunk);
+            if most > MAX_CHUNKS {
+                return Err(self.too_many_chunks(most, chunk_span.clone().unwrap_or(file_span)));
+            }
+            let chunks = crate::chunks::FileChunks::count(&input.path, delimiter.clone(), chunk)
+                .map_err(|e| {
+                    self.error(
+                        file.path.span(),
+                        "source.file.path",
+                        format!("cannot read {}: {e}", input.path.display()),
+                    )
+                })?;
+            let source = Source::File {
+                input,
+                delimiter,
+                chunks,
+            };
+            (source, file_span, chunk)
         } else if let Some(lines) = source.lines {
             let lines_span = lines.span();
             let lines = lines.into_inner();
@@ -191,7 +218,11 @@ impl JobText<'_> {
                     format!("cannot read {}: {e}", input.path.display()),
                 )
             })?;
-            let chunk = self.count_chunk(chunk.as_ref(), count.lines, "lines", "lines")?;
+            let chunk = if one_line {
+                self.one_line_chunk(chunk.as_ref())?
+            } else {
+                self.count_chunk(chunk.as_ref(), count.lines, "lines", "lines")?
+            };
             let source = Source::Lines {
                 input,
                 lines: count.lines,
@@ -223,16 +254,20 @@ impl JobText<'_> {
         };
         let chunks = source.chunk_count(chunk);
         if chunks > MAX_CHUNKS {
-            return Err(self.error(
-                chunk_span.unwrap_or(source_span),
-                "source.chunk",
-                format!(
-                    "{chunks} chunks is more than the {MAX_CHUNKS} a job may have \
-                     (resume keeps a bit per chunk): use larger chunks"
-                ),
-            ));
+            return Err(self.too_many_chunks(chunks, chunk_span.unwrap_or(source_span)));
         }
         Ok((source, chunk))
+    }
+
+    fn too_many_chunks(&self, chunks: u64, span: Range<usize>) -> ConfigError {
+        self.error(
+            span,
+            "source.chunk",
+            format!(
+                "{chunks} chunks is more than the {MAX_CHUNKS} a job may have \
+                 (resume keeps a bit per chunk): use larger chunks"
+            ),
+        )
     }
 
     /// The input file of a `file` or `lines` source: it must exist, be a
@@ -362,7 +397,8 @@ impl JobText<'_> {
             written.push(("worker.command".to_owned(), as_json(command.get_ref())));
         }
         if let Some(exec) = &worker.exec {
-            written.push(("worker.exec".to_owned(), as_json(exec.get_ref())));
+            let words: Vec<String> = exec.get_ref().iter().map(|w| w.get_ref().clone()).collect();
+            written.push(("worker.exec".to_owned(), as_json(&words)));
             let stdin = match worker.stdin.as_ref().map(Spanned::get_ref) {
                 Some(RawStdin::Chunk) => "chunk",
                 _ => "none",
@@ -387,6 +423,9 @@ impl JobText<'_> {
                 ));
             }
             (Some(command), None) => {
+                if let Some(list) = &worker.success_exit {
+                    return Err(self.success_exit_without_exec(list.span()));
+                }
                 if let Some(stdin) = &worker.stdin {
                     return Err(self.error(
                         stdin.span(),
@@ -405,7 +444,13 @@ impl JobText<'_> {
                     .map_err(|message| self.error(command.span(), "worker.command", message))?;
                 (program, args.to_vec())
             }
-            (None, Some(exec)) => self.exec(&exec, worker.stdin.as_ref(), dir, source)?,
+            (None, Some(exec)) => self.exec(
+                &exec,
+                worker.stdin.as_ref(),
+                worker.success_exit.as_ref(),
+                dir,
+                source,
+            )?,
         };
 
         let mut env = Vec::new();
@@ -488,8 +533,9 @@ impl JobText<'_> {
     /// run once per chunk by the `exec-worker` host, which speaks the protocol.
     fn exec(
         &self,
-        exec: &Spanned<Vec<String>>,
+        exec: &Spanned<Vec<Spanned<String>>>,
         stdin: Option<&Spanned<RawStdin>>,
+        success_exit: Option<&Spanned<Vec<Spanned<i64>>>>,
         dir: &Path,
         source: &Source,
     ) -> Result<(std::path::PathBuf, Vec<String>)> {
@@ -500,21 +546,12 @@ impl JobText<'_> {
                     .to_owned(),
             ));
         };
-        let program = resolve_program(program, dir).map_err(fail)?;
-        for word in args {
-            if matches!(source, Source::Range { .. })
-                && let Some(p) = FILE_PLACEHOLDERS.iter().find(|p| word.contains(**p))
-            {
-                return Err(fail(format!(
-                    "`{p}` needs an input file, but the source is a `range`"
-                )));
-            }
-            if !matches!(source, Source::Lines { .. }) && word.contains(LINES_PLACEHOLDER) {
-                return Err(fail(format!(
-                    "`{LINES_PLACEHOLDER}` (the chunk's first line) needs a `lines` source"
-                )));
-            }
-        }
+        let program = resolve_program(program.get_ref(), dir).map_err(fail)?;
+        self.exec_args(args, source)?;
+        let success = success_exit
+            .map(|list| self.success_exit(list))
+            .transpose()?
+            .flatten();
         let stdin_mode = match stdin {
             Some(s) if *s.get_ref() == RawStdin::Chunk => {
                 if matches!(source, Source::Range { .. }) {
@@ -533,13 +570,14 @@ impl JobText<'_> {
                 "`exec` runs each chunk's command through `{EXEC_HOST}`, which is missing: {message}"
             ))
         })?;
-        let mut host_args = vec![
-            "--stdin".to_owned(),
-            stdin_mode.to_owned(),
-            "--".to_owned(),
-            program.to_string_lossy().into_owned(),
-        ];
-        host_args.extend(args.iter().cloned());
+        let mut host_args = vec!["--stdin".to_owned(), stdin_mode.to_owned()];
+        if let Some(statuses) = success {
+            let list: Vec<String> = statuses.iter().map(u8::to_string).collect();
+            host_args.extend(["--success-exit".to_owned(), list.join(",")]);
+        }
+        host_args.push("--".to_owned());
+        host_args.push(program.to_string_lossy().into_owned());
+        host_args.extend(args.iter().map(|word| word.get_ref().clone()));
         Ok((host, host_args))
     }
 

@@ -67,6 +67,7 @@ impl WorkQueue {
                 settings.reorder_max_bytes,
                 skip.clone(),
             )
+            .starting_at(source.first())
         });
         Self {
             source,

@@ -101,6 +101,13 @@ impl Reorder {
         self.spill = Some(spill);
     }
 
+    /// Starts at `first` rather than 0: a shard's chunks start at its block.
+    pub fn starting_at(mut self, first: u64) -> Self {
+        self.next = self.next.max(first);
+        self.pass_settled();
+        self
+    }
+
     fn pass_settled(&mut self) {
         if let Some(settled) = &self.settled {
             while settled.contains(self.next as usize) {
@@ -245,6 +252,23 @@ mod tests {
             worker: 0,
             seconds: 0.0,
         }
+    }
+
+    #[test]
+    fn a_shard_starts_at_its_block() {
+        let mut reorder = Reorder::new(4, 1 << 20, None).starting_at(10);
+        assert_eq!(reorder.next_index(), 10);
+        assert!(reorder.admits(13) && !reorder.admits(14));
+        let mut written = Vec::new();
+        for index in [11, 10] {
+            reorder
+                .done(meta(index), b"x", |m, _| {
+                    written.push(m.index);
+                    Ok::<_, String>(())
+                })
+                .unwrap();
+        }
+        assert_eq!(written, [10, 11]);
     }
 
     #[test]

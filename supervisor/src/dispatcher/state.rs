@@ -16,10 +16,9 @@ use super::settings::Settings;
 use super::slots::{RestartBudget, Slot, SlotPhase};
 use super::types::{
     AttemptError, ChunkFailure, Counts, Effects, Event, Generation, KillCause, Outcome, ResultMeta,
-    RunEvent,
+    RunEvent, bounded,
 };
 use crate::chunks::ChunkSource;
-use crate::config::MaxFailed;
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum RunPhase {
@@ -41,34 +40,6 @@ pub(super) enum DrainCause {
     Signal(i32),
     /// `max_failed` was passed: the run aborts once what is in flight settles.
     TooManyFailures(String),
-}
-
-/// The most of a worker's error message kept per attempt: errors wait in
-/// memory until their chunk settles, so each is bounded, whatever a worker
-/// sends (up to a whole frame).
-pub(super) const MAX_ERROR_BYTES: usize = 64 * 1024;
-
-/// `error` whole when short, else its start and its end (where a traceback
-/// says what went wrong) around a note of what was cut.
-pub(super) fn bounded(error: &str) -> String {
-    if error.len() <= MAX_ERROR_BYTES {
-        return error.to_owned();
-    }
-    let half = MAX_ERROR_BYTES / 2;
-    let mut head = half;
-    while !error.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = error.len() - half;
-    while !error.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!(
-        "{}…({} bytes cut)…{}",
-        &error[..head],
-        tail - head,
-        &error[tail..]
-    )
 }
 
 /// How long a finished chunk took at its worker, and how long it waited there.
@@ -527,34 +498,6 @@ impl Dispatcher {
         }
         if let Some(reason) = self.breaker_tripped() {
             self.trip(reason, now, fx);
-        }
-    }
-
-    /// Whether `max_failed` has been passed, and how, in words.
-    fn breaker_tripped(&self) -> Option<String> {
-        let failed = self.counts.failed;
-        match self.settings.max_failed? {
-            MaxFailed::Count(max) => (failed > max).then(|| {
-                format!(
-                    "{failed} chunks failed for good, more than max_failed allows ({max}); \
-                     dispatch stopped and the run drained"
-                )
-            }),
-            MaxFailed::Share { per_million } => {
-                let finished = self.counts.done + failed;
-                // A share says something once enough chunks finished for
-                // one failure to be within it.
-                let enough = 1_000_000u64.div_ceil(u64::from(per_million.max(1)));
-                let past =
-                    u128::from(failed) * 1_000_000 > u128::from(per_million) * u128::from(finished);
-                (finished >= enough && past).then(|| {
-                    format!(
-                        "{failed} of the {finished} chunks finished failed for good, more than \
-                         max_failed allows ({}%); dispatch stopped and the run drained",
-                        f64::from(per_million) / 10_000.0
-                    )
-                })
-            }
         }
     }
 

@@ -10,6 +10,7 @@ use protocol::message::Cancel;
 use super::slots::SlotPhase;
 use super::state::{Dispatcher, DrainCause, RunPhase};
 use super::types::{Effects, KillCause, Outcome, RunEvent};
+use crate::config::MaxFailed;
 
 impl Dispatcher {
     /// Ends the run early: every worker is killed, chunks in flight are abandoned.
@@ -136,6 +137,34 @@ impl Dispatcher {
                     self.kill(slot, KillCause::NotNeeded, fx)
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Whether `max_failed` has been passed, and how, in words.
+    pub(super) fn breaker_tripped(&self) -> Option<String> {
+        let failed = self.counts.failed;
+        match self.settings.max_failed? {
+            MaxFailed::Count(max) => (failed > max).then(|| {
+                format!(
+                    "{failed} chunks failed for good, more than max_failed allows ({max}); \
+                     dispatch stopped and the run drained"
+                )
+            }),
+            MaxFailed::Share { per_million } => {
+                let finished = self.counts.done + failed;
+                // A share says something once enough chunks finished for
+                // one failure to be within it.
+                let enough = 1_000_000u64.div_ceil(u64::from(per_million.max(1)));
+                let past =
+                    u128::from(failed) * 1_000_000 > u128::from(per_million) * u128::from(finished);
+                (finished >= enough && past).then(|| {
+                    format!(
+                        "{failed} of the {finished} chunks finished failed for good, more than \
+                         max_failed allows ({}%); dispatch stopped and the run drained",
+                        f64::from(per_million) / 10_000.0
+                    )
+                })
             }
         }
     }

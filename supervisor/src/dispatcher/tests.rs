@@ -902,7 +902,7 @@ fn a_worker_s_error_is_kept_within_bounds_its_start_and_end_whole() {
             })
             .expect("the chunk failed for good");
     assert!(
-        kept.len() <= super::state::MAX_ERROR_BYTES + 64,
+        kept.len() <= super::types::MAX_ERROR_BYTES + 64,
         "{}",
         kept.len()
     );

@@ -274,6 +274,34 @@ impl Counts {
     }
 }
 
+/// The most of a worker's error message kept per attempt: errors wait in
+/// memory until their chunk settles, so each is bounded, whatever a worker
+/// sends (up to a whole frame).
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// `error` whole when short, else its start and its end (where a traceback
+/// says what went wrong) around a note of what was cut.
+pub fn bounded(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let half = MAX_ERROR_BYTES / 2;
+    let mut head = half;
+    while !error.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = error.len() - half;
+    while !error.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}…({} bytes cut)…{}",
+        &error[..head],
+        tail - head,
+        &error[tail..]
+    )
+}
+
 /// Introduces, in an error, the last lines a worker wrote to stderr.
 pub const LAST_WORDS: &str = "; its last words on stderr:\n";
 

@@ -33,7 +33,10 @@ pub struct Fingerprint {
 /// resolves to: activating a virtualenv or a version manager's shim changes
 /// that path, not what the worker computes; it is kept as a note instead. The path is in because the journal records byte offsets
 /// into that one file: pointed elsewhere, a resumed run would miss every
-/// chunk the journal counts as done.
+/// chunk the journal counts as done. A shard's also has `shard` (`I/N`): a
+/// shard's journal proves to `merge` which block of the job it ran, and a
+/// shard is never resumed as another one. A job run whole has no `shard`
+/// field, so journals written before shards existed still match.
 ///
 /// Not in it: workers, timeouts, retries, restart policy, drain timeout,
 /// environment, memory limit, worker recycling, the job's name and the state
@@ -91,6 +94,9 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
             OutputPath::File(path) => path.to_string_lossy().into_owned(),
         },
     );
+    if let Some(shard) = &job.shard {
+        set("shard", shard.shard.to_string());
+    }
     let mut fingerprint = Fingerprint::from_fields(fields);
     let resolved = std::iter::once(job.worker.program.to_string_lossy().into_owned())
         .chain(job.worker.args.iter().cloned())
@@ -276,6 +282,29 @@ params = { modulus = 10007, name = "x" }
         );
         assert_ne!(was.notes["worker.resolved"], now.notes["worker.resolved"]);
         assert!(now.notes["worker.resolved"].starts_with(r#"["/opt/venv/bin/sh","#));
+    }
+
+    #[test]
+    fn a_shard_is_in_it_and_the_whole_job_is_not() {
+        let (_dir, job) = job();
+        assert!(!fingerprint(&job).fields.contains_key("shard"));
+        let shard = |index, count| crate::shard::JobShard {
+            shard: crate::shard::Shard::new(index, count).unwrap(),
+            from: crate::shard::Scheduler::CommandLine,
+            evidence: String::new(),
+        };
+        let one_of_four = crate::shard::for_shard(job.clone(), shard(1, 4)).unwrap();
+        let mut one_of_three = one_of_four.clone();
+        one_of_three.shard = Some(shard(1, 3));
+        assert_eq!(fingerprint(&one_of_four).fields["shard"], "1/4");
+        assert_eq!(
+            fingerprint(&one_of_four).changes(&fingerprint(&one_of_three)),
+            [("shard".to_owned(), "1/4".to_owned(), "1/3".to_owned())]
+        );
+        // Where the shard came from does not matter.
+        let mut from_slurm = one_of_four.clone();
+        from_slurm.shard.as_mut().unwrap().from = crate::shard::Scheduler::Slurm;
+        assert_eq!(fingerprint(&one_of_four), fingerprint(&from_slurm));
     }
 
     #[test]

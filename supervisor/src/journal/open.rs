@@ -7,7 +7,8 @@ use std::path::Path;
 
 use fixedbitset::FixedBitSet;
 
-use super::format::{BadRecord, Entry, EntryKind, MAGIC, RECORD_LEN, decode_record, encode_header};
+use super::format::{Entry, EntryKind, MAGIC, encode_header};
+use super::scan::Scan;
 use super::writer::JournalWriter;
 use super::{Fingerprint, JournalError};
 use crate::durable;
@@ -199,19 +200,16 @@ pub(super) fn read_back(
         .metadata()
         .map_err(JournalError::io("read the journal", path))?
         .len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let read_error = JournalError::io("read the journal", path);
-
-    let (stored, header_len) = read_header(&mut reader, path, file_len)?;
-    if stored.digest != fingerprint.digest {
-        if file_len == header_len {
+    let mut scan = Scan::new(file, path, file_len)?;
+    if scan.fingerprint.digest != fingerprint.digest {
+        if scan.is_bare() {
             // Another job's journal that settled nothing holds nothing to
             // keep: starting over loses nothing, so it never blocks a run.
             return Ok(Recovered::empty(chunk_count));
         }
         return Err(JournalError::Changed {
             dir: dir.to_path_buf(),
-            changes: stored.changes(fingerprint),
+            changes: scan.fingerprint.changes(fingerprint),
         });
     }
 
@@ -220,35 +218,14 @@ pub(super) fn read_back(
         None => None,
     };
     let mut recovered = Recovered::empty(chunk_count);
-    recovered.notes = stored.notes;
-    let whole = (file_len - header_len) / RECORD_LEN as u64;
-    let mut bytes = [0; RECORD_LEN];
-    let mut read_failed = None;
-    for n in 0..whole {
-        if let Err(e) = reader.read_exact(&mut bytes) {
-            read_failed = Some(e);
-            break;
-        }
-        let entry = match decode_record(&bytes) {
-            Ok(entry) => entry,
-            Err(BadRecord::Checksum) => {
-                if any_good_record(&mut reader, whole - n - 1) {
-                    recovered.damaged_at = Some(n);
-                }
-                break;
-            }
-            Err(BadRecord::Invalid(reason)) => {
-                return Err(JournalError::corrupt(path, format!("record {n}: {reason}")));
-            }
-        };
+    recovered.notes = std::mem::take(&mut scan.fingerprint.notes);
+    while let Some(entry) = scan.next_entry()? {
         if entry.index >= chunk_count {
-            return Err(JournalError::corrupt(
-                path,
-                format!(
-                    "record {n} is for chunk {}, but the job has {chunk_count} chunks",
-                    entry.index
-                ),
-            ));
+            return Err(scan.corrupt(format!(
+                "record {} is for chunk {}, but the job has {chunk_count} chunks",
+                scan.records() - 1,
+                entry.index
+            )));
         }
         let index = entry.index as usize;
         match entry.kind {
@@ -267,28 +244,11 @@ pub(super) fn read_back(
                 recovered.done.set(index, false);
             }
         }
-        recovered.records += 1;
     }
-    if let Some(e) = read_failed {
-        return Err(read_error(e));
-    }
-    let kept = header_len + recovered.records * RECORD_LEN as u64;
-    recovered.torn_bytes = file_len - kept;
+    recovered.records = scan.records();
+    recovered.torn_bytes = scan.untrusted_bytes();
+    recovered.damaged_at = scan.damaged_at();
     Ok(recovered)
-}
-
-/// Whether any of the next `count` records read whole and checksummed.
-fn any_good_record(reader: &mut impl Read, count: u64) -> bool {
-    let mut bytes = [0; RECORD_LEN];
-    for _ in 0..count {
-        if reader.read_exact(&mut bytes).is_err() {
-            return false;
-        }
-        if decode_record(&bytes).is_ok() {
-            return true;
-        }
-    }
-    false
 }
 
 /// Reads the output along with the journal, checking each finished chunk's
@@ -363,7 +323,7 @@ impl OutputCheck {
 
 /// Reads and checks the header; returns the fingerprint in it and the
 /// header's length, where the records start.
-fn read_header(
+pub(super) fn read_header(
     reader: &mut impl Read,
     path: &Path,
     file_len: u64,

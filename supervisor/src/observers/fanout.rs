@@ -227,6 +227,7 @@ mod tests {
             .report
             .build(&crate::observers::report::ReportInput {
                 job_name: "job",
+                shard: None,
                 outcome: &outcome,
                 exit_code: 0,
                 counts: Counts::default(),

@@ -2,7 +2,8 @@
 //!
 //! [`Metrics::install`] starts an HTTP listener (`--metrics-addr`) that answers
 //! any GET with the text exposition format. Every metric carries a `job` label
-//! with the job's name. Metrics are registered with their help text at start,
+//! with the job's name, and a shard's metrics a `shard` label too (`1/4`,
+//! shard 1 of 4), so that the shards of one job scraped together stay apart. Metrics are registered with their help text at start,
 //! so each one is present from the first scrape, at zero.
 //!
 //! | metric | type | what |
@@ -41,6 +42,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use tokio::task::JoinHandle;
 
 use crate::dispatcher::{KillCause, RunEvent};
+use crate::shard::JobShard;
 
 /// Upper bounds of the chunk-time buckets, in seconds: 100 µs to an hour, in
 /// steps of about ×2–×5, so both tiny and hour-long chunks get a useful shape.
@@ -155,13 +157,21 @@ impl Metrics {
     /// 127.0.0.1:9464) and registers every metric with its help text. Must be
     /// called inside the tokio runtime; the listener is served by it. Errors
     /// (address in use, …) are returned before anything is served.
-    pub fn install(addr: SocketAddr, job_name: &str) -> anyhow::Result<Self> {
+    pub fn install(
+        addr: SocketAddr,
+        job_name: &str,
+        shard: Option<&JobShard>,
+    ) -> anyhow::Result<Self> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| anyhow!("metrics need a tokio runtime to serve from"))?;
         let _entered = runtime.enter();
-        let builder = PrometheusBuilder::new()
+        let mut builder = PrometheusBuilder::new()
             .with_http_listener(addr)
-            .add_global_label("job", job_name)
+            .add_global_label("job", job_name);
+        if let Some(shard) = shard {
+            builder = builder.add_global_label("shard", shard.shard.to_string());
+        }
+        let builder = builder
             .set_buckets_for_metric(Matcher::Full(CHUNK_SECONDS.to_owned()), SECONDS_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(QUEUE_SECONDS.to_owned()), SECONDS_BUCKETS)
@@ -380,7 +390,7 @@ mod tests {
             .build()
             .unwrap();
         let _entered = runtime.enter();
-        let mut metrics = Metrics::install("127.0.0.1:0".parse().unwrap(), "unit").unwrap();
+        let mut metrics = Metrics::install("127.0.0.1:0".parse().unwrap(), "unit", None).unwrap();
         let chunk = crate::chunks::ChunkSpec {
             index: 0,
             start: 0,
@@ -466,7 +476,7 @@ mod tests {
             .build()
             .unwrap();
         let _entered = runtime.enter();
-        let metrics = Metrics::install("127.0.0.1:0".parse().unwrap(), "fresh").unwrap();
+        let metrics = Metrics::install("127.0.0.1:0".parse().unwrap(), "fresh", None).unwrap();
         let text = metrics.handle.render();
         for name in [
             "supervisor_chunks_total",
@@ -490,6 +500,27 @@ mod tests {
     }
 
     #[test]
+    fn a_shards_metrics_carry_its_shard() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        let shard = JobShard {
+            shard: crate::shard::Shard::new(1, 4).unwrap(),
+            from: crate::shard::Scheduler::Slurm,
+            evidence: String::new(),
+        };
+        let metrics =
+            Metrics::install("127.0.0.1:0".parse().unwrap(), "part", Some(&shard)).unwrap();
+        let text = metrics.handle.render();
+        assert!(
+            text.contains(r#"supervisor_draining{job="part",shard="1/4"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_taken_address_is_an_error() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -497,7 +528,7 @@ mod tests {
             .unwrap();
         let _entered = runtime.enter();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let error = Metrics::install(taken.local_addr().unwrap(), "unit")
+        let error = Metrics::install(taken.local_addr().unwrap(), "unit", None)
             .err()
             .expect("the address is taken");
         assert!(format!("{error:#}").contains("in use"), "{error:#}");

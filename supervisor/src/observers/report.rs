@@ -12,5 +12,5 @@ mod tests;
 
 pub use collector::{FAILED_LIST_CAP, ReportCollector, ReportInput};
 pub use file::write_report;
-pub use schema::{REPORT_VERSION, Report};
+pub use schema::{REPORT_VERSION, Report, ShardReport};
 pub use summary::summary;

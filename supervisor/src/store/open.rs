@@ -133,12 +133,14 @@ fn resumed(
         .with_context(|| format!("cannot resume the output {}", path.display()))
         .map_err(SetupError::Refused)?
         .in_format(job.output.format);
-    let chunk_count = job.chunk_count();
+    let block = job.block();
+    let chunk_count = block.end - block.start;
     let done_before = recovered.done.count_ones(..) as u64;
     let failed_earlier = recovered.failed.count_ones(..) as u64;
     let skip = if retry_failed {
         let mut skip = FixedBitSet::with_capacity(recovered.failed.len());
-        skip.insert_range(..);
+        // Only the run's own chunks: a shard's source gives no others.
+        skip.insert_range(block.start as usize..block.end as usize);
         skip.difference_with(&recovered.failed);
         info!("retrying the {failed_earlier} chunks that failed for good last time");
         skip

@@ -94,6 +94,7 @@ pub fn spawn_worker(spec: &WorkerSpec, slot: usize) -> io::Result<Started> {
     let pid = child
         .id()
         .ok_or_else(|| io::Error::other("the worker exited before it could be watched"))?;
+    super::orphans::started(pid);
     ours.set_nonblocking(true)?;
     Ok(Started {
         child,

@@ -179,6 +179,7 @@ impl WorkerTask {
                 }
                 exit = self.child.wait(), if status.is_none() => {
                     // Reap, then take down whatever it left behind in its group.
+                    super::orphans::reaped(self.pid);
                     signal_group(self.pid, Signal::SIGKILL);
                     status = Some(match exit {
                         Ok(exit) => describe_exit(exit),

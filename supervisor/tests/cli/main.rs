@@ -6,11 +6,13 @@ mod drain;
 mod faults;
 mod harness;
 mod hostile;
+mod items;
 mod metrics;
 mod progress;
 mod python;
 mod report;
 mod resources;
+mod shards;
 mod sources;
 
 use std::collections::BTreeMap;

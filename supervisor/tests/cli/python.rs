@@ -39,6 +39,13 @@ def squares(chunk):
 def plain(chunk):
     return squares(chunk)
 
+def detach(chunk):
+    """Starts a process that leaves the worker's process group and session,
+    as a daemonizing tool would, and does not wait for it."""
+    import subprocess
+    subprocess.Popen(["sleep", "300"], start_new_session=True)
+    return squares(chunk)
+
 def crash_on_3(chunk):
     announce(chunk)
     if chunk.index == 3 and chunk.attempt == 1:
@@ -491,5 +498,19 @@ fn the_heavy_python_example_gives_the_known_answer() {
     assert_exactly_once(&records, 100);
     let total: u64 = records.iter().map(|r| r.output.as_u64().unwrap()).sum();
     assert_eq!(total, SQUARES_TOTAL);
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn what_a_python_worker_detaches_does_not_outlive_the_run() {
+    let scenario = Scenario::new();
+    let job = scenario.job(
+        "detach.toml",
+        &python_job(&scenario, "detach", 8000, 1000, ""),
+    );
+    let finished = scenario.run(&["-w", "2", job.to_str().unwrap()]);
+    finished.expect_code(0);
+    assert_exactly_once(&read_records(&scenario.path("detach.jsonl")), 8);
+    // Eight `sleep 300` in sessions of their own were started; none is left.
     scenario.assert_no_survivors();
 }

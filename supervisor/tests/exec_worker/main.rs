@@ -4,6 +4,7 @@
 mod files;
 #[path = "../../../worker/tests/common/harness.rs"]
 mod harness;
+mod items;
 mod procfs;
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -59,7 +60,7 @@ fn placeholders_are_filled_in_and_other_braces_are_left_alone() {
         "{print $1}",
         "{}",
         "{{index}}",
-        "{line}",
+        "{first_line}",
         "{ index }",
     ]);
     w.handshake(Input::Range);
@@ -80,7 +81,7 @@ fn file_placeholders_name_the_input_and_the_byte_range() {
         "{path}",
         "{offset}",
         "{length}",
-        "{line}",
+        "{first_line}",
     ]);
     w.handshake(Input::Lines { path: path.into() });
     w.send(&[assign_from(1, 4, 14, 1, 1)]);
@@ -474,6 +475,9 @@ fn a_missing_command_is_a_usage_error_before_hello() {
         &["--"],
         &["--", ""],
         &["--stdin", "all", "--", "/bin/cat"],
+        &["--success-exit", "256", "--", "/bin/cat"],
+        &["--success-exit", "", "--", "/bin/cat"],
+        &["--", "/bin/echo", "{line}"],
     ] {
         let mut w = spawn(args);
         assert_eq!(w.recv(), None, "{args:?}");

@@ -148,6 +148,16 @@ class MapTest(unittest.TestCase):
         self.assertEqual(out.strip(), str(SEED_TOTAL))
         self.assertIn("100 of 100 chunks done", err)
 
+    def test_inside_an_array_task_map_still_runs_the_whole_job(self):
+        program = Program(self, SEED)
+        program.env.update(SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="4",
+                           SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="3",
+                           SLURM_ARRAY_TASK_STEP="1")
+        code, out, err = program.run()
+        self.assertEqual(code, 0, err)
+        self.assertEqual(out.strip(), str(SEED_TOTAL))
+        self.assertIn("100 of 100 chunks done", err)
+
     def test_functions_from_main_and_from_a_module_and_the_guard(self):
         program = Program(
             self,

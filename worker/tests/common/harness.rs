@@ -171,6 +171,19 @@ impl Worker {
         self.socket().write_all(bytes).expect("write to the worker");
     }
 
+    /// As [`Worker::send`], for a worker that may have exited already.
+    #[allow(
+        dead_code,
+        reason = "only the init tests send to a worker that may be gone"
+    )]
+    pub fn try_send(&mut self, messages: &[SupervisorMessage]) -> std::io::Result<()> {
+        let mut bytes = Vec::new();
+        for m in messages {
+            encode_frame(m, &mut bytes).unwrap();
+        }
+        self.socket().write_all(&bytes)
+    }
+
     /// The next message, or `None` at a clean end of stream.
     pub fn recv(&mut self) -> Option<Reply> {
         self.try_recv()
@@ -189,8 +202,19 @@ impl Worker {
                 return Ok(Some(owned(message)));
             }
             let socket = self.socket.as_mut().expect("the socket is closed");
-            if !self.frames.fill_from(socket)? {
-                return Ok(None);
+            match self.frames.fill_from(socket) {
+                Ok(true) => {}
+                Ok(false) => return Ok(None),
+                // A worker killed while bytes it had not read were still
+                // queued for it resets the connection instead of closing it:
+                // either way it is gone, and nothing was half sent.
+                Err(ProtocolError::Io(e))
+                    if e.kind() == std::io::ErrorKind::ConnectionReset
+                        && !self.frames.has_partial_frame() =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -2,30 +2,33 @@
 //! stdout, pass its stderr on, and kill it when the chunk is cancelled or its
 //! output cannot fit in an answer.
 //!
-//! The handler's thread reads stdout straight into the output buffer, polling
-//! it with a short timeout to look at the cancel flag in between; helper
-//! threads take the waits that would otherwise block it (stderr and the exit,
-//! stdin) and report through one channel, which it waits on the same way once
-//! stdout has ended. So it wakes the moment the command is done, and never
-//! blocks where a Cancel could not reach it.
+//! One thread does it all: the handler's, in one `poll` over the command's
+//! three pipes and its pidfd (while bytes stream, a short nap between turns
+//! instead: see [`crate::pace`]), waking at least every [`CANCEL_POLL`] to
+//! look at the cancel flag. No helper threads, and no copies but the ones the
+//! kernel makes: the chunk's bytes are spliced from the input file into
+//! stdin, and stdout is read straight into the buffer the answer is sent from.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read as _, Write as _};
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::FileExt as _;
-use std::os::unix::process::CommandExt as _;
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::thread;
+use std::process::ExitStatus;
 use std::time::Duration;
+use std::{io, mem::MaybeUninit};
 
+use protocol::message::Input;
 use worker::{Chunk, Context};
 
 use crate::error::{ExecError, InputError};
-use crate::placeholders::Template;
-use crate::stderr::{self, Tail};
+use crate::feed::{Fed, Feed};
+use crate::items::split_lines;
+use crate::pace::Pace;
+use crate::pipes::{self, Pipe, Read};
+use crate::placeholders::{Inputs, Template};
+use crate::spawn::{CStrings, Process, Spawner, Stdio};
+use crate::stderr::Forward;
 
 /// What the command reads on stdin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,53 +51,83 @@ const MAX_OUTPUT: usize = protocol::codec::MAX_DONE_OUTPUT;
 /// ~50 ms a Cancel may take to be noticed, and rare enough to cost nothing.
 const CANCEL_POLL: Duration = Duration::from_millis(20);
 
-/// Bytes of the input file read and written to stdin at a time: a few pipe
-/// buffers' worth, so a chunk of any size costs this much memory.
-const STDIN_PIECE: usize = 256 * 1024;
+/// Bytes of stdout read in one turn of the loop before the other pipes get
+/// their turn.
+const STDOUT_TURN: usize = 4 << 20;
 
-/// Bytes read from stdout at a time.
-const STDOUT_PIECE: usize = 64 * 1024;
+/// Bytes of stderr read at a time.
+const STDERR_PIECE: usize = 16 * 1024;
 
-/// The program, its argument template and its stdin, the same for every chunk.
+/// The program, its argument template and its stdin, the same for every
+/// chunk, and what is reused from one chunk to the next.
 pub struct Exec {
-    program: OsString,
+    program: CString,
     /// The program as error messages show it.
     name: String,
     template: Template,
     stdin: StdinMode,
-    /// Reused for every read of stdout.
-    piece: Vec<u8>,
-}
-
-/// What a helper thread reports.
-enum Event {
-    Stderr(Tail),
-    /// The command exited; it is not reaped yet, so its pid still names it.
-    Exited,
-    Stdin(Result<(), InputError>),
-}
-
-/// Why the handler stopped waiting.
-enum Stop {
-    Finished,
-    Cancelled,
-    Failed(ExecError),
+    /// Exit statuses that count as success.
+    success: Vec<i32>,
+    spawner: Spawner,
+    /// This process's environment less the worker's own variables.
+    env: CStrings,
+    /// The chunk's variables, after `env`.
+    chunk_env: CStrings,
+    /// The program, then the rendered arguments.
+    argv: CStrings,
+    /// The chunk's bytes, when the arguments hold its lines.
+    chunk_bytes: Vec<u8>,
+    stderr_piece: Vec<MaybeUninit<u8>>,
+    null: File,
 }
 
 impl Exec {
-    pub fn new(program: OsString, template: Template, stdin: StdinMode) -> Self {
-        let name = Path::new(&program).display().to_string();
-        Self {
+    /// # Errors
+    ///
+    /// When `/dev/null` or the memory for starting commands is unavailable,
+    /// or the program's path holds a NUL byte.
+    pub fn new(
+        program: &OsStr,
+        template: Template,
+        stdin: StdinMode,
+        success: Vec<i32>,
+    ) -> io::Result<Self> {
+        let name = Path::new(program).display().to_string();
+        let program = CString::new(program.as_bytes()).map_err(io::Error::other)?;
+        let mut env = CStrings::default();
+        for (key, value) in std::env::vars_os() {
+            // The command may be a worker itself: it must not take this
+            // worker's socket (already closed on exec) for its own.
+            if [protocol::WORKER_FD_ENV, CHUNK_INDEX_ENV, CHUNK_ATTEMPT_ENV]
+                .iter()
+                .any(|own| key == *own)
+            {
+                continue;
+            }
+            let mut pair = key;
+            pair.push("=");
+            pair.push(value);
+            // A variable with a NUL byte cannot exist; skip rather than fail.
+            let _ = env.push(&pair);
+        }
+        Ok(Self {
             program,
             name,
             template,
             stdin,
-            piece: vec![0; STDOUT_PIECE],
-        }
+            success,
+            spawner: Spawner::new()?,
+            env,
+            chunk_env: CStrings::default(),
+            argv: CStrings::default(),
+            chunk_bytes: Vec::new(),
+            stderr_piece: vec![MaybeUninit::uninit(); STDERR_PIECE],
+            null: File::open("/dev/null")?,
+        })
     }
 
     /// Runs the command on `chunk`, leaving its stdout in `out` when it exits
-    /// with status 0.
+    /// with a status that counts as success.
     ///
     /// # Errors
     ///
@@ -110,202 +143,247 @@ impl Exec {
         if ctx.is_cancelled() {
             return Err(ExecError::Cancelled);
         }
-        let args = self.template.render(chunk, ctx.input_path())?;
-        let input = match self.stdin {
-            StdinMode::Chunk => Some(open_input(ctx)?),
+        self.prepare(ctx, chunk)?;
+        let feed = match self.stdin {
+            StdinMode::Chunk => {
+                let path = ctx.input_path().ok_or(ExecError::StdinWithoutFile)?;
+                let file = ctx.input_file().map_err(ExecError::OpenInput)?;
+                Some(Feed::new(file, path, chunk.start, chunk.end))
+            }
             StdinMode::None => None,
         };
-        let mut child = KillOnDrop(self.spawn(chunk, &args, input.is_some())?);
-        let (events, inbox) = mpsc::channel();
-        let mut pending = Pending::default();
-        let stdout = self
-            .start_helpers(&mut child.0, chunk, input, events, &mut pending)
-            .map_err(|source| self.watch_error(source))?;
-
-        match self.wait(ctx, &inbox, stdout, out, &mut pending) {
-            Stop::Finished => {}
-            Stop::Cancelled => return Err(ExecError::Cancelled),
-            Stop::Failed(e) => return Err(e),
+        let watch = |e| self.watch_error(e);
+        let stdin = feed
+            .is_some()
+            .then(pipes::data_pipe)
+            .transpose()
+            .map_err(watch)?;
+        let (stdin_ours, stdin_theirs) = stdin.map(|p| (p.write, p.read)).unzip();
+        let Pipe {
+            read: stdout_ours,
+            write: stdout_theirs,
+        } = pipes::data_pipe().map_err(watch)?;
+        let Pipe {
+            read: stderr_ours,
+            write: stderr_theirs,
+        } = pipes::pipe().map_err(watch)?;
+        let stdio = Stdio {
+            stdin: stdin_theirs
+                .as_ref()
+                .map_or(self.null.as_fd(), OwnedFd::as_fd),
+            stdout: stdout_theirs.as_fd(),
+            stderr: stderr_theirs.as_fd(),
+        };
+        let program = self.program.as_c_str();
+        let process = self
+            .spawner
+            .spawn(program, &self.argv, &self.env, &self.chunk_env, &stdio)
+            .map_err(|source| self.spawn_error(source))?;
+        // The command is now the only holder of its ends, so they close when
+        // it exits (or whatever it started that inherited them does).
+        drop((stdin_theirs, stdout_theirs, stderr_theirs));
+        let ours = Ends {
+            stdin: stdin_ours,
+            stdout: stdout_ours,
+            stderr: stderr_ours,
+        };
+        for fd in ours.stdin.iter().chain([&ours.stdout, &ours.stderr]) {
+            pipes::set_nonblocking(fd.as_fd()).map_err(|e| self.watch_error(e))?;
         }
-        let status = child.0.wait().map_err(|e| self.watch_error(e))?;
-        let tail = pending.stderr.take().map(|t| t.text()).unwrap_or_default();
-        if !status.success() {
+        let (status, tail, input_error) = self.wait(ctx, process, feed, ours, out)?;
+        if !counts_as_success(status, &self.success) {
             return Err(ExecError::ended(&self.name, status, tail));
         }
-        if let Some(Err(e)) = pending.stdin.take() {
+        if let Some(e) = input_error {
             // The command saw less than the chunk: its output is no answer.
             return Err(e.into());
         }
         Ok(())
     }
 
-    fn spawn(
-        &self,
-        chunk: &Chunk,
-        args: &[OsString],
-        piped_stdin: bool,
-    ) -> Result<Child, ExecError> {
-        let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
-        let mut command = Command::new(&self.program);
-        command
-            .args(args)
-            // The command may be a worker itself: it must not take this
-            // worker's socket (already closed on exec) for its own.
-            .env_remove(protocol::WORKER_FD_ENV)
-            .env(CHUNK_INDEX_ENV, chunk.index.to_string())
-            .env(CHUNK_ATTEMPT_ENV, chunk.attempt.to_string())
-            .stdin(if piped_stdin {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // No process group of its own: the supervisor kills the worker's
-        // group, and that must take the command (and anything it started)
-        // along. PR_SET_PDEATHSIG covers a worker that dies on its own; it
-        // fires when the thread that forked exits, which is the thread that
-        // runs the handler and lives as long as the worker.
-        //
-        // SAFETY: between fork and exec only async-signal-safe system calls
-        // are made: no allocation, no locks. std resets the signal mask and
-        // SIGPIPE itself, and exec resets the SDK's SIGINT handler to the default.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The worker may have died before the line above took effect.
-                if libc::getppid() != parent {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
-        command.spawn().map_err(|source| ExecError::Spawn {
-            program: self.name.clone(),
-            source,
-        })
-    }
-
-    /// Starts the helper threads, each of which reports on `events`; returns
-    /// stdout, which the handler's thread reads itself.
-    fn start_helpers(
-        &self,
-        child: &mut Child,
-        chunk: &Chunk,
-        input: Option<Input>,
-        events: Sender<Event>,
-        pending: &mut Pending,
-    ) -> io::Result<ChildStdout> {
-        let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
-        let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
-        let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
-        let stdin = child.stdin.take();
-
-        if let (Some(input), Some(stdin)) = (input, stdin) {
-            let (start, end) = (chunk.start, chunk.end);
-            let tx = events.clone();
-            helper("exec-stdin", move || {
-                let _ = tx.send(Event::Stdin(input.feed(start, end, stdin)));
-            })?;
+    /// Fills in the arguments and the chunk's variables.
+    fn prepare(&mut self, ctx: &Context, chunk: &Chunk) -> Result<(), ExecError> {
+        let items = if self.template.needs_items() && matches!(ctx.input(), Input::Lines { .. }) {
+            self.chunk_bytes.clear();
+            ctx.read_chunk(chunk, &mut self.chunk_bytes)
+                .map_err(ExecError::ReadLines)?;
+            Some(split_lines(&self.chunk_bytes))
         } else {
-            pending.stdin = Some(Ok(()));
+            None
+        };
+        let inputs = Inputs {
+            path: ctx.input_path(),
+            items: items.as_deref(),
+        };
+        let args = self.template.render(chunk, inputs)?;
+        self.argv.clear();
+        self.argv.push_owned(self.program.clone());
+        for (n, arg) in (1..).zip(&args) {
+            self.argv
+                .push(arg)
+                .map_err(|_| ExecError::NulInArgument(n))?;
         }
-        // One thread for both: a chunk is not finished before stderr has
-        // ended anyway, and a thread less is a good part of a short command's cost.
-        helper("exec-stderr", move || {
-            let _ = events.send(Event::Stderr(stderr::forward(stderr)));
-            // Whatever the outcome: an error means it is gone already.
-            let _ = wait_for_exit(pid);
-            let _ = events.send(Event::Exited);
-        })?;
-        Ok(stdout)
+        self.chunk_env.clear();
+        for (key, value) in [
+            (CHUNK_INDEX_ENV, chunk.index.to_string()),
+            (CHUNK_ATTEMPT_ENV, chunk.attempt.to_string()),
+        ] {
+            let pair = OsString::from(format!("{key}={value}"));
+            // Digits and a name: no NUL.
+            let _ = self.chunk_env.push(&pair);
+        }
+        Ok(())
     }
 
-    /// Waits until the command has exited and every pipe is done, the chunk is
-    /// cancelled, or something goes wrong that makes the rest pointless.
+    /// Watches the command until it has exited and its stdout and stderr
+    /// are closed, the chunk is cancelled, or something goes wrong that
+    /// makes the rest pointless; returns its status, the end of its stderr,
+    /// and an error writing its stdin, if there was one.
     ///
     /// A process the command left behind that keeps its stdout or stderr open
     /// holds the chunk until it closes them, as in a shell's `$(...)`; a
-    /// Cancel, or the supervisor's timeout, still ends the wait.
+    /// Cancel, or the supervisor's timeout, still ends the wait. Dropping
+    /// `process` on the way out kills and reaps the command.
     fn wait(
         &mut self,
         ctx: &Context,
-        inbox: &Receiver<Event>,
-        stdout: ChildStdout,
+        mut process: Process,
+        mut feed: Option<Feed<'_>>,
+        ends: Ends,
         out: &mut Vec<u8>,
-        pending: &mut Pending,
-    ) -> Stop {
+    ) -> Result<(ExitStatus, String, Option<InputError>), ExecError> {
+        let Ends {
+            mut stdin,
+            stdout,
+            stderr,
+        } = ends;
+        let mut pace = Pace::new(pipes::capacity(stdout.as_fd()));
         let mut stdout = Some(stdout);
-        let mut helpers_gone = false;
+        let mut stderr = Some(stderr);
+        let mut forward = Forward::default();
+        let mut input_error = None;
+        let mut status = None;
         loop {
-            while !helpers_gone {
-                match inbox.try_recv() {
-                    Ok(event) => {
-                        if let Some(stop) = pending.note(event) {
-                            return stop;
-                        }
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => helpers_gone = true,
-                }
-            }
-            if stdout.is_none() && pending.complete() {
-                return Stop::Finished;
+            if let Some(status) = status
+                && stdout.is_none()
+                && stderr.is_none()
+            {
+                let tail = forward.finish().text();
+                return Ok((status, tail, input_error));
             }
             if ctx.is_cancelled() {
-                return Stop::Cancelled;
+                return Err(ExecError::Cancelled);
             }
-            if let Some(pipe) = &mut stdout {
-                match self.read_some(pipe, out) {
-                    Ok(true) => {}
-                    Ok(false) => stdout = None,
-                    Err(Captured::TooLarge) => {
-                        return Stop::Failed(ExecError::OutputTooLarge { limit: MAX_OUTPUT });
+
+            // The data pipes, without waiting: as much as they take and hold.
+            let mut fed = 0;
+            if let (Some(pipe), Some(bytes)) = (&stdin, &mut feed) {
+                let before = bytes.fed();
+                let pumped = bytes.pump(pipe.as_fd());
+                fed = usize::try_from(bytes.fed() - before).unwrap_or(usize::MAX);
+                match pumped {
+                    Ok(Fed::Blocked) => {}
+                    Ok(Fed::Done) => stdin = None,
+                    // Failing now spares running the command to its end on
+                    // part of the chunk.
+                    Err(e @ (InputError::Read { .. } | InputError::Short { .. })) => {
+                        return Err(e.into());
                     }
-                    Err(Captured::Failed(source)) => {
-                        return Stop::Failed(ExecError::Output {
+                    // Most likely the command is gone: its exit status tells
+                    // more, so wait for that.
+                    Err(e) => {
+                        input_error = Some(e);
+                        stdin = None;
+                    }
+                }
+            }
+            let mut read = 0;
+            if let Some(pipe) = &stdout {
+                let before = out.len();
+                let ended = pipes::read_capped(pipe.as_fd(), out, MAX_OUTPUT, STDOUT_TURN);
+                read = out.len() - before;
+                match ended {
+                    Ok(Some(false)) => {}
+                    Ok(Some(true)) => stdout = None,
+                    Ok(None) => return Err(ExecError::OutputTooLarge { limit: MAX_OUTPUT }),
+                    Err(source) => {
+                        return Err(ExecError::Output {
                             program: self.name.clone(),
                             source,
                         });
                     }
                 }
+            }
+
+            if status.is_some() && stdout.is_none() && stderr.is_none() {
+                // Finished this turn: nothing left to wait for.
                 continue;
             }
-            if helpers_gone {
-                // Only a helper that panicked leaves without reporting.
-                return Stop::Failed(
-                    self.watch_error(io::Error::other("a helper thread ended without reporting")),
-                );
+            let nap = pace.after(fed.max(read));
+            let mut watched = Watched::default();
+            if nap.is_none() {
+                if let Some(fd) = &stdin {
+                    watched.add(Watch::Data, fd.as_fd(), libc::POLLOUT);
+                }
+                if let Some(fd) = &stdout {
+                    watched.add(Watch::Data, fd.as_fd(), libc::POLLIN);
+                }
             }
-            match inbox.recv_timeout(CANCEL_POLL) {
-                Ok(event) => {
-                    if let Some(stop) = pending.note(event) {
-                        return stop;
+            if let Some(fd) = &stderr {
+                watched.add(Watch::Stderr, fd.as_fd(), libc::POLLIN);
+            }
+            if status.is_none() {
+                watched.add(Watch::Exit, process.pidfd(), libc::POLLIN);
+            }
+            let timeout = nap.unwrap_or(CANCEL_POLL);
+            for ready in watched.poll(timeout).map_err(|e| self.watch_error(e))? {
+                match ready {
+                    // Moved at the top of the next turn.
+                    Watch::Data => {}
+                    Watch::Stderr => {
+                        let Some(pipe) = &stderr else { continue };
+                        if self.forward_stderr(pipe.as_fd(), &mut forward) {
+                            stderr = None;
+                        }
+                    }
+                    Watch::Exit => {
+                        status = process.try_wait().map_err(|e| self.watch_error(e))?;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => helpers_gone = true,
             }
         }
     }
 
-    /// Appends what stdout has to `out`, waiting for it up to [`CANCEL_POLL`];
-    /// false at its end.
-    fn read_some(&mut self, pipe: &mut ChildStdout, out: &mut Vec<u8>) -> Result<bool, Captured> {
-        if !readable(pipe, CANCEL_POLL)? {
-            return Ok(true);
+    /// Passes on what stderr has now; true at its end (or when it cannot be
+    /// read, which ends it as well).
+    fn forward_stderr(&mut self, pipe: BorrowedFd<'_>, forward: &mut Forward) -> bool {
+        loop {
+            match pipes::read(pipe, &mut self.stderr_piece) {
+                Ok(Read::Bytes(n)) => {
+                    // SAFETY: read initialised the first `n` bytes.
+                    let bytes = unsafe {
+                        std::slice::from_raw_parts(self.stderr_piece.as_ptr().cast::<u8>(), n)
+                    };
+                    forward.feed(bytes);
+                }
+                Ok(Read::Empty) => return false,
+                Ok(Read::End) | Err(_) => return true,
+            }
         }
-        // It is readable, so this does not block.
-        let n = match pipe.read(&mut self.piece) {
-            Ok(0) => return Ok(false),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
-            Err(e) => return Err(Captured::Failed(e)),
-        };
-        append_capped(out, &self.piece[..n], MAX_OUTPUT)?;
-        Ok(true)
+    }
+
+    fn spawn_error(&self, source: io::Error) -> ExecError {
+        if source.raw_os_error() == Some(libc::E2BIG) {
+            return ExecError::TooManyArguments {
+                program: self.name.clone(),
+                words: self.argv.len(),
+                bytes: self.argv.bytes(),
+            };
+        }
+        ExecError::Spawn {
+            program: self.name.clone(),
+            source,
+        }
     }
 
     fn watch_error(&self, source: io::Error) -> ExecError {
@@ -316,218 +394,89 @@ impl Exec {
     }
 }
 
-/// Why stdout was not read to its end.
-enum Captured {
-    TooLarge,
-    Failed(io::Error),
+/// The worker's ends of the command's pipes.
+struct Ends {
+    stdin: Option<OwnedFd>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
 }
 
-impl From<io::Error> for Captured {
-    fn from(e: io::Error) -> Self {
-        Self::Failed(e)
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Stdin has room or stdout has bytes.
+    Data,
+    Stderr,
+    Exit,
 }
 
-/// What the helpers have reported so far.
+/// The descriptors of one `poll`, each with what it stands for.
 #[derive(Default)]
-struct Pending {
-    stderr: Option<Tail>,
-    exited: bool,
-    stdin: Option<Result<(), InputError>>,
+struct Watched {
+    fds: Vec<libc::pollfd>,
+    what: Vec<Watch>,
 }
 
-impl Pending {
-    fn complete(&self) -> bool {
-        self.stderr.is_some() && self.exited && self.stdin.is_some()
+impl Watched {
+    fn add(&mut self, what: Watch, fd: BorrowedFd<'_>, events: libc::c_short) {
+        use std::os::fd::AsRawFd as _;
+        self.fds.push(libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        });
+        self.what.push(what);
     }
 
-    /// Files `event` away; `Some` when it ends the wait.
-    fn note(&mut self, event: Event) -> Option<Stop> {
-        match event {
-            Event::Stderr(tail) => self.stderr = Some(tail),
-            Event::Exited => self.exited = true,
-            // Failing now spares running the command to its end on part of
-            // the chunk. A write error is most likely the command gone: its
-            // exit status tells more, so wait for that.
-            Event::Stdin(Err(e @ (InputError::Read { .. } | InputError::Short { .. }))) => {
-                return Some(Stop::Failed(e.into()));
-            }
-            Event::Stdin(result) => self.stdin = Some(result),
-        }
-        None
-    }
-}
-
-/// Kills and reaps the child when dropped, so no path out of [`Exec::run`]
-/// leaves a command running or a zombie behind. Helper threads still blocked
-/// on a pipe that something the command started holds open are left to end
-/// when it closes it.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // Both are no-ops once `wait` has returned: std remembers the status
-        // and then sends no signal, so a recycled pid is never hit.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn missing(what: &str) -> io::Error {
-    io::Error::other(format!("the command's {what} was not captured"))
-}
-
-fn helper(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
-    thread::Builder::new().name(name.into()).spawn(f).map(drop)
-}
-
-/// Waits up to `timeout` for `pipe` to have data or be closed; false when
-/// the time ran out (or a signal came) first.
-fn readable(pipe: &ChildStdout, timeout: Duration) -> io::Result<bool> {
-    let mut poll = libc::pollfd {
-        fd: pipe.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one pollfd, alive for the whole call.
-    match unsafe { libc::poll(&mut poll, 1, ms) } {
-        -1 => {
+    /// Waits up to `timeout` for any of them; returns the ready ones (any
+    /// event: a hang-up or error is seen by the read or write that follows).
+    /// None when the time ran out or a signal came. With nothing to watch it
+    /// only sleeps.
+    fn poll(&mut self, timeout: Duration) -> io::Result<Vec<Watch>> {
+        let count = libc::nfds_t::try_from(self.fds.len()).map_err(io::Error::other)?;
+        let timeout = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        // SAFETY: `fds` holds `count` pollfds, alive for the whole call, and
+        // `timeout` is a valid timespec; no signal mask is given.
+        let n = unsafe { libc::ppoll(self.fds.as_mut_ptr(), count, &timeout, std::ptr::null()) };
+        if n == -1 {
             let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => Ok(false),
+            return match e.kind() {
+                io::ErrorKind::Interrupted => Ok(Vec::new()),
                 _ => Err(e),
-            }
-        }
-        0 => Ok(false),
-        // POLLIN, or POLLHUP/POLLERR, after which a read returns at once too.
-        _ => Ok(true),
-    }
-}
-
-/// Blocks until the process exits, leaving it a zombie: until it is reaped
-/// its pid cannot be recycled, so killing it by pid stays safe meanwhile.
-fn wait_for_exit(pid: libc::pid_t) -> io::Result<()> {
-    let id = libc::id_t::try_from(pid).map_err(io::Error::other)?;
-    loop {
-        // SAFETY: siginfo_t is plain data, and waitid only writes into it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; WNOWAIT leaves the child to `Child::wait`.
-        let r = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Appends `bytes` to `buf`, or `Captured::TooLarge` if `buf` would pass
-/// `limit` bytes.
-fn append_capped(buf: &mut Vec<u8>, bytes: &[u8], limit: usize) -> Result<(), Captured> {
-    if bytes.len() > limit - buf.len() {
-        return Err(Captured::TooLarge);
-    }
-    if buf.capacity() - buf.len() < bytes.len() {
-        // Doubling, but never past the limit: a Vec's own growth would
-        // reserve up to twice the limit for an output just below it.
-        let more = buf
-            .capacity()
-            .max(STDOUT_PIECE)
-            .max(bytes.len())
-            .min(limit - buf.len());
-        buf.reserve_exact(more);
-    }
-    buf.extend_from_slice(bytes);
-    Ok(())
-}
-
-/// The input file, for feeding a chunk's bytes to stdin.
-struct Input {
-    /// A descriptor of its own: the helper thread outlives the handler's
-    /// borrow of the context.
-    file: File,
-    path: String,
-}
-
-fn open_input(ctx: &Context) -> Result<Input, ExecError> {
-    let path = ctx.input_path().ok_or(ExecError::StdinWithoutFile)?;
-    let file = ctx
-        .input_file()
-        .and_then(File::try_clone)
-        .map_err(ExecError::OpenInput)?;
-    Ok(Input {
-        file,
-        path: path.display().to_string(),
-    })
-}
-
-impl Input {
-    /// Writes bytes `[start, end)` to `stdin` in pieces, then closes it.
-    /// A command that exits without reading them all is no error here: its
-    /// exit status says whether it succeeded.
-    fn feed(self, start: u64, end: u64, mut stdin: ChildStdin) -> Result<(), InputError> {
-        let len = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
-        let mut piece = vec![0; len.min(STDIN_PIECE)];
-        let mut at = start;
-        while at < end {
-            let want = usize::try_from(end - at).map_or(piece.len(), |left| left.min(piece.len()));
-            let n = match self.file.read_at(&mut piece[..want], at) {
-                Ok(0) => {
-                    return Err(InputError::Short {
-                        path: self.path,
-                        at,
-                        end,
-                    });
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(InputError::Read {
-                        path: self.path,
-                        start,
-                        end,
-                        source,
-                    });
-                }
             };
-            match stdin.write_all(&piece[..n]) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-                Err(e) => return Err(InputError::Write(e)),
-            }
-            at += n as u64;
         }
-        Ok(())
+        Ok(self
+            .fds
+            .iter()
+            .zip(&self.what)
+            .filter(|(fd, _)| fd.revents != 0)
+            .map(|(_, what)| *what)
+            .collect())
     }
+}
+
+/// Whether `status` is one of `success`; a signal never is.
+fn counts_as_success(status: ExitStatus, success: &[i32]) -> bool {
+    status.code().is_some_and(|code| success.contains(&code))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt as _;
 
     #[test]
-    fn output_stops_past_the_limit() {
-        let mut buf = Vec::new();
-        assert!(append_capped(&mut buf, &[7; 600], 1000).is_ok());
-        assert!(append_capped(&mut buf, &[7; 400], 1000).is_ok());
-        assert_eq!(buf.len(), 1000);
-        assert!(matches!(
-            append_capped(&mut buf, &[7], 1000),
-            Err(Captured::TooLarge)
+    fn success_is_the_listed_statuses_and_never_a_signal() {
+        let exited = |code: i32| ExitStatus::from_raw(code << 8);
+        assert!(counts_as_success(exited(0), &[0]));
+        assert!(!counts_as_success(exited(1), &[0]));
+        assert!(counts_as_success(exited(1), &[0, 1]));
+        assert!(!counts_as_success(exited(0), &[1]));
+        assert!(!counts_as_success(
+            ExitStatus::from_raw(libc::SIGKILL),
+            &[0, 9, 137]
         ));
-    }
-
-    #[test]
-    fn the_buffer_never_reserves_past_the_limit() {
-        let limit = 3 * STDOUT_PIECE + 17;
-        let mut buf = Vec::new();
-        for piece in vec![1u8; limit].chunks(1000) {
-            assert!(append_capped(&mut buf, piece, limit).is_ok());
-        }
-        assert_eq!(buf.len(), limit);
-        assert!(buf.capacity() <= limit, "{}", buf.capacity());
     }
 }

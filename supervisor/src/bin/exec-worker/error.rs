@@ -7,18 +7,31 @@ use std::process::ExitStatus;
 
 use thiserror::Error;
 
-use crate::placeholders::NeedsInputFile;
+use crate::placeholders::RenderError;
 
 #[derive(Debug, Error)]
 pub enum ExecError {
     #[error(transparent)]
-    Placeholder(#[from] NeedsInputFile),
+    Placeholder(#[from] RenderError),
+    #[error("cannot read the chunk's lines for the arguments: {0}")]
+    ReadLines(#[source] io::Error),
+    #[error("argument {0} holds a NUL byte, which no program argument can")]
+    NulInArgument(usize),
     #[error("--stdin chunk needs an input file, but this job's source is a range")]
     StdinWithoutFile,
     #[error("cannot open the input file: {0}")]
     OpenInput(#[source] io::Error),
     #[error("cannot run `{program}`: {source}")]
     Spawn { program: String, source: io::Error },
+    #[error(
+        "cannot run `{program}`: its command line ({words} words, {bytes} bytes) is longer \
+         than the system takes, or one word passes 128 KiB (E2BIG); use a smaller `chunk`"
+    )]
+    TooManyArguments {
+        program: String,
+        words: usize,
+        bytes: usize,
+    },
     #[error("`{program}` exited with status {code}{stderr}")]
     Exited {
         program: String,

@@ -4,7 +4,8 @@
 //! Only the names in [`Placeholder`] are placeholders; any other text in
 //! braces is an ordinary part of the word, so programs for awk, jq or a shell
 //! (`{print $1}`) pass through untouched. A filled-in word is always exactly
-//! one argument: nothing is split, globbed or quoted, and there is no shell.
+//! one argument, except that a word holding `{items}` becomes one argument per
+//! line of the chunk: nothing is split, globbed or quoted, and there is no shell.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write as _;
@@ -29,11 +30,15 @@ pub enum Placeholder {
     Attempt,
     /// The chunk's first item over the whole job: its first line's number for
     /// a lines source.
-    Line,
+    FirstLine,
+    /// The text of the chunk's one line, without its newline.
+    Item,
+    /// The text of each of the chunk's lines: the word is repeated per line.
+    Items,
 }
 
 impl Placeholder {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::Index,
         Self::Start,
         Self::End,
@@ -41,7 +46,9 @@ impl Placeholder {
         Self::Offset,
         Self::Length,
         Self::Attempt,
-        Self::Line,
+        Self::FirstLine,
+        Self::Item,
+        Self::Items,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,7 +60,9 @@ impl Placeholder {
             Self::Offset => "offset",
             Self::Length => "length",
             Self::Attempt => "attempt",
-            Self::Line => "line",
+            Self::FirstLine => "first_line",
+            Self::Item => "item",
+            Self::Items => "items",
         }
     }
 
@@ -67,15 +76,50 @@ impl Placeholder {
     fn needs_input_file(self) -> bool {
         matches!(self, Self::Path | Self::Offset | Self::Length)
     }
+
+    /// The line texts exist only where a chunk is made of lines.
+    fn needs_lines(self) -> bool {
+        matches!(self, Self::Item | Self::Items)
+    }
 }
 
-/// A chunk asked for a value a range job does not have.
+/// Placeholder names that were renamed: `{line}` read as "the line" to anyone
+/// who knows GNU parallel, while it was the line's number. Refused rather than
+/// kept as an alias, so a command written for the text never silently gets
+/// a number.
+const RENAMED: [(&str, Placeholder); 1] = [("line", Placeholder::FirstLine)];
+
+/// An argument names a placeholder that no longer exists.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error(
-    "the argument placeholder {{{}}} needs an input file, but this job's source is a range",
-    .0.name()
+    "`{{{old}}}` was renamed `{{{}}}` (the number of the chunk's first line, from 0); \
+     for the text of a line use `{{item}}` (a chunk of one line) or `{{items}}` (every line)",
+    .new.name()
 )]
-pub struct NeedsInputFile(pub Placeholder);
+pub struct Renamed {
+    old: &'static str,
+    new: Placeholder,
+}
+
+/// A chunk asked for a value its job does not have.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error(
+        "the argument placeholder {{{}}} needs an input file, but this job's source is a range",
+        .0.name()
+    )]
+    NeedsInputFile(Placeholder),
+    #[error(
+        "the argument placeholder {{{}}} needs a `lines` source, whose chunks are lines",
+        .0.name()
+    )]
+    NeedsLines(Placeholder),
+    #[error(
+        "the argument placeholder {{item}} takes a chunk of exactly one line, and this one has {0}: \
+         use `chunk = 1`, or {{items}} for every line of a chunk"
+    )]
+    NotOneItem(usize),
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -87,7 +131,10 @@ enum Part {
 enum Word {
     /// No placeholder: the same argument for every chunk.
     Fixed(OsString),
+    /// One argument per chunk.
     Parts(Vec<Part>),
+    /// Holds `{items}`: one argument per line of the chunk.
+    PerItem(Vec<Part>),
 }
 
 /// The arguments after the program, pre-parsed.
@@ -96,8 +143,21 @@ pub struct Template {
     words: Vec<Word>,
 }
 
+/// What a chunk's arguments are made from besides the chunk itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inputs<'a> {
+    /// The job's input file, if it has one.
+    pub path: Option<&'a Path>,
+    /// The chunk's lines without their newlines, when the job's chunks are
+    /// lines and the template asked for them.
+    pub items: Option<&'a [&'a [u8]]>,
+}
+
 impl Template {
-    pub fn parse<I, S>(args: I) -> Self
+    /// # Errors
+    ///
+    /// When an argument names a placeholder that was renamed.
+    pub fn parse<I, S>(args: I) -> Result<Self, Renamed>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -105,34 +165,40 @@ impl Template {
         let words = args
             .into_iter()
             .map(|arg| parse_word(arg.as_ref()))
-            .collect();
-        Self { words }
+            .collect::<Result<_, _>>()?;
+        Ok(Self { words })
     }
 
-    /// The arguments for `chunk`; `input` is the job's input file, if it has one.
+    /// Whether rendering needs the text of the chunk's lines.
+    pub fn needs_items(&self) -> bool {
+        self.words.iter().any(|word| match word {
+            Word::Fixed(_) => false,
+            Word::Parts(parts) | Word::PerItem(parts) => parts
+                .iter()
+                .any(|p| matches!(p, Part::Value(v) if v.needs_lines())),
+        })
+    }
+
+    /// The arguments for `chunk`.
     ///
     /// # Errors
     ///
     /// When an argument names `{path}`, `{offset}` or `{length}` and there is
-    /// no input file.
-    pub fn render(
-        &self,
-        chunk: &Chunk,
-        input: Option<&Path>,
-    ) -> Result<Vec<OsString>, NeedsInputFile> {
+    /// no input file, `{item}` or `{items}` and there are no lines, or
+    /// `{item}` and the chunk is not one line.
+    pub fn render(&self, chunk: &Chunk, inputs: Inputs<'_>) -> Result<Vec<OsString>, RenderError> {
         let mut args = Vec::with_capacity(self.words.len());
         for word in &self.words {
             match word {
                 Word::Fixed(arg) => args.push(arg.clone()),
-                Word::Parts(parts) => {
-                    let mut arg = Vec::new();
-                    for part in parts {
-                        match part {
-                            Part::Literal(bytes) => arg.extend_from_slice(bytes),
-                            Part::Value(p) => write_value(*p, chunk, input, &mut arg)?,
-                        }
+                Word::Parts(parts) => args.push(fill(parts, chunk, inputs, None)?),
+                Word::PerItem(parts) => {
+                    let items = inputs
+                        .items
+                        .ok_or(RenderError::NeedsLines(Placeholder::Items))?;
+                    for item in items {
+                        args.push(fill(parts, chunk, inputs, Some(item))?);
                     }
-                    args.push(OsString::from_vec(arg));
                 }
             }
         }
@@ -140,17 +206,22 @@ impl Template {
     }
 }
 
-fn parse_word(word: &OsStr) -> Word {
+fn parse_word(word: &OsStr) -> Result<Word, Renamed> {
     let mut parts = Vec::new();
     let mut literal = Vec::new();
     let mut rest = word.as_bytes();
     while let Some(open) = rest.iter().position(|&b| b == b'{') {
         let inside = &rest[open + 1..];
-        let placeholder = inside
+        let name = inside
             .iter()
             .position(|&b| b == b'}')
-            .and_then(|close| Some((Placeholder::from_name(&inside[..close])?, close)));
-        match placeholder {
+            .map(|close| (&inside[..close], close));
+        if let Some((name, _)) = name
+            && let Some(&(old, new)) = RENAMED.iter().find(|(old, _)| old.as_bytes() == name)
+        {
+            return Err(Renamed { old, new });
+        }
+        match name.and_then(|(name, close)| Some((Placeholder::from_name(name)?, close))) {
             Some((p, close)) => {
                 literal.extend_from_slice(&rest[..open]);
                 if !literal.is_empty() {
@@ -168,23 +239,46 @@ fn parse_word(word: &OsStr) -> Word {
         }
     }
     if parts.is_empty() {
-        return Word::Fixed(word.to_owned());
+        return Ok(Word::Fixed(word.to_owned()));
     }
     literal.extend_from_slice(rest);
     if !literal.is_empty() {
         parts.push(Part::Literal(literal));
     }
-    Word::Parts(parts)
+    if parts.contains(&Part::Value(Placeholder::Items)) {
+        Ok(Word::PerItem(parts))
+    } else {
+        Ok(Word::Parts(parts))
+    }
+}
+
+/// One argument from `parts`; `item` is the line an `{items}` word is
+/// being repeated for.
+fn fill(
+    parts: &[Part],
+    chunk: &Chunk,
+    inputs: Inputs<'_>,
+    item: Option<&[u8]>,
+) -> Result<OsString, RenderError> {
+    let mut arg = Vec::new();
+    for part in parts {
+        match part {
+            Part::Literal(bytes) => arg.extend_from_slice(bytes),
+            Part::Value(p) => write_value(*p, chunk, inputs, item, &mut arg)?,
+        }
+    }
+    Ok(OsString::from_vec(arg))
 }
 
 fn write_value(
     p: Placeholder,
     chunk: &Chunk,
-    input: Option<&Path>,
+    inputs: Inputs<'_>,
+    item: Option<&[u8]>,
     arg: &mut Vec<u8>,
-) -> Result<(), NeedsInputFile> {
-    if p.needs_input_file() && input.is_none() {
-        return Err(NeedsInputFile(p));
+) -> Result<(), RenderError> {
+    if p.needs_input_file() && inputs.path.is_none() {
+        return Err(RenderError::NeedsInputFile(p));
     }
     // Writing into a Vec cannot fail.
     let _ = match p {
@@ -193,9 +287,22 @@ fn write_value(
         Placeholder::End => write!(arg, "{}", chunk.end),
         Placeholder::Length => write!(arg, "{}", chunk.len()),
         Placeholder::Attempt => write!(arg, "{}", chunk.attempt),
-        Placeholder::Line => write!(arg, "{}", chunk.first_item),
+        Placeholder::FirstLine => write!(arg, "{}", chunk.first_item),
         Placeholder::Path => {
-            arg.extend_from_slice(input.unwrap_or(Path::new("")).as_os_str().as_bytes());
+            arg.extend_from_slice(inputs.path.unwrap_or(Path::new("")).as_os_str().as_bytes());
+            Ok(())
+        }
+        Placeholder::Item => {
+            let items = inputs.items.ok_or(RenderError::NeedsLines(p))?;
+            match items {
+                [one] => arg.extend_from_slice(one),
+                _ => return Err(RenderError::NotOneItem(items.len())),
+            }
+            Ok(())
+        }
+        Placeholder::Items => {
+            // Only a `PerItem` word holds `{items}`, and it always passes its line.
+            arg.extend_from_slice(item.ok_or(RenderError::NeedsLines(p))?);
             Ok(())
         }
     };
@@ -214,12 +321,28 @@ mod tests {
         first_item: 42,
     };
 
-    fn render(args: &[&str], input: Option<&str>) -> Result<Vec<String>, NeedsInputFile> {
-        let rendered = Template::parse(args).render(&CHUNK, input.map(Path::new))?;
+    fn render_with(args: &[&str], inputs: Inputs<'_>) -> Result<Vec<String>, RenderError> {
+        let rendered = Template::parse(args).unwrap().render(&CHUNK, inputs)?;
         Ok(rendered
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect())
+    }
+
+    fn render(args: &[&str], input: Option<&str>) -> Result<Vec<String>, RenderError> {
+        let inputs = Inputs {
+            path: input.map(Path::new),
+            items: None,
+        };
+        render_with(args, inputs)
+    }
+
+    fn render_items(args: &[&str], items: &[&[u8]]) -> Result<Vec<String>, RenderError> {
+        let inputs = Inputs {
+            path: Some(Path::new("/in.txt")),
+            items: Some(items),
+        };
+        render_with(args, inputs)
     }
 
     #[test]
@@ -232,7 +355,7 @@ mod tests {
             "{offset}",
             "{length}",
             "{attempt}",
-            "{line}",
+            "{first_line}",
         ];
         assert_eq!(
             render(&args, Some("/data/in.txt")).unwrap(),
@@ -278,6 +401,8 @@ mod tests {
             "{{}}",
             "{pathx}",
             "${index}",
+            "{lines}",
+            "{item",
         ];
         assert_eq!(
             render(&args, None).unwrap(),
@@ -293,33 +418,55 @@ mod tests {
                 "{{}}",
                 "{pathx}",
                 "$7",
+                "{lines}",
+                "{item",
             ]
         );
     }
 
     #[test]
+    fn the_old_line_placeholder_is_refused_naming_its_new_name() {
+        for word in ["{line}", "n={line}", "{index}{line}"] {
+            let err = Template::parse([word]).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "`{line}` was renamed `{first_line}` (the number of the chunk's first line, \
+                 from 0); for the text of a line use `{item}` (a chunk of one line) or \
+                 `{items}` (every line)"
+            );
+        }
+        // Only the whole name in braces is the old placeholder.
+        assert!(Template::parse(["{lines}", "line", "{line", "{{line}"]).is_err());
+        assert!(Template::parse(["{lines}", "line", "{line"]).is_ok());
+    }
+
+    #[test]
     fn words_without_placeholders_are_parsed_once_as_they_are() {
-        let template = Template::parse(["-l", "{print}", "a{b}c"]);
+        let template = Template::parse(["-l", "{print}", "a{b}c"]).unwrap();
         assert!(template.words.iter().all(|w| matches!(w, Word::Fixed(_))));
+        assert!(!template.needs_items());
     }
 
     #[test]
     fn a_word_is_split_into_literals_and_values() {
         assert_eq!(
             parse_word(OsStr::new("a{index}{end}b{x}")),
-            Word::Parts(vec![
+            Ok(Word::Parts(vec![
                 Part::Literal(b"a".to_vec()),
                 Part::Value(Placeholder::Index),
                 Part::Value(Placeholder::End),
                 Part::Literal(b"b{x}".to_vec()),
-            ])
+            ]))
         );
     }
 
     #[test]
     fn bytes_that_are_not_utf8_pass_through() {
         let word = OsStr::from_bytes(b"\xff{index}\xfe");
-        let rendered = Template::parse([word]).render(&CHUNK, None).unwrap();
+        let rendered = Template::parse([word])
+            .unwrap()
+            .render(&CHUNK, Inputs::default())
+            .unwrap();
         assert_eq!(rendered, [OsStr::from_bytes(b"\xff7\xfe")]);
     }
 
@@ -330,13 +477,82 @@ mod tests {
             ("at {offset}", Placeholder::Offset),
             ("{length}", Placeholder::Length),
         ] {
-            assert_eq!(render(&["ok", arg], None), Err(NeedsInputFile(p)));
+            assert_eq!(
+                render(&["ok", arg], None),
+                Err(RenderError::NeedsInputFile(p))
+            );
         }
         assert_eq!(
-            NeedsInputFile(Placeholder::Path).to_string(),
+            RenderError::NeedsInputFile(Placeholder::Path).to_string(),
             "the argument placeholder {path} needs an input file, but this job's source is a range"
         );
         // The rest has a meaning for a range too.
-        assert!(render(&["{index} {start} {end} {attempt} {line}"], None).is_ok());
+        assert!(render(&["{index} {start} {end} {attempt} {first_line}"], None).is_ok());
+    }
+
+    #[test]
+    fn item_is_the_one_line_as_one_word_whatever_it_holds() {
+        let line: &[u8] = b"a 'quoted' \"word\" $(touch x) `y` *.txt ; | > z";
+        let args = render_items(&["{item}", "--name={item}", "{item}{item}"], &[line]).unwrap();
+        let text = String::from_utf8(line.to_vec()).unwrap();
+        assert_eq!(
+            args,
+            [text.clone(), format!("--name={text}"), text.repeat(2)]
+        );
+        assert_eq!(render_items(&["[{item}]"], &[b""]).unwrap(), ["[]"]);
+    }
+
+    #[test]
+    fn item_refuses_a_chunk_of_other_than_one_line() {
+        assert_eq!(
+            render_items(&["{item}"], &[b"a", b"b"]),
+            Err(RenderError::NotOneItem(2))
+        );
+        assert_eq!(
+            render_items(&["{item}"], &[]),
+            Err(RenderError::NotOneItem(0))
+        );
+        assert_eq!(
+            RenderError::NotOneItem(2).to_string(),
+            "the argument placeholder {item} takes a chunk of exactly one line, and this one \
+             has 2: use `chunk = 1`, or {items} for every line of a chunk"
+        );
+    }
+
+    #[test]
+    fn items_repeats_its_word_once_per_line() {
+        let lines: &[&[u8]] = &[b"one", b"two words", b"", b"$(three)"];
+        assert_eq!(
+            render_items(&["-x", "{items}", "k={items}:{index}", "end"], lines).unwrap(),
+            [
+                "-x",
+                "one",
+                "two words",
+                "",
+                "$(three)",
+                "k=one:7",
+                "k=two words:7",
+                "k=:7",
+                "k=$(three):7",
+                "end"
+            ]
+        );
+        // The same line in both places of one word.
+        assert_eq!(
+            render_items(&["{items}={items}"], &[b"a", b"b"]).unwrap(),
+            ["a=a", "b=b"]
+        );
+        assert_eq!(render_items(&["x", "{items}"], &[]).unwrap(), ["x"]);
+    }
+
+    #[test]
+    fn line_texts_need_lines() {
+        let template = Template::parse(["{items}"]).unwrap();
+        assert!(template.needs_items());
+        assert!(Template::parse(["a{item}b"]).unwrap().needs_items());
+        for arg in ["{item}", "{items}"] {
+            let p = Placeholder::from_name(&arg.as_bytes()[1..arg.len() - 1]).unwrap();
+            assert_eq!(render(&[arg], Some("/f")), Err(RenderError::NeedsLines(p)));
+        }
     }
 }

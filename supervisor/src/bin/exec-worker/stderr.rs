@@ -2,7 +2,7 @@
 //! (which the supervisor logs with the chunk), with the last part kept for the
 //! chunk's error message.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Write};
 
 /// How much of the end of stderr a failure message quotes.
 pub const TAIL_LEN: usize = 2048;
@@ -11,37 +11,47 @@ pub const TAIL_LEN: usize = 2048;
 /// megabytes without a newline cannot make the worker hold them all.
 const MAX_LINE: usize = 16 * 1024;
 
-/// Copies `from` to this process's stderr a line at a time until it ends, and
-/// returns its last [`TAIL_LEN`] bytes or so.
-pub fn forward(from: impl Read) -> Tail {
-    forward_to(from, &mut io::stderr())
+/// The command's stderr as it arrives, in pieces of any size: whole lines go
+/// on to this process's stderr, the last part is kept for the error message.
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// The line being gathered, never longer than [`MAX_LINE`].
+    line: Vec<u8>,
+    tail: Tail,
 }
 
-fn forward_to(from: impl Read, to: &mut impl Write) -> Tail {
-    let mut from = BufReader::new(from);
-    let mut line = Vec::new();
-    let mut tail = Tail::default();
-    loop {
-        let buf = match from.fill_buf() {
-            Ok([]) => break,
-            Ok(buf) => buf,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        let (take, ended) = match buf.iter().position(|&b| b == b'\n') {
-            Some(at) => (at + 1, true),
-            None => (buf.len(), false),
-        };
-        line.extend_from_slice(&buf[..take]);
-        from.consume(take);
-        if ended || line.len() >= MAX_LINE {
-            pass_on(&mut line, &mut tail, to);
+impl Forward {
+    /// Takes the next bytes of stderr.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.feed_to(bytes, &mut io::stderr());
+    }
+
+    /// Passes on a last line without a newline; returns the end of stderr.
+    pub fn finish(self) -> Tail {
+        self.finish_to(&mut io::stderr())
+    }
+
+    fn feed_to(&mut self, mut bytes: &[u8], to: &mut impl Write) {
+        while !bytes.is_empty() {
+            let room = bytes.len().min(MAX_LINE - self.line.len());
+            let (take, ended) = match bytes[..room].iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (room, false),
+            };
+            self.line.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if ended || self.line.len() >= MAX_LINE {
+                pass_on(&mut self.line, &mut self.tail, to);
+            }
         }
     }
-    if !line.is_empty() {
-        pass_on(&mut line, &mut tail, to);
+
+    fn finish_to(mut self, to: &mut impl Write) -> Tail {
+        if !self.line.is_empty() {
+            pass_on(&mut self.line, &mut self.tail, to);
+        }
+        self.tail
     }
-    tail
 }
 
 fn pass_on(line: &mut Vec<u8>, tail: &mut Tail, to: &mut impl Write) {
@@ -103,9 +113,23 @@ impl Tail {
 mod tests {
     use super::*;
 
+    /// Feeds `input` whole, and again in pieces of every size up to 9 bytes;
+    /// each way must pass on the same lines.
     fn forward_bytes(input: &[u8]) -> (Vec<u8>, Tail) {
         let mut to = Vec::new();
-        let tail = forward_to(input, &mut to);
+        let mut forward = Forward::default();
+        forward.feed_to(input, &mut to);
+        let tail = forward.finish_to(&mut to);
+        for piece in 1..10 {
+            let mut again = Vec::new();
+            let mut forward = Forward::default();
+            for bytes in input.chunks(piece) {
+                forward.feed_to(bytes, &mut again);
+            }
+            let again_tail = forward.finish_to(&mut again);
+            assert!(again == to, "pieces of {piece}");
+            assert_eq!(again_tail.text(), tail.text(), "pieces of {piece}");
+        }
         (to, tail)
     }
 
@@ -130,7 +154,7 @@ mod tests {
         let (to, tail) = forward_bytes(&input);
         let lines: Vec<_> = to.split(|&b| b == b'\n').collect();
         assert!(lines.len() >= 4, "{} lines", lines.len());
-        assert!(lines.iter().all(|l| l.len() <= MAX_LINE + 8 * 1024));
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE));
         assert_eq!(to.iter().filter(|&&b| b == b'x').count(), input.len());
         let text = tail.text();
         assert!(text.starts_with('…'), "{text}");

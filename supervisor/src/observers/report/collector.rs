@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 use hdrhistogram::Histogram;
 
 use super::schema::{
-    ChunkCounts, CpuSeconds, FailedChunk, Latency, QueueWait, REPORT_VERSION, Report, WorkerReport,
+    ChunkCounts, CpuSeconds, FailedChunk, Latency, QueueWait, REPORT_VERSION, Report, ShardReport,
+    WorkerReport,
 };
 use crate::dispatcher::{Counts, Outcome, RunEvent};
 use crate::resources::{Who, peak_rss_bytes, usage};
@@ -186,6 +187,7 @@ impl ReportCollector {
         Report {
             report_version: REPORT_VERSION,
             job: input.job_name.to_owned(),
+            shard: input.shard.clone(),
             outcome: outcome.to_owned(),
             exit_reason,
             exit_code: input.exit_code,
@@ -260,6 +262,7 @@ impl ReportCollector {
 #[derive(Debug)]
 pub struct ReportInput<'a> {
     pub job_name: &'a str,
+    pub shard: Option<ShardReport>,
     pub outcome: &'a Outcome,
     pub exit_code: i32,
     pub counts: Counts,

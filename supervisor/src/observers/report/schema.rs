@@ -12,6 +12,8 @@ pub const REPORT_VERSION: u32 = 1;
 pub struct Report {
     pub report_version: u32,
     pub job: String,
+    /// The shard this run was, when the job runs as shards.
+    pub shard: Option<ShardReport>,
     /// "finished", "finished_with_failures", "drained" or "aborted".
     pub outcome: String,
     pub exit_reason: String,
@@ -33,6 +35,32 @@ pub struct Report {
     pub failed_file: Option<String>,
     /// Log lines dropped because stderr was not read as fast as they came.
     pub log_lines_dropped: u64,
+}
+
+/// Which shard a run was and where that came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShardReport {
+    pub index: u64,
+    pub count: u64,
+    /// `command-line`, `kubernetes`, `slurm`, `aws-batch` or `google-batch`.
+    pub from: String,
+    /// The shard's block of chunk indices, `[first_chunk, end_chunk)`.
+    pub first_chunk: u64,
+    pub end_chunk: u64,
+}
+
+impl ShardReport {
+    /// The report of `shard` of a job of `chunks` chunks.
+    pub fn new(shard: &crate::shard::JobShard, chunks: u64) -> Self {
+        let block = shard.shard.block(chunks);
+        Self {
+            index: shard.shard.index,
+            count: shard.shard.count,
+            from: shard.from.label().to_owned(),
+            first_chunk: block.start,
+            end_chunk: block.end,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -14,9 +14,12 @@ pub fn summary(report: &Report) -> String {
     } else {
         String::new()
     };
+    let job = match &report.shard {
+        Some(shard) => format!("{} shard {}/{}", report.job, shard.index, shard.count),
+        None => report.job.clone(),
+    };
     let mut text = format!(
-        "{}: {} of {total} chunks done{earlier}, {} failed, {} retried, {} worker crashes, in {:.2}s; output: {}\n",
-        report.job,
+        "{job}: {} of {total} chunks done{earlier}, {} failed, {} retried, {} worker crashes, in {:.2}s; output: {}\n",
         chunks.done,
         chunks.failed,
         chunks.retried,

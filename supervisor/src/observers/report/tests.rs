@@ -34,6 +34,7 @@ fn done(index: u64, worker: usize, seconds: f64, waited: f64) -> RunEvent<'stati
 fn input<'a>(outcome: &'a Outcome, counts: Counts) -> ReportInput<'a> {
     ReportInput {
         job_name: "squares",
+        shard: None,
         outcome,
         exit_code: 0,
         counts,

@@ -683,7 +683,10 @@ def _generate(*, fn, kind, unit, encoding, source_toml, call, supervisor, job_na
             os.remove(os.path.join(folder, "report.json"))
         except FileNotFoundError:
             pass
-        argv = [supervisor, "--progress", progress, "--report", "report.json"]
+        # The whole job, always: inside a Slurm or Batch array task the
+        # supervisor would otherwise take the task's variables for a shard of
+        # this job, and map would return a part of the results.
+        argv = [supervisor, "--progress", progress, "--report", "report.json", "--shard", "0/1"]
         if fresh:
             argv.append("--fresh")
         argv.append("job.toml")
