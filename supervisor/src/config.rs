@@ -9,7 +9,9 @@ mod paths;
 mod places;
 mod raw;
 mod size;
+mod source;
 mod validate;
+mod worker;
 
 pub use error::ConfigError;
 pub use job::{

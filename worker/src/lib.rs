@@ -44,5 +44,6 @@ mod socket;
 
 pub use context::{Chunk, Context};
 pub use error::WorkerError;
+pub use reader::on_supervisor_lost;
 pub use serve::serve;
 pub use setup::serve_with_init;

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Once, OnceLock};
 use std::thread::{self, JoinHandle};
 
 use protocol::connection::FrameReader;
@@ -33,6 +33,7 @@ fn read_loop(mut socket: UnixStream, mut frames: FrameReader, inbox: &Inbox) {
                 return;
             }
             eprintln!("worker: the supervisor broke the protocol: {error}");
+            run_supervisor_lost();
             std::process::exit(PROTOCOL_VIOLATION_EXIT);
         }
         match frames.fill_from(&mut socket) {
@@ -53,5 +54,27 @@ fn read_loop(mut socket: UnixStream, mut frames: FrameReader, inbox: &Inbox) {
 /// answer, and it has already counted every chunk this worker held as lost.
 pub(crate) fn supervisor_gone(inbox: &Inbox) -> ! {
     inbox.cancel_all();
+    run_supervisor_lost();
     std::process::exit(0)
+}
+
+static SUPERVISOR_LOST: OnceLock<fn()> = OnceLock::new();
+
+/// Sets what runs just before the process ends because its supervisor went
+/// away or broke the protocol. The process then exits on whichever thread
+/// noticed, without unwinding, so a worker that started processes of its own
+/// ends them here: nobody else will once the supervisor is gone. Runs at
+/// most once, after every chunk was marked cancelled (a handler may still be
+/// starting one meanwhile). Only the first call sets it; returns whether
+/// this one did.
+pub fn on_supervisor_lost(hook: fn()) -> bool {
+    SUPERVISOR_LOST.set(hook).is_ok()
+}
+
+fn run_supervisor_lost() {
+    static RAN: Once = Once::new();
+    if let Some(hook) = SUPERVISOR_LOST.get() {
+        // A second thread that noticed too waits here for the first's hook.
+        RAN.call_once(hook);
+    }
 }

@@ -2,6 +2,7 @@
 //! and files. Faults come from the reference worker's switches, so every
 //! scenario fails the same way each time.
 
+mod containment;
 mod drain;
 mod faults;
 mod harness;

@@ -11,6 +11,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
+use std::io::Write as _;
 use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
@@ -21,6 +22,7 @@ use std::{io, mem::MaybeUninit};
 use protocol::message::Input;
 use worker::{Chunk, Context};
 
+use crate::contain;
 use crate::error::{ExecError, InputError};
 use crate::feed::{Fed, Feed};
 use crate::items::split_lines;
@@ -190,7 +192,15 @@ impl Exec {
         for fd in ours.stdin.iter().chain([&ours.stdout, &ours.stderr]) {
             pipes::set_nonblocking(fd.as_fd()).map_err(|e| self.watch_error(e))?;
         }
-        let (status, tail, input_error) = self.wait(ctx, process, feed, ours, out)?;
+        let waited = self.wait(ctx, process, feed, ours, out);
+        if let Some(ended) = contain::end_leftovers() {
+            let _ = writeln!(
+                io::stderr(),
+                "exec-worker: chunk {}: the command left {ended} running; ended them",
+                chunk.index
+            );
+        }
+        let (status, tail, input_error) = waited?;
         if !counts_as_success(status, &self.success) {
             return Err(ExecError::ended(&self.name, status, tail));
         }

@@ -7,6 +7,7 @@
 //! PROGRAM already an absolute path.
 
 mod command;
+mod contain;
 mod error;
 mod feed;
 mod items;
@@ -78,6 +79,10 @@ fn main() -> ExitCode {
         .map(|&code| i32::from(code))
         .collect();
     ensure_standard_descriptors();
+    if let Err(e) = contain::start() {
+        eprintln!("exec-worker: cannot keep track of what commands start: {e}");
+        return ExitCode::FAILURE;
+    }
     let program = on_path(program);
     let mut exec = match Exec::new(program.as_os_str(), template, args.stdin, success) {
         Ok(exec) => exec,
