@@ -5,6 +5,7 @@
 mod containment;
 mod drain;
 mod faults;
+mod found;
 mod harness;
 mod hostile;
 mod items;
