@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
 use crate::frame::{self, MAX_FRAME_LEN};
-use crate::message::{SupervisorMessage, WorkerMessage};
+use crate::message::{Assign, Done, SupervisorMessage, WorkerMessage};
 
 /// Bytes of a `Done` payload before its output: variant, index,
 /// elapsed_ns and the output's length (PROTOCOL.md).
@@ -85,14 +85,65 @@ pub fn encode_done_head(
     Ok(())
 }
 
+/// The variant tag of `Assign` and of `Done`, each the second of its enum.
+const ASSIGN_TAG: u32 = 1;
+const DONE_TAG: u32 = 1;
+/// Bytes of an `Assign` payload: tag, index, start, end, attempt, first_item.
+const ASSIGN_LEN: usize = 40;
+
+/// Appends an `Assign` as one whole frame, the bytes bincode would write
+/// (a test holds them equal): the message sent for every chunk, written
+/// field by field rather than through serde.
+pub fn encode_assign(assign: &Assign, out: &mut Vec<u8>) {
+    out.reserve(frame::HEADER_LEN + ASSIGN_LEN);
+    out.extend_from_slice(&(ASSIGN_LEN as u32).to_le_bytes());
+    out.extend_from_slice(&ASSIGN_TAG.to_le_bytes());
+    for value in [assign.index, assign.start, assign.end] {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.extend_from_slice(&assign.attempt.to_le_bytes());
+    out.extend_from_slice(&assign.first_item.to_le_bytes());
+}
+
 /// Decodes one frame payload sent by the supervisor.
 pub fn decode_supervisor_message(payload: &[u8]) -> Result<SupervisorMessage, ProtocolError> {
+    // The message of every chunk, read field by field; anything else, and
+    // anything malformed, goes through bincode and its errors.
+    if payload.len() == ASSIGN_LEN && u32_at(payload, 0) == ASSIGN_TAG {
+        return Ok(SupervisorMessage::Assign(Assign {
+            index: u64_at(payload, 4),
+            start: u64_at(payload, 12),
+            end: u64_at(payload, 20),
+            attempt: u32_at(payload, 28),
+            first_item: u64_at(payload, 32),
+        }));
+    }
     decode(payload)
 }
 
 /// Decodes one frame payload sent by a worker, borrowing from `payload`.
 pub fn decode_worker_message(payload: &[u8]) -> Result<WorkerMessage<'_>, ProtocolError> {
+    // `Done`, the answer of every chunk, read field by field when its
+    // output's length is exactly what the frame holds.
+    if payload.len() >= DONE_OVERHEAD
+        && u32_at(payload, 0) == DONE_TAG
+        && u64_at(payload, 20) == (payload.len() - DONE_OVERHEAD) as u64
+    {
+        return Ok(WorkerMessage::Done(Done {
+            index: u64_at(payload, 4),
+            elapsed_ns: u64_at(payload, 12),
+            output: &payload[DONE_OVERHEAD..],
+        }));
+    }
     decode(payload)
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 fn decode<'de, T: Deserialize<'de>>(payload: &'de [u8]) -> Result<T, ProtocolError> {
@@ -128,6 +179,45 @@ mod tests {
         expected.extend_from_slice(&5u64.to_le_bytes());
         assert_eq!(out, expected);
         assert_eq!(decode_supervisor_message(&out[4..]).unwrap(), msg);
+    }
+
+    #[test]
+    fn the_hand_written_paths_agree_with_bincode() {
+        let assign = Assign {
+            index: u64::MAX - 1,
+            start: 3,
+            end: 1 << 40,
+            attempt: 7,
+            first_item: 99,
+        };
+        let mut by_hand = Vec::new();
+        encode_assign(&assign, &mut by_hand);
+        let mut by_serde = Vec::new();
+        encode_frame(&SupervisorMessage::Assign(assign), &mut by_serde).unwrap();
+        assert_eq!(by_hand, by_serde);
+        assert_eq!(
+            decode_supervisor_message(&by_hand[4..]).unwrap(),
+            SupervisorMessage::Assign(assign)
+        );
+        let payload = &by_hand[4..];
+        assert_eq!(
+            decode(payload).map_err(|e| e.to_string()),
+            Ok(SupervisorMessage::Assign(assign))
+        );
+        for output in [&b""[..], b"42", &[0xff; 300]] {
+            let done = WorkerMessage::Done(Done {
+                index: 5,
+                elapsed_ns: 1234,
+                output,
+            });
+            let mut frame = Vec::new();
+            encode_frame(&done, &mut frame).unwrap();
+            assert_eq!(decode_worker_message(&frame[4..]).unwrap(), done);
+            // A length that disagrees with the frame is bincode's to refuse.
+            let mut bad = frame[4..].to_vec();
+            bad[20] ^= 1;
+            assert!(decode_worker_message(&bad).is_err());
+        }
     }
 
     #[test]

@@ -20,6 +20,9 @@ use crate::frame::{HEADER_LEN, MAX_FRAME_LEN};
 
 /// Room made for one read when nothing says more is coming.
 const READ_SIZE: usize = 64 * 1024;
+/// Whole frames up to this many bytes are copied into a batch of their own
+/// rather than handing the read buffer over.
+const COPIED_BATCH: usize = 16 * 1024;
 /// A buffer that grew past this for one large frame is given back once the
 /// frame is gone, so a worker's one big answer does not pin its memory.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -89,6 +92,23 @@ impl FrameReader {
             return self.broken();
         }
         let tail = self.partial..self.filled;
+        if self.partial <= COPIED_BATCH {
+            // A few small frames: copied out, so that a batch queued on its
+            // way to the caller holds kilobytes, not the read buffer.
+            let mut bytes = std::mem::take(&mut batch.bytes);
+            bytes.clear();
+            if bytes.capacity() > COPIED_BATCH {
+                bytes = Vec::with_capacity(COPIED_BATCH);
+            }
+            bytes.extend_from_slice(&self.buf[..self.partial]);
+            batch.bytes = bytes;
+            batch.payloads.extend(self.whole.drain(..));
+            self.buf.copy_within(tail.clone(), 0);
+            self.filled = tail.len();
+            self.handed = 0;
+            self.partial = 0;
+            return self.broken();
+        }
         let mut next = std::mem::take(&mut batch.bytes);
         let room = tail.len() + READ_SIZE;
         if next.len() > room.max(KEEP_CAPACITY) {
@@ -272,6 +292,11 @@ impl FrameWriter {
     /// cap) nothing is appended.
     pub fn push<M: Serialize>(&mut self, message: &M) -> Result<(), ProtocolError> {
         encode_frame(message, &mut self.buf)
+    }
+
+    /// Appends an `Assign` as one frame, without serde.
+    pub fn push_assign(&mut self, assign: &crate::message::Assign) {
+        crate::codec::encode_assign(assign, &mut self.buf);
     }
 
     /// The bytes not written yet.

@@ -1,13 +1,19 @@
 //! The chunks of a job, produced lazily one index after the other: a job of
 //! ten million chunks never holds ten million of anything.
 
+mod auto;
 mod file;
+mod layout;
 mod lines;
 mod prefetch;
+mod sizer;
 
-pub use file::FileChunks;
-pub use lines::{LineCount, LinesChunks, count_lines};
+pub use auto::AutoChunks;
+pub use file::{FileChunks, FileCursor};
+pub use layout::{Layout, RangeCursor, Settled, SizedCutter};
+pub use lines::{LineCount, LinesChunks, LinesCursor, count_lines};
 pub use prefetch::Prefetch;
+pub use sizer::Sizer;
 
 /// One chunk: its index and the half-open range `[start, end)` it covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +53,14 @@ pub trait ChunkSource {
     /// input could not be read, not because the job has no more chunks.
     fn error(&self) -> Option<&str> {
         None
+    }
+    /// A worker's own time for a chunk of this source: a source whose
+    /// chunks size themselves learns from it.
+    fn measured(&mut self, _chunk: &ChunkSpec, _seconds: f64) {}
+    /// Whether chunks are sized as they are taken: then only a few should
+    /// wait at a worker, or a change in the items' cost is learnt too late.
+    fn sizes_itself(&self) -> bool {
+        false
     }
 }
 

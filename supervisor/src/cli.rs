@@ -102,6 +102,26 @@ pub enum Command {
         #[arg(value_name = "JOB.toml")]
         job: PathBuf,
     },
+    /// Run a bounded sample of the job with 1 worker, then more workers and
+    /// chunk sizes one at a time; print the table and the knee, and recommend
+    /// `workers` and `chunk`. The job's output and journal are not touched
+    Tune {
+        /// How long all the trials take together, e.g. 30s or 2m
+        #[arg(long = "for", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        budget: std::time::Duration,
+
+        /// The most workers tried [default: twice the CPUs available]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        max_workers: Option<u16>,
+
+        /// Draw throughput against workers and chunk size to FILE (.svg or .png)
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+
+        /// The job file
+        #[arg(value_name = "JOB.toml")]
+        job: PathBuf,
+    },
     /// Print shell completions
     Completions {
         #[arg(value_name = "SHELL")]
@@ -109,6 +129,14 @@ pub enum Command {
     },
     /// Print the man page (roff)
     Man,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e}; write e.g. 30s or 2m")),
+    }
 }
 
 /// `HOST:PORT`, resolved to its first address, or `:PORT` for every

@@ -15,7 +15,7 @@ mod worker;
 
 pub use error::ConfigError;
 pub use job::{
-    InputFile, Job, MaxFailed, Order, OutputFormat, OutputPath, OutputSpec, RestartPolicy, Source,
-    SupervisorSpec, WorkerSpec,
+    AutoChunk, InputFile, Job, MaxFailed, Order, OutputFormat, OutputPath, OutputSpec,
+    RestartPolicy, Source, SupervisorSpec, WorkerSpec,
 };
 pub use validate::load;

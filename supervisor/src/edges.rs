@@ -47,6 +47,10 @@ impl Effects for Edges {
         self.store.write_failure(failure)
     }
 
+    fn is_backlogged(&self) -> bool {
+        self.store.is_backlogged()
+    }
+
     fn observe(&mut self, event: &RunEvent<'_>) {
         if let RunEvent::WorkerBusy { slot, chunk } = *event {
             self.workers.set_busy(slot, chunk);

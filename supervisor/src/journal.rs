@@ -31,7 +31,9 @@
 //! after the last commit, or at once when 64 Ki records wait. If the disk is
 //! slower than that, the batches that queue up are written as one group, and
 //! past a short queue records wait in the run loop's buffer: the run loop
-//! never blocks on the disk. [`JournalWriter::finish`] commits the rest and
+//! never blocks on the disk. Once 64 Ki records wait there
+//! ([`JournalWriter::is_backlogged`]) no new chunk starts until they are
+//! handed over, so memory stays bounded on a slow disk. [`JournalWriter::finish`] commits the rest and
 //! waits, on every clean end, a drain after SIGTERM or SIGINT included.
 //!
 //! What a crash (kill -9, power loss) costs: the chunks that finished in the

@@ -22,4 +22,5 @@ pub mod run;
 pub mod shard;
 pub mod signals;
 pub mod store;
+pub mod tune;
 pub mod workers;

@@ -100,6 +100,12 @@ impl Queue {
 /// `progress` is off the screen. Text has no colours when stderr is not a
 /// terminal or `NO_COLOR` is set. Does nothing if it was installed already.
 pub fn init(format: LogFormat, progress: &Progress) {
+    init_with(format, progress, "info");
+}
+
+/// [`init`], with `default` as the filter when `RUST_LOG` is not set:
+/// `supervisor tune` runs many short runs and says what it found itself.
+pub fn init_with(format: LogFormat, progress: &Progress, default: &str) {
     let mut fresh = false;
     QUEUE.get_or_init(|| {
         fresh = true;
@@ -124,7 +130,7 @@ pub fn init(format: LogFormat, progress: &Progress) {
         // No thread, no queue to drain: lines go straight to stderr.
         eprintln!("warning: cannot start the log's writer; log lines may slow the run");
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Lines {

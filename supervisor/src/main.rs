@@ -14,7 +14,7 @@ use supervisor::merge::{self, MergeError, MergeOptions, Merged};
 use supervisor::observers::progress::{Progress, ProgressMode};
 use supervisor::observers::report;
 use supervisor::run::{Reporting, RunEnd, RunSummary, SetupError, run};
-use supervisor::{config, generate, plan, shard, signals, workers};
+use supervisor::{config, generate, plan, shard, signals, tune, workers};
 
 /// The contract's exit statuses.
 mod exit {
@@ -57,7 +57,12 @@ fn main() -> ExitCode {
         None => Progress::new(cli.run.progress),
         Some(_) => Progress::new(ProgressMode::Never),
     };
-    logging::init(cli.run.log_format, &progress);
+    let quiet = matches!(cli.command, Some(Command::Tune { .. }));
+    logging::init_with(
+        cli.run.log_format,
+        &progress,
+        if quiet { "error" } else { "info" },
+    );
     let (job_path, workers, shard, check_only, trial) = match cli.command {
         Some(Command::Check {
             workers,
@@ -66,6 +71,12 @@ fn main() -> ExitCode {
             job,
         }) => (job, workers, shard, true, start),
         Some(Command::Merge { shards, job }) => return merge_shards(&job, MergeOptions { shards }),
+        Some(Command::Tune {
+            budget,
+            max_workers,
+            plot,
+            job,
+        }) => return tune_job(&job, budget, max_workers, plot.as_deref()),
         Some(Command::Completions { shell }) => {
             return printed(generate::completions(shell, &mut std::io::stdout().lock()));
         }
@@ -182,6 +193,59 @@ fn start_one(job: &config::Job) -> Result<workers::Trial, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(workers::try_start(job))
+}
+
+/// `supervisor tune`: 0 with a recommendation; 2 for a bad job file; 3
+/// when a trial could not run.
+fn tune_job(
+    path: &std::path::Path,
+    budget: std::time::Duration,
+    max_workers: Option<u16>,
+    plot: Option<&std::path::Path>,
+) -> ExitCode {
+    let job = match config::load(path, None) {
+        Ok(job) => job,
+        Err(problem) => {
+            error(problem);
+            return exit_with(exit::BAD_INPUT);
+        }
+    };
+    if let Some(plot) = plot
+        && !plot
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg") || e.eq_ignore_ascii_case("png"))
+    {
+        error(format!(
+            "--plot {}: the plot is drawn as .svg or .png, by the file's extension",
+            plot.display()
+        ));
+        return exit_with(exit::BAD_INPUT);
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let options = tune::Options {
+        budget,
+        max_workers: max_workers.map_or(2 * cpus, usize::from),
+        target: job
+            .auto
+            .map_or(config::defaults::AUTO_TARGET, |auto| auto.target),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(problem) => {
+            error(format!("cannot start the runtime: {problem}"));
+            return exit_with(exit::ABORTED);
+        }
+    };
+    match runtime.block_on(tune::tune(&job, &options, plot)) {
+        Ok(_) => printed(Ok(())),
+        Err(problem) => {
+            error(format!("{problem:#}"));
+            exit_with(exit::ABORTED)
+        }
+    }
 }
 
 /// The exit status of a run that got going (the contract's table).

@@ -112,6 +112,9 @@ fn source(source: &Source) -> String {
 /// How the source is cut: the count, the size, and the last chunk's size
 /// when it is known without reading the input.
 fn chunks(job: &Job) -> String {
+    if let Some(auto) = job.auto {
+        return auto_chunks(job, auto.target);
+    }
     let count = job.chunk_count();
     let size = job.chunk;
     let short = |total: u64| match count {
@@ -130,6 +133,31 @@ fn chunks(job: &Job) -> String {
             format!("{count} of {size} lines (the last {})", short(*lines))
         }
     }
+}
+
+/// `chunk = "auto"`: the count is decided as the run goes; what can be
+/// said before is how few chunks it takes when items cost nothing (the
+/// sizes then only grow and shrink) and how many at most.
+fn auto_chunks(job: &Job, target: std::time::Duration) -> String {
+    let unit = match job.source {
+        Source::Range { .. } => "items",
+        Source::File { .. } => "bytes",
+        Source::Lines { .. } => "lines",
+    };
+    let max = match job.source {
+        Source::File { .. } => crate::config::defaults::MAX_AUTO_FILE_CHUNK,
+        Source::Range { .. } | Source::Lines { .. } => u64::MAX,
+    };
+    let sizer = crate::chunks::Sizer::new(target, job.supervisor.workers, job.chunk, max);
+    let fewest = sizer.simulate(job.source.units(), 0.0);
+    format!(
+        "decided at run time (chunk = \"auto\"), each about {} of work on a worker; \
+         about {fewest} if items cost next to nothing, more as they cost more, at most {} \
+         (chunks of at least {} {unit}); `supervisor tune` measures them",
+        humantime::format_duration(target),
+        job.chunk_count(),
+        job.chunk,
+    )
 }
 
 fn bytes(n: u64) -> String {
@@ -158,10 +186,7 @@ fn resume(job: &Job, assessment: &Assessment) -> String {
         Start::Fresh(Fresh::NoRecords) => {
             "fresh start (the journal records no finished chunk)".to_owned()
         }
-        Start::Resume(resume) => {
-            let block = job.block();
-            would_resume(resume, block.end - block.start)
-        }
+        Start::Resume(resume) => would_resume(resume, job.known_block_len()),
         Start::Refuse(refusal) => refused(refusal),
     }
 }
@@ -209,11 +234,12 @@ fn refused(refusal: &Refusal) -> String {
     }
 }
 
-fn would_resume(resume: &Resume, chunks: u64) -> String {
+fn would_resume(resume: &Resume, chunks: Option<u64>) -> String {
     let recovered = &resume.recovered;
     let kept = recovered.output_len;
+    let of = chunks.map_or_else(String::new, |chunks| format!(" of {chunks}"));
     let mut text = format!(
-        "would resume: {} of {chunks} chunks done, {} failed for good; the output is cut back to {kept} bytes",
+        "would resume: {}{of} chunks done, {} failed for good; the output is cut back to {kept} bytes",
         recovered.done.count_ones(..),
         recovered.failed.count_ones(..),
     );
@@ -385,6 +411,32 @@ command = ["/bin/sh", "-c", "true"]
         assert!(
             plan.contains(&format!("working directory: {}\n", job.dir.display())),
             "{plan}"
+        );
+    }
+
+    #[test]
+    fn automatic_chunks_are_decided_at_run_time_with_an_estimate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auto.toml");
+        std::fs::write(
+            &path,
+            "[source]\nrange = { start = 0, end = 10_000_000 }\nchunk = \"auto\"\n\
+             target = \"100ms\"\n\n[worker]\ncommand = [\"/bin/sh\"]\n\n\
+             [supervisor]\nworkers = 2\n",
+        )
+        .unwrap();
+        let job = crate::config::load(&path, None).unwrap();
+        let plan = plan_of(&job);
+        let line = plan.lines().find(|l| l.starts_with("chunks: ")).unwrap();
+        assert!(
+            line.starts_with("chunks: decided at run time (chunk = \"auto\"), each about 100ms of work on a worker; about "),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                ", at most 10000000 (chunks of at least 1 items); `supervisor tune` measures them"
+            ),
+            "{line}"
         );
     }
 

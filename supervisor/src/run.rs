@@ -15,9 +15,10 @@ use tracing::{info, warn};
 
 use crate::assess::{self, Lock, Options};
 use crate::chunks::{
-    ChunkSource, Cutter, FileChunks, LineCount, LinesChunks, Prefetch, RangeChunks,
+    AutoChunks, ChunkSource, Cutter, FileChunks, FileCursor, Layout, LineCount, LinesChunks,
+    LinesCursor, Prefetch, RangeChunks, RangeCursor, Settled, SizedCutter, Sizer,
 };
-use crate::config::{Job, Source};
+use crate::config::{Job, Source, defaults};
 use crate::descriptors;
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
 use crate::edges::Edges;
@@ -147,12 +148,12 @@ pub async fn run(
         info!("running as shard {}", shard.describe(job.chunk_count()));
     }
     let assessment = assess::assess(job, options, Lock::Held);
-    let opened = store::open(job, assessment.start)?;
-    let (source, source_ready) = chunk_source(job)?;
+    let mut opened = store::open(job, assessment.start)?;
+    let settled = std::mem::take(&mut opened.settled);
+    let (source, source_ready) = chunk_source(job, settled, opened.settled_only)?;
     let progress = reporting.progress;
-    let block = job.block();
     progress.start(
-        Some(block.end - block.start),
+        job.known_block_len(),
         opened.done_before + opened.failed_before,
     );
     let (updates_tx, mut updates) = mpsc::channel(UPDATE_QUEUE);
@@ -184,6 +185,9 @@ pub async fn run(
     housekeeping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut escalation = Escalation::default();
     let mut last_sweep = Instant::now();
+    // Dispatch waits while settled chunks wait for the disk; the turn that
+    // sees them handed on (the housekeeping timer wakes it) restarts it.
+    let mut was_backlogged = false;
     let outcome = loop {
         edges.deliver_spawn_events(&mut dispatcher);
         edges.workers.flush();
@@ -191,6 +195,12 @@ pub async fn run(
         if let Err(error) = edges.store.commit_if_due(now) {
             dispatcher.abort(error, now, &mut edges);
         }
+        let backlogged = edges.store.is_backlogged();
+        if was_backlogged && !backlogged {
+            // The disk caught up: dispatch, which waited for it, goes on.
+            dispatcher.handle(Event::Tick, now, &mut edges);
+        }
+        was_backlogged = backlogged;
         if let Some(outcome) = dispatcher.outcome() {
             break outcome;
         }
@@ -218,7 +228,7 @@ pub async fn run(
             Woke::Update(update) if matches!(update.kind, UpdateKind::Exited { .. }) => {
                 take_update(update, &mut dispatcher, &mut edges);
                 // Whatever the worker left behind is ours by now.
-                workers::sweep_orphans();
+                sweep_orphans();
             }
             Woke::Update(update) => {
                 take_update(update, &mut dispatcher, &mut edges);
@@ -244,7 +254,7 @@ pub async fn run(
             Woke::Housekeeping => {
                 if last_sweep.elapsed() >= SWEEP_EVERY {
                     last_sweep = Instant::now();
-                    workers::sweep_orphans();
+                    sweep_orphans();
                 }
                 let pids: Vec<(usize, u32)> = edges.workers.pids().collect();
                 let snapshot = Snapshot {
@@ -343,10 +353,27 @@ enum Woke {
 /// reaped: no process a worker started outlives the run.
 async fn settle_orphans() {
     let deadline = tokio::time::Instant::now() + SETTLE_ORPHANS;
-    while workers::sweep_orphans() > 0 && tokio::time::Instant::now() < deadline {
+    while sweep_orphans() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    workers::sweep_orphans();
+    sweep_orphans();
+}
+
+/// Ends what workers left behind (see [`workers::sweep_orphans`]), saying
+/// so: a worker that leaks processes is worth knowing about. Returns how
+/// many it ended.
+fn sweep_orphans() -> usize {
+    let ended = workers::sweep_orphans();
+    if let Some(((pid, name), rest)) = ended.split_first() {
+        let more = match rest.len() {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
+        warn!(
+            "ended pid {pid} ({name}){more}: left running by a worker, outside its process group"
+        );
+    }
+    ended.len()
 }
 
 /// Waits, briefly, for the tasks of killed workers to reap them, so that
@@ -412,8 +439,14 @@ fn take_update(update: WorkerUpdate, dispatcher: &mut Dispatcher, edges: &mut Ed
 
 /// The job's chunks, produced lazily as the run goes: a range on the loop
 /// itself, a file's or lines' cut ahead on a thread. The `Notify` wakes the
-/// loop when a source that had no chunk ready has some again.
-fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupError> {
+/// loop when a source that had no chunk ready has some again. `settled` are
+/// the chunks of a `chunk = "auto"` job that an earlier run settled, and
+/// with `settled_only` no other chunk is cut.
+fn chunk_source(
+    job: &Job,
+    settled: Vec<Settled>,
+    settled_only: bool,
+) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupError> {
     let cannot_read = |path: &std::path::Path, e: std::io::Error| {
         SetupError::Failed(anyhow!("cannot read the input {}: {e}", path.display()))
     };
@@ -427,6 +460,9 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
                 input.path.display()
             )));
         }
+    }
+    if let Some(auto) = job.auto {
+        return auto_source(job, auto.target, settled, settled_only);
     }
     let cutter: Box<dyn Cutter> = match &job.source {
         Source::Range { start, end } => {
@@ -461,4 +497,51 @@ fn chunk_source(job: &Job) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupE
         .map_err(|e| SetupError::Failed(anyhow!("cannot start cutting the input: {e}")))?;
     let ready = prefetch.ready();
     Ok((Box::new(prefetch), ready))
+}
+
+/// A `chunk = "auto"` job's chunks: sized as the run goes, around the ones
+/// an earlier run settled.
+fn auto_source(
+    job: &Job,
+    target: Duration,
+    settled: Vec<Settled>,
+    settled_only: bool,
+) -> Result<(Box<dyn ChunkSource>, Arc<Notify>), SetupError> {
+    let cannot_read = |path: &std::path::Path, e: std::io::Error| {
+        SetupError::Failed(anyhow!("cannot read the input {}: {e}", path.display()))
+    };
+    let max = match job.source {
+        Source::File { .. } => defaults::MAX_AUTO_FILE_CHUNK,
+        Source::Range { .. } | Source::Lines { .. } => u64::MAX,
+    };
+    let sizer = Sizer::new(target, job.supervisor.workers, job.chunk, max);
+    let layout = Layout::new(settled, settled_only);
+    let cutter: Box<dyn SizedCutter> = match &job.source {
+        Source::Range { start, end } => {
+            let cursor = Box::new(RangeCursor::new(*start, *end));
+            let source = AutoChunks::inline(sizer, layout, cursor);
+            let ready = source.ready();
+            return Ok((Box::new(source), ready));
+        }
+        Source::File {
+            input, delimiter, ..
+        } => Box::new(
+            FileCursor::open(&input.path, delimiter.clone())
+                .map_err(|e| cannot_read(&input.path, e))?,
+        ),
+        Source::Lines { input, lines } => Box::new(
+            LinesCursor::open(
+                &input.path,
+                LineCount {
+                    lines: *lines,
+                    size: input.size,
+                },
+            )
+            .map_err(|e| cannot_read(&input.path, e))?,
+        ),
+    };
+    let source = AutoChunks::threaded(sizer, layout, cutter)
+        .map_err(|e| SetupError::Failed(anyhow!("cannot start cutting the input: {e}")))?;
+    let ready = source.ready();
+    Ok((Box::new(source), ready))
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use memchr::memmem::Finder;
 
+use super::layout::SizedCutter;
 use super::{ChunkSpec, Cutter};
 
 /// Big enough that one read nearly always finds the delimiter after a
@@ -248,6 +249,67 @@ impl FileChunks {
             });
         }
         None
+    }
+}
+
+/// A file cut at a cursor into chunks of sizes the run decides
+/// (`chunk = "auto"`), each ending just after a delimiter or at the end.
+#[derive(Debug)]
+pub struct FileCursor {
+    file: FileChunks,
+    at: u64,
+}
+
+impl FileCursor {
+    pub fn open(path: &Path, delimiter: Vec<u8>) -> io::Result<Self> {
+        Ok(Self {
+            file: FileChunks::open(path, delimiter, 1)?,
+            at: 0,
+        })
+    }
+
+    fn read_error(&self, e: &io::Error) -> io::Error {
+        io::Error::other(format!("cannot read {}: {e}", self.file.path.display()))
+    }
+}
+
+impl SizedCutter for FileCursor {
+    fn cut(&mut self, index: u64, size: u64, limit: u64) -> io::Result<(ChunkSpec, u64)> {
+        let start = self.at;
+        let limit = limit.min(self.file.size);
+        let end = match start.checked_add(size) {
+            Some(nominal) if nominal < limit => self
+                .file
+                .find_boundary(nominal)
+                .map_err(|e| self.read_error(&e))?
+                .min(limit),
+            _ => limit,
+        }
+        .max(start);
+        self.at = end;
+        let chunk = ChunkSpec {
+            index,
+            start,
+            end,
+            first_item: start,
+        };
+        Ok((chunk, end - start))
+    }
+
+    fn units_to(&mut self, to: u64) -> io::Result<u64> {
+        Ok(to.saturating_sub(self.at))
+    }
+
+    fn position(&self) -> u64 {
+        self.at
+    }
+
+    fn end(&self) -> u64 {
+        self.file.size
+    }
+
+    fn remaining(&self) -> u64 {
+        self.file.size - self.at
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use memchr::memchr_iter;
 
 use super::file::read_at;
+use super::layout::SizedCutter;
 use super::{ChunkSpec, Cutter};
 
 /// Large enough that counting runs at memory speed rather than syscall speed.
@@ -235,6 +236,142 @@ impl Cutter for LinesChunks {
     }
 }
 
+/// A lines file cut at a cursor into chunks of as many lines as the run
+/// decides (`chunk = "auto"`), counting lines as it goes so that every
+/// chunk knows the number of its first line.
+#[derive(Debug)]
+pub struct LinesCursor {
+    file: File,
+    path: PathBuf,
+    lines: u64,
+    size: u64,
+    /// The cursor, and the number of the line it is at.
+    at: u64,
+    line: u64,
+    /// The window of the file last read, `[base, base + filled)`.
+    buf: Vec<u8>,
+    base: u64,
+    filled: usize,
+}
+
+impl LinesCursor {
+    /// Opens `path` to cut it as `count` (from [`count_lines`]) describes.
+    pub fn open(path: &Path, count: LineCount) -> io::Result<Self> {
+        let file = File::open(path)?;
+        let block = usize::try_from(count.size)
+            .unwrap_or(BLOCK_SIZE)
+            .clamp(1, BLOCK_SIZE);
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            lines: count.lines,
+            size: count.size,
+            at: 0,
+            line: 0,
+            buf: vec![0; block],
+            base: 0,
+            filled: 0,
+        })
+    }
+
+    /// Reads in blocks of `block_size` bytes; tests use a tiny one.
+    #[cfg(test)]
+    fn with_block_size(mut self, block_size: usize) -> Self {
+        self.buf = vec![0; block_size];
+        self.base = self.at;
+        self.filled = 0;
+        self
+    }
+
+    /// Walks from the cursor over at most `lines` lines, stopping at the
+    /// position `limit`; returns where it stopped and the lines passed. A
+    /// last line without a newline counts once the walk reaches its end.
+    fn walk(&mut self, lines: u64, limit: u64) -> io::Result<(u64, u64)> {
+        let limit = limit.min(self.size);
+        let mut passed = 0;
+        let mut line_start = self.at;
+        let mut at = self.at;
+        while passed < lines {
+            if at >= limit {
+                if limit > line_start {
+                    passed += 1;
+                }
+                return Ok((limit, passed));
+            }
+            if at < self.base || at >= self.base + self.filled as u64 {
+                self.base = at;
+                let want = self
+                    .buf
+                    .len()
+                    .min(usize::try_from(self.size - at).unwrap_or(usize::MAX));
+                let n = read_at(&self.file, &mut self.buf[..want], at).map_err(|e| {
+                    io::Error::other(format!("cannot read {}: {e}", self.path.display()))
+                })?;
+                if n == 0 {
+                    return Err(io::Error::other(format!(
+                        "{} has fewer than the {} lines counted before the run: it changed",
+                        self.path.display(),
+                        self.lines
+                    )));
+                }
+                self.filled = n;
+            }
+            let from = (at - self.base) as usize;
+            let to = self
+                .filled
+                .min(usize::try_from(limit - self.base).unwrap_or(usize::MAX));
+            let window = &self.buf[from..to];
+            at = self.base + to as u64;
+            for i in memchr_iter(b'\n', window) {
+                passed += 1;
+                line_start = self.base + (from + i + 1) as u64;
+                if passed == lines {
+                    at = line_start;
+                    break;
+                }
+            }
+        }
+        Ok((at, passed))
+    }
+}
+
+impl SizedCutter for LinesCursor {
+    fn cut(&mut self, index: u64, size: u64, limit: u64) -> io::Result<(ChunkSpec, u64)> {
+        let start = self.at;
+        let first_item = self.line;
+        let (end, lines) = self.walk(size, limit)?;
+        self.at = end;
+        self.line += lines;
+        let chunk = ChunkSpec {
+            index,
+            start,
+            end,
+            first_item,
+        };
+        Ok((chunk, lines))
+    }
+
+    fn units_to(&mut self, to: u64) -> io::Result<u64> {
+        let (at, line) = (self.at, self.line);
+        let (_, lines) = self.walk(u64::MAX, to)?;
+        self.at = at;
+        self.line = line;
+        Ok(lines)
+    }
+
+    fn position(&self) -> u64 {
+        self.at
+    }
+
+    fn end(&self) -> u64 {
+        self.size
+    }
+
+    fn remaining(&self) -> u64 {
+        self.lines.saturating_sub(self.line)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_files::{all, temp_file};
@@ -332,6 +469,32 @@ mod tests {
         assert!(error.contains("directory"), "{error}");
     }
 
+    #[test]
+    fn the_cursor_cuts_lines_as_asked_and_numbers_them() {
+        let file = temp_file(b"a\nbb\nccc\nd");
+        let count = count_lines(file.path()).unwrap();
+        let mut cursor = LinesCursor::open(file.path(), count).unwrap();
+        assert_eq!(cursor.units_to(5).unwrap(), 2);
+        let (chunk, lines) = cursor.cut(0, 1, 100).unwrap();
+        assert_eq!(
+            (chunk.start, chunk.end, chunk.first_item, lines),
+            (0, 2, 0, 1)
+        );
+        // Up to a limit that is a line end, whatever the size.
+        let (chunk, lines) = cursor.cut(1, u64::MAX, 5).unwrap();
+        assert_eq!(
+            (chunk.start, chunk.end, chunk.first_item, lines),
+            (2, 5, 1, 1)
+        );
+        assert_eq!(cursor.remaining(), 2);
+        let (chunk, lines) = cursor.cut(2, 5, 100).unwrap();
+        assert_eq!(
+            (chunk.start, chunk.end, chunk.first_item, lines),
+            (5, 10, 2, 2)
+        );
+        assert_eq!(cursor.remaining(), 0);
+    }
+
     fn contents() -> impl Strategy<Value = Vec<u8>> {
         let byte = prop_oneof![
             3 => Just(b'\n'),
@@ -408,6 +571,37 @@ mod tests {
             let start = (first as usize).min(end);
             prop_assert_eq!(total, (end - start) as u64);
             prop_assert_eq!(got.as_slice(), &whole[start..end]);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_cursor_tiles_the_file_in_the_sizes_asked(
+            contents in contents(),
+            sizes in proptest::collection::vec(1u64..20, 1..50),
+            block in prop_oneof![Just(BLOCK_SIZE), 1usize..80],
+        ) {
+            let expected = naive_lines(&contents);
+            let file = temp_file(&contents);
+            let count = count_lines(file.path()).unwrap();
+            let mut cursor = LinesCursor::open(file.path(), count).unwrap().with_block_size(block);
+            let mut at = 0;
+            let mut line = 0;
+            for (index, size) in sizes.iter().cycle().enumerate() {
+                if cursor.remaining() == 0 {
+                    break;
+                }
+                let (chunk, lines) = cursor.cut(index as u64, *size, u64::MAX).unwrap();
+                prop_assert_eq!(chunk.start, at);
+                prop_assert_eq!(chunk.first_item, line);
+                prop_assert_eq!(lines, (*size).min(count.lines - line));
+                let held = naive_lines(&contents[chunk.start as usize..chunk.end as usize]);
+                prop_assert_eq!(held.len() as u64, lines);
+                at = chunk.end;
+                line += lines;
+            }
+            prop_assert_eq!(at, contents.len() as u64);
+            prop_assert_eq!(line, expected.len() as u64);
         }
     }
 }

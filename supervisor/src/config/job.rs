@@ -18,7 +18,11 @@ pub struct Job {
     /// Items per chunk: integers of a range, bytes of a file, lines of a
     /// lines source. When the file sets none, a range or lines source is cut
     /// into about 1024 chunks, a file into about 256 of 64 KiB to 16 MiB.
+    /// With `chunk = "auto"` it is the smallest chunk the run may cut, which
+    /// bounds how many chunks there can be ([`Job::chunk_count`]).
     pub chunk: u64,
+    /// `chunk = "auto"`: chunk sizes are decided as the run goes.
+    pub auto: Option<AutoChunk>,
     pub worker: WorkerSpec,
     pub supervisor: SupervisorSpec,
     pub output: OutputSpec,
@@ -33,7 +37,8 @@ pub struct Job {
 
 impl Job {
     /// How many chunks the source is cut into; chunk `k` covers
-    /// `[start + k·chunk, min(start + (k+1)·chunk, end))`.
+    /// `[start + k·chunk, min(start + (k+1)·chunk, end))`. With
+    /// `chunk = "auto"` the most there can be: chunks of the smallest size.
     pub fn chunk_count(&self) -> u64 {
         self.source.chunk_count(self.chunk)
     }
@@ -46,6 +51,42 @@ impl Job {
             None => 0..chunks,
         }
     }
+
+    /// The chunk count when it is fixed before the run: not with `chunk = "auto"`.
+    pub fn known_chunk_count(&self) -> Option<u64> {
+        self.auto.is_none().then(|| self.chunk_count())
+    }
+
+    /// How many chunks this run covers (its shard's, or all), when that is
+    /// fixed before the run.
+    pub fn known_block_len(&self) -> Option<u64> {
+        self.auto.is_none().then(|| {
+            let block = self.block();
+            block.end - block.start
+        })
+    }
+
+    /// Why the job cannot run as shards, when it cannot: shard I of N is the
+    /// I-th of N blocks of chunk indices, which needs the count before the run.
+    pub fn shard_refusal(&self) -> Option<String> {
+        self.auto.map(|_| {
+            format!(
+                "{}: `chunk = \"auto\"` decides the chunk count at run time, and a shard is a \
+                 block of chunk indices: set `chunk` to a number to run shards (`supervisor tune` \
+                 suggests one)",
+                self.file.display()
+            )
+        })
+    }
+}
+
+/// `chunk = "auto"`: the run starts with small chunks, measures how long
+/// items take on the workers, and sizes chunks to take about `target`,
+/// smaller again as the work runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoChunk {
+    /// How long a chunk should take on a worker; 250 ms by default.
+    pub target: Duration,
 }
 
 /// Where the items come from.
@@ -89,6 +130,16 @@ impl Source {
             Source::Range { start, end } => (end - start).div_ceil(chunk),
             Source::File { chunks, .. } => *chunks,
             Source::Lines { lines, .. } => lines.div_ceil(chunk),
+        }
+    }
+
+    /// What the source's chunks are cut from, in the units `chunk` counts:
+    /// integers of a range, bytes of a file, lines of a lines source.
+    pub fn units(&self) -> u64 {
+        match self {
+            Source::Range { start, end } => end - start,
+            Source::File { input, .. } => input.size,
+            Source::Lines { lines, .. } => *lines,
         }
     }
 

@@ -41,6 +41,8 @@ pub(super) struct RawSource {
     pub(super) file: Option<Spanned<RawFileSource>>,
     pub(super) lines: Option<Spanned<RawLinesSource>>,
     pub(super) chunk: Option<Spanned<RawChunk>>,
+    /// With `chunk = "auto"`: how long a chunk should take.
+    pub(super) target: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

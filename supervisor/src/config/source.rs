@@ -7,14 +7,12 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::error::{ConfigError, JobText};
-use super::job::{InputFile, Source};
+use super::job::{AutoChunk, InputFile, Source};
 use super::paths::resolve;
 use super::raw::{RawChunk, RawSource};
 use super::{defaults, size};
 
-/// The most chunks a job may have: resume keeps two bits per chunk in memory
-/// (done, failed), 256 MiB at this count.
-const MAX_CHUNKS: u64 = 1 << 30;
+use super::defaults::MAX_CHUNKS;
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
@@ -24,7 +22,7 @@ impl JobText<'_> {
         source: Spanned<RawSource>,
         dir: &Path,
         one_line: bool,
-    ) -> Result<(Source, u64)> {
+    ) -> Result<(Source, u64, Option<AutoChunk>)> {
         let span = source.span();
         let source = source.into_inner();
         let given: Vec<(&str, Range<usize>)> = [
@@ -56,7 +54,8 @@ impl JobText<'_> {
         }
         let chunk = source.chunk;
         let chunk_span = chunk.as_ref().map(Spanned::span);
-        let (source, source_span, chunk) = if let Some(file) = source.file {
+        let target = source.target;
+        let (mut source, source_span, chunk) = if let Some(file) = source.file {
             let file_span = file.span();
             let file = file.into_inner();
             let input = self.input_file(&file.path, "source.file.path", dir)?;
@@ -72,18 +71,27 @@ impl JobText<'_> {
                 None => b"\n".to_vec(),
             };
             let chunk = self.file_chunk(chunk.as_ref(), input.size)?;
-            let most = crate::chunks::FileChunks::most_chunks(input.size, chunk);
-            if most > MAX_CHUNKS {
-                return Err(self.too_many_chunks(most, chunk_span.clone().unwrap_or(file_span)));
-            }
-            let chunks = crate::chunks::FileChunks::count(&input.path, delimiter.clone(), chunk)
-                .map_err(|e| {
-                    self.error(
-                        file.path.span(),
-                        "source.file.path",
-                        format!("cannot read {}: {e}", input.path.display()),
-                    )
-                })?;
+            let chunks = match chunk {
+                Some(chunk) => {
+                    let most = crate::chunks::FileChunks::most_chunks(input.size, chunk);
+                    if most > MAX_CHUNKS {
+                        return Err(
+                            self.too_many_chunks(most, chunk_span.clone().unwrap_or(file_span))
+                        );
+                    }
+                    crate::chunks::FileChunks::count(&input.path, delimiter.clone(), chunk)
+                        .map_err(|e| {
+                            self.error(
+                                file.path.span(),
+                                "source.file.path",
+                                format!("cannot read {}: {e}", input.path.display()),
+                            )
+                        })?
+                }
+                // Cut as the run goes, so there is nothing to count; the
+                // bound is set below, once the smallest chunk is known.
+                None => 0,
+            };
             let source = Source::File {
                 input,
                 delimiter,
@@ -102,7 +110,7 @@ impl JobText<'_> {
                 )
             })?;
             let chunk = if one_line {
-                self.one_line_chunk(chunk.as_ref())?
+                Some(self.one_line_chunk(chunk.as_ref())?)
             } else {
                 self.count_chunk(chunk.as_ref(), count.lines, "lines", "lines")?
             };
@@ -135,11 +143,43 @@ impl JobText<'_> {
             let chunk = self.count_chunk(chunk.as_ref(), end - start, "range", "items")?;
             (Source::Range { start, end }, range_span, chunk)
         };
+        let auto = self.auto(chunk, target.as_ref())?;
+        // With "auto" the smallest chunk is what keeps the count within bounds.
+        let chunk = chunk.unwrap_or_else(|| source.units().div_ceil(MAX_CHUNKS).max(1));
+        if auto.is_some()
+            && let Source::File { input, chunks, .. } = &mut source
+        {
+            *chunks = crate::chunks::FileChunks::most_chunks(input.size, chunk);
+        }
         let chunks = source.chunk_count(chunk);
         if chunks > MAX_CHUNKS {
             return Err(self.too_many_chunks(chunks, chunk_span.unwrap_or(source_span)));
         }
-        Ok((source, chunk))
+        Ok((source, chunk, auto))
+    }
+
+    /// `chunk = "auto"` (`chunk` is `None` then) and its `target`, which
+    /// means nothing with a fixed chunk.
+    fn auto(
+        &self,
+        chunk: Option<u64>,
+        target: Option<&Spanned<String>>,
+    ) -> Result<Option<AutoChunk>> {
+        match (chunk, target) {
+            (Some(_), None) => Ok(None),
+            (Some(_), Some(target)) => Err(self.error(
+                target.span(),
+                "source.target",
+                "`target` goes with `chunk = \"auto\"`: it is how long an automatic chunk \
+                 should take; a fixed chunk has its size already",
+            )),
+            (None, target) => Ok(Some(AutoChunk {
+                target: match target {
+                    Some(target) => self.duration(target, "source.target")?,
+                    None => defaults::AUTO_TARGET,
+                },
+            })),
+        }
     }
 
     pub(super) fn too_many_chunks(&self, chunks: u64, span: Range<usize>) -> ConfigError {
@@ -203,47 +243,53 @@ impl JobText<'_> {
     }
 
     /// `chunk` for a source that counts things (`items` of a range, `lines`):
-    /// a positive integer, or about 1024 chunks by default. `source` and
-    /// `unit` name them in messages.
+    /// a positive integer, or about 1024 chunks by default; `None` for
+    /// `"auto"`. `source` and `unit` name them in messages.
     pub(super) fn count_chunk(
         &self,
         chunk: Option<&Spanned<RawChunk>>,
         total: u64,
         source: &str,
         unit: &str,
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
         let Some(chunk) = chunk else {
-            return Ok(total.div_ceil(defaults::CHUNKS).max(1));
+            return Ok(Some(total.div_ceil(defaults::CHUNKS).max(1)));
         };
         match chunk.get_ref() {
-            RawChunk::Count(n) if *n > 0 => Ok(*n as u64),
+            RawChunk::Count(n) if *n > 0 => Ok(Some(*n as u64)),
             RawChunk::Count(n) => Err(self.error(
                 chunk.span(),
                 "source.chunk",
                 format!("must be a positive number of {unit}, got {n}"),
             )),
-            RawChunk::Text(t) if t == "auto" => Err(self.auto_chunk(chunk.span(), unit)),
+            RawChunk::Text(t) if t == "auto" => Ok(None),
             RawChunk::Text(t) => Err(self.error(
                 chunk.span(),
                 "source.chunk",
                 format!(
-                    "for a `{source}` source, `chunk` counts {unit}: use a positive integer, not \"{t}\""
+                    "for a `{source}` source, `chunk` counts {unit}: use a positive integer or \"auto\", not \"{t}\""
                 ),
             )),
         }
     }
 
     /// `chunk` for a `file` source: bytes, as an integer or a size with a
-    /// unit; by default about 256 chunks of 64 KiB to 16 MiB.
-    pub(super) fn file_chunk(&self, chunk: Option<&Spanned<RawChunk>>, size: u64) -> Result<u64> {
+    /// unit; by default about 256 chunks of 64 KiB to 16 MiB; `None` for
+    /// `"auto"`.
+    pub(super) fn file_chunk(
+        &self,
+        chunk: Option<&Spanned<RawChunk>>,
+        size: u64,
+    ) -> Result<Option<u64>> {
         let Some(chunk) = chunk else {
-            return Ok(size
-                .div_ceil(defaults::FILE_CHUNKS)
-                .clamp(defaults::MIN_FILE_CHUNK, defaults::MAX_FILE_CHUNK));
+            return Ok(Some(
+                size.div_ceil(defaults::FILE_CHUNKS)
+                    .clamp(defaults::MIN_FILE_CHUNK, defaults::MAX_FILE_CHUNK),
+            ));
         };
         let bytes = match chunk.get_ref() {
             RawChunk::Count(n) => *n,
-            RawChunk::Text(t) if t == "auto" => return Err(self.auto_chunk(chunk.span(), "bytes")),
+            RawChunk::Text(t) if t == "auto" => return Ok(None),
             RawChunk::Text(t) => {
                 let bytes = size::parse(t)
                     .map_err(|message| self.error(chunk.span(), "source.chunk", message))?;
@@ -257,17 +303,6 @@ impl JobText<'_> {
                 format!("must be a positive number of bytes, got {bytes}"),
             ));
         }
-        Ok(bytes as u64)
-    }
-
-    pub(super) fn auto_chunk(&self, span: Range<usize>, unit: &str) -> ConfigError {
-        self.error(
-            span,
-            "source.chunk",
-            format!(
-                "`chunk = \"auto\"` is not supported by this version of supervisor; \
-                 give the number of {unit} per chunk"
-            ),
-        )
+        Ok(Some(bytes as u64))
     }
 }

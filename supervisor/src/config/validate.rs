@@ -56,7 +56,7 @@ impl JobText<'_> {
             .as_ref()
             .and_then(|w| w.get_ref().exec.as_ref())
             .is_some_and(|exec| exec.get_ref().get(1..).is_some_and(exec::wants_one_line));
-        let (source, chunk) = self.source(source, &dir, one_line)?;
+        let (source, chunk, auto) = self.source(source, &dir, one_line)?;
         let Some(worker) = raw.worker else {
             return Err(self.error(
                 0..0,
@@ -94,6 +94,7 @@ impl JobText<'_> {
             name,
             source,
             chunk,
+            auto,
             worker,
             supervisor,
             output,

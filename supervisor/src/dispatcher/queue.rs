@@ -29,6 +29,11 @@ pub(super) struct Work {
     pub cancel_sent: bool,
 }
 
+/// Chunks outstanding per worker at most when the source sizes its chunks
+/// as they are taken: one running and one waiting, so that the next chunk is
+/// at hand yet was cut knowing nearly all there is to know.
+const SELF_SIZED_WINDOW: usize = 2;
+
 pub(super) struct WorkQueue {
     source: Box<dyn ChunkSource>,
     /// A fresh chunk taken from the source that the reorder window did not yet admit.
@@ -183,8 +188,9 @@ impl WorkQueue {
     }
 
     /// A worker's time for a chunk, folded into the average that sizes the
-    /// pipeline.
-    pub fn record_time(&mut self, seconds: f64) {
+    /// pipeline, and told to the source, whose chunks may size themselves.
+    pub fn record_time(&mut self, chunk: &ChunkSpec, seconds: f64) {
+        self.source.measured(chunk, seconds);
         self.average_seconds = Some(match self.average_seconds {
             None => seconds,
             Some(average) => average + (seconds - average) * 0.1,
@@ -202,7 +208,12 @@ impl WorkQueue {
         } else {
             usize::MAX
         };
-        queued.saturating_add(1).min(self.max_in_flight).max(1)
+        let most = if self.source.sizes_itself() {
+            SELF_SIZED_WINDOW
+        } else {
+            self.max_in_flight
+        };
+        queued.saturating_add(1).min(most).max(1)
     }
 
     /// Notes a failed attempt of a chunk that will be tried again.

@@ -262,6 +262,11 @@ impl Dispatcher {
                     return self.abort(reason, now, fx);
                 }
                 if finished {
+                    // A source whose chunks size themselves knows its count now.
+                    let counts = &mut self.counts;
+                    counts.total = counts
+                        .total
+                        .or(Some(counts.done + counts.failed + counts.skipped));
                     let failed = self.counts.failed;
                     self.end(Outcome::Finished { failed }, now, fx);
                 }
@@ -410,7 +415,7 @@ impl Dispatcher {
         fx: &mut impl Effects,
     ) {
         let Timing { seconds, waited } = timing;
-        self.queue.record_time(seconds);
+        self.queue.record_time(&work.chunk, seconds);
         self.queue.forget_errors(work.chunk.index);
         self.slots[slot].crash_streak = 0;
         fx.observe(&RunEvent::ChunkDone {
@@ -525,6 +530,10 @@ impl Dispatcher {
 
     /// Fills every ready worker's pipeline up to the window.
     fn dispatch(&mut self, now: Instant, fx: &mut impl Effects) {
+        if fx.is_backlogged() {
+            // The run loop says when the disk caught up, with a tick.
+            return;
+        }
         let window = self.queue.window();
         let max_chunks = self.settings.max_chunks;
         for slot in 0..self.slots.len() {
@@ -533,7 +542,9 @@ impl Dispatcher {
             }
             while self.slots[slot].in_flight.len() < window {
                 let s = &self.slots[slot];
-                if s.in_flight.iter().any(|w| w.suspect)
+                // A suspect is only ever sent to a worker holding nothing, and
+                // nothing joins it: it is the head whenever it is there.
+                if s.in_flight.front().is_some_and(|w| w.suspect)
                     || (max_chunks > 0 && s.assigned >= max_chunks)
                 {
                     break;

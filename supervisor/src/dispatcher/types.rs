@@ -69,6 +69,11 @@ pub trait Effects {
     fn write_result(&mut self, meta: &ResultMeta, output: &[u8]) -> Result<(), String>;
     fn write_failure(&mut self, failure: &ChunkFailure<'_>) -> Result<(), String>;
     fn observe(&mut self, event: &RunEvent<'_>);
+    /// Settled chunks wait for the disk: no new chunk should start until
+    /// they are handed on, so memory stays bounded whatever the disk's speed.
+    fn is_backlogged(&self) -> bool {
+        false
+    }
 }
 
 /// The facts about a finished chunk that travel with its output.

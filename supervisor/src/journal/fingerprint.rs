@@ -73,7 +73,12 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
             .map_or_else(|| "unknown".to_owned(), |d| d.as_nanos().to_string());
         set("source.modified", modified);
     }
-    set("chunk", job.chunk.to_string());
+    // Automatic chunks are journaled with their boundaries, so how they
+    // are sized (`target`) may change between a run and its resumption.
+    match job.auto {
+        Some(_) => set("chunk", AUTO.to_owned()),
+        None => set("chunk", job.chunk.to_string()),
+    }
     for (key, value) in &job.worker.written {
         set(key, value.clone());
     }
@@ -107,7 +112,16 @@ pub fn fingerprint(job: &Job) -> Fingerprint {
     fingerprint
 }
 
+/// The `chunk` field of a job whose chunks size themselves.
+const AUTO: &str = "auto";
+
 impl Fingerprint {
+    /// Whether the journal's job had `chunk = "auto"`: its chunks' boundaries
+    /// are decided by the run, and a resumed run must read them back.
+    pub fn auto_chunks(&self) -> bool {
+        self.fields.get("chunk").is_some_and(|chunk| chunk == AUTO)
+    }
+
     /// Computes the digest of `fields`.
     pub fn from_fields(fields: BTreeMap<String, String>) -> Self {
         // A BTreeMap serializes in key order, and strings have one JSON

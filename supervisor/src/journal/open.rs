@@ -11,6 +11,7 @@ use super::format::{Entry, EntryKind, MAGIC, encode_header};
 use super::scan::Scan;
 use super::writer::JournalWriter;
 use super::{Fingerprint, JournalError};
+use crate::chunks::Settled;
 use crate::durable;
 
 /// The journal's name in the state folder.
@@ -39,11 +40,20 @@ pub struct Recovered {
     pub damaged_at: Option<u64>,
     /// The notes of the fingerprint the journal was written with.
     pub notes: std::collections::BTreeMap<String, String>,
+    /// For a job with `chunk = "auto"`, the boundaries of the chunks in
+    /// `done` and `failed`, in index order: the run decided them, and a
+    /// resumed run keeps them. Its bit sets are only as long as the highest
+    /// index recorded, since the chunk count is only bounded.
+    pub settled: Option<Vec<Settled>>,
 }
 
 impl Recovered {
-    fn empty(chunk_count: u64) -> Self {
-        let bits = usize::try_from(chunk_count).unwrap_or(usize::MAX);
+    fn empty(chunk_count: u64, auto: bool) -> Self {
+        let bits = if auto {
+            0
+        } else {
+            usize::try_from(chunk_count).unwrap_or(usize::MAX)
+        };
         Self {
             done: FixedBitSet::with_capacity(bits),
             failed: FixedBitSet::with_capacity(bits),
@@ -52,7 +62,39 @@ impl Recovered {
             records: 0,
             damaged_at: None,
             notes: Default::default(),
+            settled: auto.then(Vec::new),
         }
+    }
+
+    /// Notes the boundaries of an automatic chunk; a chunk recorded again
+    /// (failed, then done on a retry) must have kept them.
+    fn settle(&mut self, entry: &super::Entry) -> Result<(), String> {
+        let Some(settled) = &mut self.settled else {
+            return Ok(());
+        };
+        let index = entry.index as usize;
+        if index >= self.done.len() {
+            self.done.grow(index + 1);
+            self.failed.grow(index + 1);
+        }
+        if self.done.contains(index) || self.failed.contains(index) {
+            let same = settled
+                .iter()
+                .any(|s| s.index == entry.index && (s.start, s.end) == (entry.start, entry.end));
+            if !same {
+                return Err(format!(
+                    "chunk {} is recorded again with other boundaries [{}, {})",
+                    entry.index, entry.start, entry.end
+                ));
+            }
+            return Ok(());
+        }
+        settled.push(Settled {
+            index: entry.index,
+            start: entry.start,
+            end: entry.end,
+        });
+        Ok(())
     }
 }
 
@@ -82,7 +124,7 @@ pub fn open(
     } else {
         (
             start_new(dir, &path, fingerprint, exists)?,
-            Recovered::empty(chunk_count),
+            Recovered::empty(chunk_count, fingerprint.auto_chunks()),
         )
     };
     let writer = JournalWriter::start(file, path)?;
@@ -205,7 +247,7 @@ pub(super) fn read_back(
         if scan.is_bare() {
             // Another job's journal that settled nothing holds nothing to
             // keep: starting over loses nothing, so it never blocks a run.
-            return Ok(Recovered::empty(chunk_count));
+            return Ok(Recovered::empty(chunk_count, fingerprint.auto_chunks()));
         }
         return Err(JournalError::Changed {
             dir: dir.to_path_buf(),
@@ -217,7 +259,7 @@ pub(super) fn read_back(
         Some(output) => OutputCheck::open(output)?,
         None => None,
     };
-    let mut recovered = Recovered::empty(chunk_count);
+    let mut recovered = Recovered::empty(chunk_count, scan.fingerprint.auto_chunks());
     recovered.notes = std::mem::take(&mut scan.fingerprint.notes);
     while let Some(entry) = scan.next_entry()? {
         if entry.index >= chunk_count {
@@ -226,6 +268,9 @@ pub(super) fn read_back(
                 scan.records() - 1,
                 entry.index
             )));
+        }
+        if let Err(reason) = recovered.settle(&entry) {
+            return Err(scan.corrupt(format!("record {}: {reason}", scan.records() - 1)));
         }
         let index = entry.index as usize;
         match entry.kind {
@@ -248,6 +293,9 @@ pub(super) fn read_back(
     recovered.records = scan.records();
     recovered.torn_bytes = scan.untrusted_bytes();
     recovered.damaged_at = scan.damaged_at();
+    if let Some(settled) = &mut recovered.settled {
+        settled.sort_unstable_by_key(|s| s.index);
+    }
     Ok(recovered)
 }
 

@@ -127,6 +127,7 @@ fn expected(entries: &[Entry]) -> Recovered {
         records: entries.len() as u64,
         damaged_at: None,
         notes: Default::default(),
+        settled: None,
     }
 }
 
@@ -669,5 +670,74 @@ fn an_edited_output_is_refused_naming_the_first_chunk_that_differs() {
             Err(JournalError::OutputChanged { index, .. }) => assert_eq!(index, chunk, "{what}"),
             other => panic!("{what}: expected OutputChanged, got {other:?}"),
         }
+    }
+}
+
+/// A journal of a `chunk = "auto"` job: the boundaries come back.
+fn auto_fp() -> Fingerprint {
+    Fingerprint::from_fields(
+        [
+            ("chunk".to_owned(), "auto".to_owned()),
+            ("source.end".to_owned(), "1000000".to_owned()),
+        ]
+        .into(),
+    )
+}
+
+fn settled_entry(kind: EntryKind, index: u64, start: u64, end: u64, offset: u64) -> Entry {
+    let done = kind == EntryKind::Done;
+    Entry {
+        kind,
+        index,
+        start,
+        end,
+        offset: if done { offset } else { 0 },
+        len: if done { 10 } else { 0 },
+        checksum: 0,
+    }
+}
+
+#[test]
+fn an_automatic_journal_gives_back_the_boundaries_it_settled_and_sizes_its_sets_to_them() {
+    let root = tempfile::tempdir().unwrap();
+    let bound = 1_000_000;
+    let (mut writer, _) = open(root.path(), &auto_fp(), bound, true).unwrap();
+    for entry in [
+        settled_entry(EntryKind::Done, 0, 0, 1, 0),
+        settled_entry(EntryKind::Done, 2, 5, 21, 10),
+        settled_entry(EntryKind::Failed, 1, 1, 5, 0),
+        settled_entry(EntryKind::Done, 1, 1, 5, 20),
+    ] {
+        writer.append(&entry);
+    }
+    writer.finish(None).unwrap();
+    let recovered = inspect(root.path(), &auto_fp(), bound, None)
+        .unwrap()
+        .unwrap();
+    let settled: Vec<(u64, u64, u64)> = recovered
+        .settled
+        .unwrap()
+        .iter()
+        .map(|s| (s.index, s.start, s.end))
+        .collect();
+    assert_eq!(settled, [(0, 0, 1), (1, 1, 5), (2, 5, 21)]);
+    assert_eq!(recovered.done.ones().collect::<Vec<_>>(), [0, 1, 2]);
+    // Only as long as the chunks settled, not the million the job may have.
+    assert_eq!(recovered.done.len(), 3);
+    assert_eq!(recovered.failed.len(), 3);
+}
+
+#[test]
+fn a_chunk_recorded_again_with_other_boundaries_is_damage() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut writer, _) = open(root.path(), &auto_fp(), 100, true).unwrap();
+    writer.append(&settled_entry(EntryKind::Failed, 0, 0, 4, 0));
+    writer.append(&settled_entry(EntryKind::Done, 0, 0, 5, 0));
+    writer.finish(None).unwrap();
+    match inspect(root.path(), &auto_fp(), 100, None) {
+        Err(JournalError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("other boundaries [0, 5)"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
     }
 }

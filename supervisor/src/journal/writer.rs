@@ -1,10 +1,11 @@
-//! Appending to the journal with group commit: records are encoded into a
-//! buffer on the run loop's thread, and a committer thread syncs the output,
+//! Appending to the journal with group commit: entries are gathered on the
+//! run loop's thread, and a committer thread encodes them, syncs the output,
 //! then writes and syncs the journal.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -22,11 +23,19 @@ pub const COMMIT_RECORDS: usize = 64 * 1024;
 
 /// Batches handed over but not yet taken by the committer. When they are all
 /// taken the disk is far behind; records then wait in the writer's buffer
-/// instead, which is no loss, and the run loop never blocks.
-const QUEUE: usize = 16;
-/// Record buffers kept for reuse; more than the queue can hold is never needed.
+/// instead, which is no loss, and the run loop never blocks; past
+/// [`COMMIT_RECORDS`] of them no chunk starts until the disk catches up.
+const QUEUE: usize = 4;
+/// Record buffers the committer may hand back; more than the queue can hold
+/// is never needed.
 const SPARES: usize = QUEUE + 2;
-/// A new buffer's room, in records.
+/// Record buffers kept for reuse: one being filled while one is committed.
+/// Buffers handed back past these are freed, so that a disk that once fell
+/// behind does not leave a queue's worth of buffers behind.
+const KEPT_SPARES: usize = 2;
+/// The committer writes the journal in pieces of this many bytes at most.
+const ENCODED_PIECE: usize = 64 * 1024;
+/// A new buffer's room, in entries.
 const INITIAL_RECORDS: usize = 256;
 
 /// Appends records to the journal; see the module documentation for when
@@ -36,19 +45,22 @@ const INITIAL_RECORDS: usize = 256;
 /// handed over are dropped (their chunks run again on resume), and the
 /// committer finishes the batches it already has, then ends.
 pub struct JournalWriter {
-    /// Encoded records not yet handed to the committer.
-    pending: Vec<u8>,
+    /// Entries not yet handed to the committer, which encodes them: the run
+    /// loop only copies each.
+    pending: Vec<Entry>,
     pending_records: usize,
     last_commit: Instant,
     /// Emptied buffers back from the committer, reused for `pending`.
-    spares: Vec<Vec<u8>>,
+    spares: Vec<Vec<Entry>>,
     /// The output's duplicate and path, made on the first commit that names
     /// an output and held here only until a batch carries it over.
     output: Option<(File, PathBuf)>,
     output_handed_over: bool,
     batches: SyncSender<Batch>,
-    returned: Receiver<Vec<u8>>,
+    returned: Receiver<Vec<Entry>>,
     failure: Arc<OnceLock<JournalError>>,
+    /// Records handed to the committer and not yet durable.
+    unsynced: Arc<AtomicUsize>,
     thread: JoinHandle<()>,
     /// Where the next done record must start: the journal can only stand in
     /// for the output if records arrive in output order.
@@ -58,7 +70,7 @@ pub struct JournalWriter {
 
 /// One commit's worth of records, and what the committer must sync first.
 struct Batch {
-    records: Vec<u8>,
+    records: Vec<Entry>,
     /// The output to sync from now on; sent once.
     output: Option<(File, PathBuf)>,
     sync_output: bool,
@@ -71,29 +83,33 @@ impl JournalWriter {
         let (batches, batches_rx) = mpsc::sync_channel(QUEUE);
         let (returned_tx, returned) = mpsc::sync_channel(SPARES);
         let failure = Arc::new(OnceLock::new());
+        let unsynced = Arc::new(AtomicUsize::new(0));
         let committer = Committer {
             journal,
             path: path.clone(),
             output: None,
             output_is_new: false,
+            encoded: Vec::with_capacity(ENCODED_PIECE),
             batches: batches_rx,
             returned: returned_tx,
             failure: Arc::clone(&failure),
+            unsynced: Arc::clone(&unsynced),
         };
         let thread = std::thread::Builder::new()
             .name("journal".to_owned())
             .spawn(move || committer.run())
             .map_err(JournalError::io("start the journal's committer for", &path))?;
         Ok(Self {
-            pending: Vec::with_capacity(INITIAL_RECORDS * RECORD_LEN),
+            pending: Vec::with_capacity(INITIAL_RECORDS),
             pending_records: 0,
             last_commit: Instant::now(),
-            spares: Vec::with_capacity(SPARES),
+            spares: Vec::with_capacity(KEPT_SPARES),
             output: None,
             output_handed_over: false,
             batches,
             returned,
             failure,
+            unsynced,
             thread,
             #[cfg(debug_assertions)]
             next_offset: None,
@@ -101,8 +117,8 @@ impl JournalWriter {
     }
 
     /// Records that a chunk ended. Nothing is written until a commit: this
-    /// only encodes into a buffer (no system call; no allocation once the
-    /// buffers have grown to the run's batch size).
+    /// only copies the entry into a buffer (no system call; no allocation
+    /// once the buffers have grown to the run's batch size).
     ///
     /// Done entries must come in the order their records were written to
     /// the output, each after its bytes reached the output writer.
@@ -118,9 +134,7 @@ impl JournalWriter {
             }
             self.next_offset = Some(entry.offset + entry.len);
         }
-        let mut record = [0; RECORD_LEN];
-        encode_record(entry, &mut record);
-        self.pending.extend_from_slice(&record);
+        self.pending.push(*entry);
         self.pending_records += 1;
     }
 
@@ -137,6 +151,13 @@ impl JournalWriter {
     /// timer; `None` while nothing waits.
     pub fn next_due(&self) -> Option<Instant> {
         (self.pending_records > 0).then(|| self.last_commit + COMMIT_INTERVAL)
+    }
+
+    /// Whether records pile up because the committer is behind: with those
+    /// it has not made durable yet, [`COMMIT_RECORDS`] of them wait. The run
+    /// starts no chunk until fewer do, which bounds them (3 MiB).
+    pub fn is_backlogged(&self) -> bool {
+        self.pending_records + self.unsynced.load(Ordering::Relaxed) >= COMMIT_RECORDS
     }
 
     /// Records appended and not yet handed to the committer.
@@ -162,6 +183,10 @@ impl JournalWriter {
         }
         let batch = self.batch(output)?;
         let carries_output = batch.output.is_some();
+        let records = batch.records.len();
+        // Counted before the committer can see them, so it never subtracts
+        // what was not added.
+        self.unsynced.fetch_add(records, Ordering::Relaxed);
         match self.batches.try_send(batch) {
             Ok(()) => {
                 self.output_handed_over |= carries_output;
@@ -170,6 +195,7 @@ impl JournalWriter {
                 Ok(())
             }
             Err(TrySendError::Full(batch)) => {
+                self.unsynced.fetch_sub(records, Ordering::Relaxed);
                 // The committer is behind: the records wait here for the
                 // next commit, and this one costs nothing.
                 let empty = std::mem::replace(&mut self.pending, batch.records);
@@ -233,14 +259,14 @@ impl JournalWriter {
             self.output = Some((dup, path));
         }
         while let Ok(buffer) = self.returned.try_recv() {
-            if self.spares.len() < SPARES {
+            if self.spares.len() < KEPT_SPARES {
                 self.spares.push(buffer);
             }
         }
         let empty = self
             .spares
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(INITIAL_RECORDS * RECORD_LEN));
+            .unwrap_or_else(|| Vec::with_capacity(INITIAL_RECORDS));
         Ok(Batch {
             records: std::mem::replace(&mut self.pending, empty),
             output: self.output.take(),
@@ -258,9 +284,12 @@ struct Committer {
     output: Option<(File, PathBuf)>,
     /// The output's name has yet to be made durable.
     output_is_new: bool,
+    /// A round's records, encoded; kept between rounds.
+    encoded: Vec<u8>,
     batches: Receiver<Batch>,
-    returned: SyncSender<Vec<u8>>,
+    returned: SyncSender<Vec<Entry>>,
     failure: Arc<OnceLock<JournalError>>,
+    unsynced: Arc<AtomicUsize>,
 }
 
 impl Committer {
@@ -283,6 +312,8 @@ impl Committer {
                 let _ = self.failure.set(error);
                 return;
             }
+            let committed = round.iter().map(|batch| batch.records.len()).sum();
+            self.unsynced.fetch_sub(committed, Ordering::Relaxed);
             for batch in round.drain(..) {
                 let mut records = batch.records;
                 records.clear();
@@ -319,14 +350,29 @@ impl Committer {
                     .map_err(JournalError::io("sync the output", path))?;
             }
         }
-        for batch in round.iter() {
-            (&self.journal)
-                .write_all(&batch.records)
-                .map_err(JournalError::io("write the journal", &self.path))?;
+        // Encoded a piece at a time, so a large round costs no large buffer.
+        let mut record = [0; RECORD_LEN];
+        for entry in round.iter().flat_map(|batch| &batch.records) {
+            encode_record(entry, &mut record);
+            self.encoded.extend_from_slice(&record);
+            if self.encoded.len() + RECORD_LEN > ENCODED_PIECE {
+                self.write_encoded()?;
+            }
         }
+        self.write_encoded()?;
         self.journal
             .sync_data()
             .map_err(JournalError::io("sync the journal", &self.path))
+    }
+}
+
+impl Committer {
+    fn write_encoded(&mut self) -> Result<(), JournalError> {
+        let written = (&self.journal)
+            .write_all(&self.encoded)
+            .map_err(JournalError::io("write the journal", &self.path));
+        self.encoded.clear();
+        written
     }
 }
 

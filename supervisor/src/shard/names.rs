@@ -15,6 +15,13 @@ use crate::config::{Job, OutputPath};
 /// state folder. A job whose output is stdout cannot be sharded: its shards
 /// would have nothing to be merged from.
 pub fn for_shard(mut job: Job, shard: JobShard) -> Result<Job, String> {
+    if let Some(why) = job.shard_refusal() {
+        return Err(format!(
+            "shard {} (from {}): {why}",
+            shard.shard,
+            shard.from.describe()
+        ));
+    }
     let OutputPath::File(output) = &job.output.path else {
         return Err(format!(
             "shard {} (from {}): a job whose output is stdout cannot run as shards, since \

@@ -123,6 +123,14 @@ impl Store {
         committed
     }
 
+    /// Whether finished chunks wait in memory because the journal's
+    /// committer is behind (the disk is slow): dispatch waits for it.
+    pub fn is_backlogged(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(JournalWriter::is_backlogged)
+    }
+
     /// When a commit will be due if nothing else happens.
     pub fn next_commit(&self) -> Option<Instant> {
         self.journal.as_ref().and_then(JournalWriter::next_due)

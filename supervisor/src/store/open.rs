@@ -10,6 +10,7 @@ use super::failures::FailureWriter;
 use super::files::Store;
 use super::output::ResultWriter;
 use crate::assess::{Resume, Start, failed_file};
+use crate::chunks::Settled;
 use crate::config::{Job, OutputPath};
 use crate::journal;
 use crate::run::SetupError;
@@ -23,6 +24,10 @@ pub struct Opened {
     pub done_before: u64,
     /// Chunks that failed for good in an earlier run and are not retried now.
     pub failed_before: u64,
+    /// With `chunk = "auto"`: the chunks an earlier run settled, whose
+    /// boundaries the run keeps; and whether only those run (`--retry-failed`).
+    pub settled: Vec<Settled>,
+    pub settled_only: bool,
 }
 
 /// Opens the store of `job` as `start` says. The caller holds the state
@@ -59,6 +64,8 @@ pub fn open(job: &Job, start: Start) -> Result<Opened, SetupError> {
             skip: None,
             done_before: 0,
             failed_before: 0,
+            settled: Vec::new(),
+            settled_only: false,
         })
     };
     match start {
@@ -75,6 +82,8 @@ pub fn open(job: &Job, start: Start) -> Result<Opened, SetupError> {
                 skip: None,
                 done_before: 0,
                 failed_before: 0,
+                settled: Vec::new(),
+                settled_only: false,
             })
         }
         Start::Resume(resume) => resumed(job, resume, failed_writer),
@@ -98,10 +107,11 @@ fn resumed(
     failed_writer: impl Fn(bool) -> Result<FailureWriter, SetupError>,
 ) -> Result<Opened, SetupError> {
     let Resume {
-        recovered,
+        mut recovered,
         retry_failed,
         ..
     } = resume;
+    let settled = recovered.settled.take().unwrap_or_default();
     let OutputPath::File(path) = &job.output.path else {
         unreachable!("a run to stdout is never resumed");
     };
@@ -134,19 +144,24 @@ fn resumed(
         .map_err(SetupError::Refused)?
         .in_format(job.output.format);
     let block = job.block();
-    let chunk_count = block.end - block.start;
+    let of = match job.known_block_len() {
+        Some(count) => format!(" of {count}"),
+        None => String::new(),
+    };
     let done_before = recovered.done.count_ones(..) as u64;
     let failed_earlier = recovered.failed.count_ones(..) as u64;
     let skip = if retry_failed {
         let mut skip = FixedBitSet::with_capacity(recovered.failed.len());
-        // Only the run's own chunks: a shard's source gives no others.
-        skip.insert_range(block.start as usize..block.end as usize);
+        // Only the run's own chunks: a shard's source gives no others, and
+        // with "auto" only those the journal records have boundaries.
+        let len = skip.len() as u64;
+        skip.insert_range(block.start.min(len) as usize..block.end.min(len) as usize);
         skip.difference_with(&recovered.failed);
         info!("retrying the {failed_earlier} chunks that failed for good last time");
         skip
     } else {
         info!(
-            "resuming: {done_before} of {chunk_count} chunks were finished by an earlier run \
+            "resuming: {done_before}{of} chunks were finished by an earlier run \
              ({failed_earlier} failed for good)"
         );
         let mut skip = recovered.done;
@@ -158,5 +173,7 @@ fn resumed(
         skip: Some(skip),
         done_before,
         failed_before: if retry_failed { 0 } else { failed_earlier },
+        settled,
+        settled_only: retry_failed,
     })
 }

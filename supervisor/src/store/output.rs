@@ -2,7 +2,7 @@
 //! to back, each chunk's place in it told to the journal.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Seek as _, SeekFrom, Write};
+use std::io::{self, Seek as _, SeekFrom, Write};
 use std::path::Path;
 
 use base64::Engine;
@@ -11,7 +11,10 @@ use serde::de::IgnoredAny;
 use crate::config::{OutputFormat, OutputPath};
 use crate::dispatcher::ResultMeta;
 
+/// Records are gathered in memory and written in pieces of about this size.
 const BUFFER: usize = 1 << 20;
+/// A jsonl record's bytes besides its output, at most (the keys and numbers).
+const RECORD_ROOM: usize = 256;
 
 enum Sink {
     File(File),
@@ -36,7 +39,10 @@ impl Write for Sink {
 
 /// The output file.
 pub struct ResultWriter {
-    out: BufWriter<Sink>,
+    /// Records not yet handed to the sink: each record is encoded straight
+    /// into it, and it goes out whole once it holds [`BUFFER`] bytes.
+    buf: Vec<u8>,
+    sink: Sink,
     format: OutputFormat,
     /// Where the next record starts: the journal records each chunk's bytes
     /// by offset and length, and a resumed output starts past earlier runs'.
@@ -63,7 +69,8 @@ impl ResultWriter {
             }
         };
         Ok(Self {
-            out: BufWriter::with_capacity(BUFFER, sink),
+            buf: Vec::with_capacity(BUFFER),
+            sink,
             format: OutputFormat::Jsonl,
             position: 0,
         })
@@ -99,7 +106,8 @@ impl ResultWriter {
             file.seek(SeekFrom::Start(len))?;
         }
         Ok(Self {
-            out: BufWriter::with_capacity(BUFFER, Sink::File(file)),
+            buf: Vec::with_capacity(BUFFER),
+            sink: Sink::File(file),
             format: OutputFormat::Jsonl,
             position: len,
         })
@@ -119,7 +127,7 @@ impl ResultWriter {
     /// The output file, for the journal to sync before it records chunks;
     /// `None` for stdout.
     pub fn file(&self) -> Option<&File> {
-        match self.out.get_ref() {
+        match &self.sink {
             Sink::File(file) => Some(file),
             Sink::Stdout(_) => None,
         }
@@ -128,7 +136,18 @@ impl ResultWriter {
     /// Hands buffered records to the file (no fsync): what the journal is
     /// about to record must be in the file when its committer syncs it.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        if !self.buf.is_empty() {
+            let written = self.sink.write_all(&self.buf);
+            // What did not go out is gone either way: the run aborts on
+            // the error, and a resume cuts the output to the journal.
+            self.buf.clear();
+            if self.buf.capacity() > BUFFER {
+                // One large record grew it: give that back.
+                self.buf = Vec::with_capacity(BUFFER);
+            }
+            written?;
+        }
+        self.sink.flush()
     }
 
     /// Appends one record and returns where it landed and what it holds,
@@ -137,26 +156,39 @@ impl ResultWriter {
     /// in `jsonl`, the output's bytes as they are in `raw`.
     pub fn write(&mut self, meta: &ResultMeta, output: &[u8]) -> io::Result<(u64, u64, u32)> {
         let offset = self.position;
-        let mut out = Counted {
-            inner: &mut self.out,
-            count: 0,
-            crc: crc32fast::Hasher::new(),
-        };
+        if self.buf.len() + output.len() + RECORD_ROOM > self.buf.capacity() {
+            // Out before the buffer would have to grow.
+            self.flush()?;
+        }
+        let before = self.buf.len();
         let written = match self.format {
-            OutputFormat::Jsonl => write_record(&mut out, meta, output),
-            OutputFormat::Raw => out.write_all(output),
+            OutputFormat::Jsonl => {
+                write_record(&mut self.buf, meta, output);
+                Ok(())
+            }
+            OutputFormat::Raw if output.len() >= BUFFER => {
+                // A large output goes out as it is, not copied first.
+                self.flush().and_then(|()| self.sink.write_all(output))
+            }
+            OutputFormat::Raw => {
+                self.buf.extend_from_slice(output);
+                Ok(())
+            }
         };
-        let len = out.count;
-        let checksum = out.crc.finalize();
-        // Counted even on an error: the bytes that did go out moved the end.
+        let record = match self.format {
+            OutputFormat::Raw => output,
+            OutputFormat::Jsonl => &self.buf[before..],
+        };
+        let (len, checksum) = (record.len() as u64, crc32fast::hash(record));
+        written?;
         self.position += len;
-        written.map(|()| (offset, len, checksum))
+        Ok((offset, len, checksum))
     }
 
     /// Flushes everything and makes it durable.
     pub fn finish(mut self) -> io::Result<()> {
-        self.out.flush()?;
-        match self.out.get_ref() {
+        self.flush()?;
+        match &self.sink {
             Sink::File(file) => file.sync_all(),
             Sink::Stdout(_) => Ok(()),
         }
@@ -183,8 +215,9 @@ fn lock(file: &File, path: &Path) -> io::Result<bool> {
     ))
 }
 
-/// One record, without its position: the caller counts the bytes.
-fn write_record(out: &mut impl Write, meta: &ResultMeta, output: &[u8]) -> io::Result<()> {
+/// One record, appended to `out`: numbers by `itoa`, the duration in whole
+/// microseconds, so that a record costs no float formatting.
+fn write_record(out: &mut Vec<u8>, meta: &ResultMeta, output: &[u8]) {
     let mut numbers = itoa::Buffer::new();
     for (key, value) in [
         (&br#"{"index":"#[..], meta.index),
@@ -193,33 +226,26 @@ fn write_record(out: &mut impl Write, meta: &ResultMeta, output: &[u8]) -> io::R
         (br#","attempt":"#, u64::from(meta.attempt)),
         (br#","worker":"#, u64::from(meta.worker)),
     ] {
-        out.write_all(key)?;
-        out.write_all(numbers.format(value).as_bytes())?;
+        out.extend_from_slice(key);
+        out.extend_from_slice(numbers.format(value).as_bytes());
     }
-    write!(out, r#","seconds":{:.6}"#, meta.seconds)?;
-    write_output_value(out, output)?;
-    out.write_all(b"}\n")
+    out.extend_from_slice(br#","seconds":"#);
+    write_seconds(out, meta.seconds);
+    write_output_value(out, output);
+    out.extend_from_slice(b"}\n");
 }
 
-/// Counts and checksums the bytes that pass, so a record's length and CRC
-/// are known without formatting it into a buffer of its own first.
-struct Counted<'a, W> {
-    inner: &'a mut W,
-    count: u64,
-    crc: crc32fast::Hasher,
-}
-
-impl<W: Write> Write for Counted<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        self.crc.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+/// Seconds with six decimals, as `{:.6}` writes them, from whole microseconds.
+fn write_seconds(out: &mut Vec<u8>, seconds: f64) {
+    // Adding a half and truncating rounds a non-negative value without
+    // the libm call `round` costs.
+    let micros = (seconds.max(0.0) * 1e6 + 0.5) as u64;
+    let mut numbers = itoa::Buffer::new();
+    out.extend_from_slice(numbers.format(micros / 1_000_000).as_bytes());
+    out.push(b'.');
+    let fraction = numbers.format(micros % 1_000_000).as_bytes();
+    out.extend(std::iter::repeat_n(b'0', 6 - fraction.len()));
+    out.extend_from_slice(fraction);
 }
 
 /// The worker's bytes as a JSON member of the record, whatever they are, so
@@ -228,27 +254,26 @@ impl<W: Write> Write for Counted<'_, W> {
 /// written), else a string when they are UTF-8, else base64 under
 /// `output_base64`. JSON means what a strict reader accepts: a number out of
 /// a double's range (`1e400`) or a string holding invalid UTF-8 is not.
-fn write_output_value(out: &mut impl Write, output: &[u8]) -> io::Result<()> {
+fn write_output_value(out: &mut Vec<u8>, output: &[u8]) {
     let trimmed = output.trim_ascii();
     if is_plain_integer(trimmed)
         || (!trimmed.is_empty() && serde_json::from_slice::<Strict>(trimmed).is_ok())
     {
-        out.write_all(br#","output":"#)?;
+        out.extend_from_slice(br#","output":"#);
         if trimmed.iter().any(|b| b.is_ascii_whitespace()) {
-            write_compacted(out, trimmed)?;
+            write_compacted(out, trimmed);
         } else {
-            out.write_all(trimmed)?;
+            out.extend_from_slice(trimmed);
         }
     } else if let Ok(text) = std::str::from_utf8(output) {
-        out.write_all(br#","output":"#)?;
-        serde_json::to_writer(&mut *out, text)?;
+        out.extend_from_slice(br#","output":"#);
+        serde_json::to_writer(&mut *out, text).expect("a Vec takes any JSON");
     } else {
-        out.write_all(br#","output_base64":""#)?;
+        out.extend_from_slice(br#","output_base64":""#);
         let encoded = base64::engine::general_purpose::STANDARD.encode(output);
-        out.write_all(encoded.as_bytes())?;
-        out.write_all(b"\"")?;
+        out.extend_from_slice(encoded.as_bytes());
+        out.push(b'"');
     }
-    Ok(())
 }
 
 /// Any JSON value a strict reader takes, checked without building it:
@@ -322,7 +347,7 @@ fn is_plain_integer(bytes: &[u8]) -> bool {
 
 /// Valid JSON without the whitespace between its tokens: strings are copied
 /// as they are, escapes and all.
-fn write_compacted(out: &mut impl Write, json: &[u8]) -> io::Result<()> {
+fn write_compacted(out: &mut Vec<u8>, json: &[u8]) {
     let mut in_string = false;
     let mut escaped = false;
     let mut from = 0;
@@ -337,11 +362,11 @@ fn write_compacted(out: &mut impl Write, json: &[u8]) -> io::Result<()> {
         } else if byte == b'"' {
             in_string = true;
         } else if matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
-            out.write_all(&json[from..i])?;
+            out.extend_from_slice(&json[from..i]);
             from = i + 1;
         }
     }
-    out.write_all(&json[from..])
+    out.extend_from_slice(&json[from..]);
 }
 
 #[cfg(test)]
@@ -350,8 +375,52 @@ mod tests {
 
     fn value(output: &[u8]) -> String {
         let mut out = Vec::new();
-        write_output_value(&mut out, output).unwrap();
+        write_output_value(&mut out, output);
         String::from_utf8(out).unwrap()
+    }
+
+    fn seconds(seconds: f64) -> String {
+        let mut out = Vec::new();
+        write_seconds(&mut out, seconds);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn seconds_have_six_decimals_as_before() {
+        for s in [
+            0.0,
+            0.000_000_4,
+            0.000_001,
+            0.25,
+            1.5,
+            12.345_678_9,
+            3_600.000_000_6,
+        ] {
+            assert_eq!(seconds(s), format!("{s:.6}"), "{s}");
+        }
+    }
+
+    #[test]
+    fn integers_are_told_from_other_json_without_a_parser() {
+        for (text, plain) in [
+            (&b"0"[..], true),
+            (b"-12", true),
+            (b"49259937824", true),
+            (b"007", false),
+            (b"-", false),
+            (b"1.5", false),
+            (b"1e3", false),
+            (b"", false),
+        ] {
+            assert_eq!(
+                is_plain_integer(text),
+                plain,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert_eq!(value(b"007"), r#","output":"007""#);
+        assert_eq!(value(b"1.5"), r#","output":1.5"#);
     }
 
     #[test]

@@ -61,25 +61,28 @@ fn children() -> BTreeSet<u32> {
 }
 
 /// Kills every child that is not a worker, with the process group it leads,
-/// and reaps those already dead. Returns how many it killed. Workers are
-/// left alone: their tasks reap them.
-pub fn sweep() -> usize {
+/// and reaps those already dead. Returns the pid and name of each it killed.
+/// Workers are left alone: their tasks reap them.
+pub fn sweep() -> Vec<(u32, String)> {
     let workers = WORKERS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
-    let mut killed = 0;
-    for pid in children().difference(&workers) {
-        let Ok(raw) = i32::try_from(*pid) else {
+    let mut killed = Vec::new();
+    for &pid in children().difference(&workers) {
+        let Ok(raw) = i32::try_from(pid) else {
             continue;
         };
-        let pid = Pid::from_raw(raw);
+        let child = Pid::from_raw(raw);
         // Reaped if it has died already (a zombie waits for us); otherwise
         // killed now and reaped at a later sweep.
-        if let Ok(WaitStatus::StillAlive) = waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = kill(pid, Signal::SIGKILL);
-            killed += 1;
+        if let Ok(WaitStatus::StillAlive) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|name| name.trim_end().to_owned())
+                .unwrap_or_default();
+            let _ = killpg(child, Signal::SIGKILL);
+            let _ = kill(child, Signal::SIGKILL);
+            killed.push((pid, name));
         }
     }
     killed

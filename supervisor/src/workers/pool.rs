@@ -134,9 +134,14 @@ impl WorkerPool {
 
     /// Encodes a message for the worker; it goes out at the next flush.
     pub fn send(&mut self, slot: usize, generation: Generation, message: &SupervisorMessage) {
-        if let Some(handle) = self.handle(slot, generation)
-            && let Err(error) = handle.pending.push(message)
-        {
+        let Some(handle) = self.handle(slot, generation) else {
+            return;
+        };
+        // The message of every chunk skips serde.
+        if let SupervisorMessage::Assign(assign) = message {
+            return handle.pending.push_assign(assign);
+        }
+        if let Err(error) = handle.pending.push(message) {
             warn!(worker = slot, %error, "cannot encode a message");
         }
     }

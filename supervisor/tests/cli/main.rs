@@ -2,6 +2,7 @@
 //! and files. Faults come from the reference worker's switches, so every
 //! scenario fails the same way each time.
 
+mod auto;
 mod containment;
 mod drain;
 mod faults;
@@ -16,6 +17,7 @@ mod report;
 mod resources;
 mod shards;
 mod sources;
+mod tune;
 
 use std::collections::BTreeMap;
 

@@ -57,6 +57,16 @@ struct Args {
     /// Sleep this long before each chunk, giving up early when it is cancelled.
     #[arg(long, value_name = "MS")]
     slow_ms: Option<u64>,
+    /// Spend NS nanoseconds of CPU (a busy loop, given up when the chunk is
+    /// cancelled) per item of each chunk: a set cost for jobs whose chunks
+    /// size themselves, and for benchmarks.
+    #[arg(long, value_name = "NS")]
+    item_ns: Option<u64>,
+    /// With --item-ns: items from ITEM on cost --dearer-by times as much.
+    #[arg(long, value_name = "ITEM", requires = "item_ns")]
+    dearer_from: Option<u64>,
+    #[arg(long, value_name = "FACTOR", default_value_t = 100)]
+    dearer_by: u64,
     /// Print this many lines to stderr at the start of each chunk, each
     /// `squares-worker[PID]: chunk I attempt A line K`.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -244,14 +254,44 @@ fn squares(
         out.push(b'"');
         return Ok(());
     }
+    if let Some(ns) = args.item_ns {
+        let cost = item_cost(ns, args.dearer_from, args.dearer_by, chunk.start, chunk.end);
+        if spin_unless_cancelled(cancelled, Duration::from_nanos(cost)) {
+            return Ok(());
+        }
+    }
     if let Some(sum) = sum_of_squares(chunk.start, chunk.end, modulus, cancelled) {
         if args.tagged {
             writeln!(out, "{} {sum}", chunk.index)?;
         } else {
-            write!(out, "{sum}")?;
+            out.extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
         }
     }
     Ok(())
+}
+
+/// Keeps the CPU busy for `duration`; true if the chunk was cancelled first.
+fn spin_unless_cancelled(cancelled: &dyn Fn() -> bool, duration: Duration) -> bool {
+    let started = std::time::Instant::now();
+    let mut spins = 0u32;
+    while started.elapsed() < duration {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(1024) && cancelled() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    false
+}
+
+/// What the items `[start, end)` cost at `ns` each, `factor` times as much
+/// from `dearer_from` on.
+fn item_cost(ns: u64, dearer_from: Option<u64>, factor: u64, start: u64, end: u64) -> u64 {
+    let split = dearer_from.unwrap_or(u64::MAX).clamp(start, end);
+    let cheap = split - start;
+    let dear = end - split;
+    ns.saturating_mul(cheap)
+        .saturating_add(ns.saturating_mul(factor).saturating_mul(dear))
 }
 
 /// Items between two looks at the cancel flag.

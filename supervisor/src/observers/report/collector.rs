@@ -42,9 +42,9 @@ const HISTOGRAM_SIGFIG: u8 = 3;
 pub struct ReportCollector {
     started_at: SystemTime,
     /// Worker-measured chunk times, in microseconds.
-    latency: Histogram<u64>,
+    latency: Timings,
     /// Time chunks sat queued at a worker before it could start them, in microseconds.
-    queue_wait: Histogram<u64>,
+    queue_wait: Timings,
     pub(super) slots: Vec<WorkerStats>,
     failed: Vec<FailedChunk>,
     failed_truncated: bool,
@@ -70,8 +70,8 @@ impl ReportCollector {
             .unwrap_or_else(SystemTime::now);
         Self {
             started_at,
-            latency: new_histogram(),
-            queue_wait: new_histogram(),
+            latency: Timings::default(),
+            queue_wait: Timings::default(),
             slots: vec![WorkerStats::default(); workers],
             failed: Vec::new(),
             failed_truncated: false,
@@ -86,8 +86,8 @@ impl ReportCollector {
                 waited,
                 ..
             } => {
-                record(&mut self.latency, seconds);
-                record(&mut self.queue_wait, waited);
+                self.latency.record(seconds);
+                self.queue_wait.record(waited);
                 self.slot(worker).chunks += 1;
             }
             RunEvent::ChunkRetried { worker, .. } => {
@@ -184,6 +184,8 @@ impl ReportCollector {
         let own = usage(Who::Supervisor);
         let children = usage(Who::Workers);
         let (outcome, exit_reason) = describe(input);
+        let latency = self.latency.histogram();
+        let queue_wait = self.queue_wait.histogram();
         Report {
             report_version: REPORT_VERSION,
             job: input.job_name.to_owned(),
@@ -206,19 +208,19 @@ impl ReportCollector {
             },
             throughput_chunks_per_s: throughput,
             latency_seconds: Latency {
-                p50: quantile(&self.latency, 0.50),
-                p90: quantile(&self.latency, 0.90),
-                p95: quantile(&self.latency, 0.95),
-                p99: quantile(&self.latency, 0.99),
-                max: maximum(&self.latency),
+                p50: quantile(&latency, 0.50),
+                p90: quantile(&latency, 0.90),
+                p95: quantile(&latency, 0.95),
+                p99: quantile(&latency, 0.99),
+                max: maximum(&latency),
                 // To the nanosecond: finer digits would be noise.
-                mean: (!self.latency.is_empty()).then(|| (self.latency.mean() * 1e3).round() / 1e9),
+                mean: (!latency.is_empty()).then(|| (latency.mean() * 1e3).round() / 1e9),
             },
             queue_wait_seconds: QueueWait {
-                p50: quantile(&self.queue_wait, 0.50),
-                p90: quantile(&self.queue_wait, 0.90),
-                p99: quantile(&self.queue_wait, 0.99),
-                max: maximum(&self.queue_wait),
+                p50: quantile(&queue_wait, 0.50),
+                p90: quantile(&queue_wait, 0.90),
+                p99: quantile(&queue_wait, 0.99),
+                max: maximum(&queue_wait),
             },
             worker_crashes: counts.crashes,
             cpu_seconds: CpuSeconds {
@@ -294,16 +296,60 @@ fn new_histogram() -> Histogram<u64> {
     histogram
 }
 
-fn record(histogram: &mut Histogram<u64>, seconds: f64) {
-    // A worker's clock is its own: a negative or absurd time is clamped
-    // rather than allowed to poison the figures.
-    let micros = if seconds.is_finite() && seconds > 0.0 {
-        (seconds * 1e6).round() as u64
-    } else {
-        0
-    };
-    if histogram.record(micros).is_err() {
-        histogram.saturating_record(micros);
+/// Durations in microseconds, recorded into a histogram in runs of equal
+/// values: chunks that take the same time (all those of a no-op job, 0 µs)
+/// cost a comparison each, not a histogram record.
+#[derive(Debug)]
+struct Timings {
+    histogram: Histogram<u64>,
+    /// A value not yet recorded, and how many times it was seen.
+    pending: u64,
+    repeats: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            histogram: new_histogram(),
+            pending: 0,
+            repeats: 0,
+        }
+    }
+}
+
+impl Timings {
+    fn record(&mut self, seconds: f64) {
+        // A worker's clock is its own: a negative or absurd time is clamped
+        // rather than allowed to poison the figures.
+        let micros = if seconds.is_finite() && seconds > 0.0 {
+            // Rounded by adding a half: no libm call per chunk.
+            (seconds * 1e6 + 0.5) as u64
+        } else {
+            0
+        };
+        if micros == self.pending {
+            self.repeats += 1;
+            return;
+        }
+        record_n(&mut self.histogram, self.pending, self.repeats);
+        self.pending = micros;
+        self.repeats = 1;
+    }
+
+    /// Everything recorded so far.
+    fn histogram(&self) -> std::borrow::Cow<'_, Histogram<u64>> {
+        if self.repeats == 0 {
+            return std::borrow::Cow::Borrowed(&self.histogram);
+        }
+        let mut histogram = self.histogram.clone();
+        record_n(&mut histogram, self.pending, self.repeats);
+        std::borrow::Cow::Owned(histogram)
+    }
+}
+
+fn record_n(histogram: &mut Histogram<u64>, micros: u64, count: u64) {
+    if count > 0 && histogram.record_n(micros, count).is_err() {
+        histogram.saturating_record_n(micros, count);
     }
 }
 
