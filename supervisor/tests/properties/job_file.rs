@@ -395,7 +395,6 @@ fn assert_located(error: &ConfigError, text: &str) {
 }
 
 #[test]
-#[ignore = "fault: a value with a newline (a TOML escape) is quoted raw, so the error takes several lines"]
 fn an_error_quoting_a_value_with_a_newline_is_still_one_line() {
     for text in [
         "[source]\nrange = { start = 0, end = 10 }\n[worker]\ncommand = [\"a\\nb\"]\n",
@@ -437,7 +436,6 @@ proptest! {
     }
 
     #[test]
-    #[ignore = "fault: a value with a newline (a TOML escape) is quoted raw, so the error takes several lines"]
     fn a_refusal_is_one_line(
         text in job_file(),
         damages in prop::collection::vec(damage(), 1..5),
