@@ -48,7 +48,7 @@ fn exit_with(code: u8) -> ExitCode {
 
 /// An error for the person who ran the command.
 fn error(text: impl std::fmt::Display) {
-    logging::print(&format!("error: {text}"));
+    logging::error(&text.to_string());
 }
 
 fn main() -> ExitCode {
@@ -311,7 +311,9 @@ fn merge_shards(job_path: &std::path::Path, options: MergeOptions) -> ExitCode {
     };
     match merge::merge(&job, options) {
         Ok(merged) => {
-            logging::print(merge_summary(&job.name, &merged).trim_end());
+            for line in merge_summary(&job.name, &merged).lines() {
+                logging::notice(line);
+            }
             exit_with(if merged.failed > 0 {
                 exit::SOME_FAILED
             } else {
@@ -322,7 +324,7 @@ fn merge_shards(job_path: &std::path::Path, options: MergeOptions) -> ExitCode {
             for line in lines {
                 error(line);
             }
-            logging::print("nothing was written");
+            logging::notice("nothing was written");
             exit_with(exit::BAD_INPUT)
         }
         Err(failure @ MergeError::Failed(_)) => {

@@ -4,7 +4,6 @@
 use crate::harness::Scenario;
 
 #[test]
-#[ignore = "fault: with --log-format json a refused job file is told in plain text"]
 fn with_a_json_log_a_refused_job_file_is_told_in_json() {
     let scenario = Scenario::new();
     let job = scenario.job(
