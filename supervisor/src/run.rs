@@ -43,6 +43,24 @@ pub enum SetupError {
     Failed(anyhow::Error),
 }
 
+impl From<journal::JournalError> for SetupError {
+    /// The job's state forbidding the run (another supervisor holds it, the
+    /// job changed, the journal or output is not what was written) is a
+    /// refusal; a file operation failing (a full disk, a read-only file
+    /// system) is the state folder that cannot be written, like the output.
+    fn from(error: journal::JournalError) -> Self {
+        match error {
+            journal::JournalError::Io { .. } | journal::JournalError::CommitterGone => {
+                SetupError::Failed(error.into())
+            }
+            journal::JournalError::Locked { .. }
+            | journal::JournalError::Changed { .. }
+            | journal::JournalError::Corrupt { .. }
+            | journal::JournalError::OutputChanged { .. } => SetupError::Refused(error.into()),
+        }
+    }
+}
+
 /// What reports on the run besides the log, as the command line asked.
 pub struct Reporting {
     pub progress: Progress,
@@ -143,7 +161,7 @@ pub async fn run(
         );
     }
     // Held for the whole run: a second supervisor on the same job is refused.
-    let lock = journal::lock_state(&job.state_dir).map_err(|e| SetupError::Refused(e.into()))?;
+    let lock = journal::lock_state(&job.state_dir).map_err(SetupError::from)?;
     if let Some(shard) = &job.shard {
         info!("running as shard {}", shard.describe(job.chunk_count()));
     }

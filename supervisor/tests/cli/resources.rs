@@ -208,7 +208,6 @@ fn a_full_disk_aborts_with_exit_3_and_the_run_resumes_exactly_once_space_is_free
 }
 
 #[test]
-#[ignore = "fault: an I/O error writing the lock or a new journal (a full disk) is a refusal, exit 2, as if the job file were wrong"]
 fn a_disk_already_full_when_the_run_starts_exits_3() {
     let scenario = Scenario::new();
     let Some(_disk) = SmallDisk::mount(&scenario.path("disk"), "1m") else {
