@@ -478,6 +478,25 @@ fn a_bad_command_line_exits_2() {
 }
 
 #[test]
+fn printing_to_a_reader_that_went_away_is_a_quiet_exit_0() {
+    // `supervisor man | head -1`: the reader is gone before the first write,
+    // which fails with EPIPE whatever the page's size.
+    for command in [&["man"][..], &["completions", "bash"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let ran = std::process::Command::new(harness::supervisor_bin())
+            .args(command)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&ran.stderr);
+        assert_eq!(ran.status.code(), Some(0), "{command:?}: {stderr}");
+        assert!(stderr.is_empty(), "{command:?}: {stderr}");
+    }
+}
+
+#[test]
 fn an_output_that_cannot_be_created_exits_3_naming_it() {
     let scenario = Scenario::new();
     // A folder where the output file should be.
