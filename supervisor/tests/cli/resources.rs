@@ -236,4 +236,13 @@ fn a_disk_already_full_when_the_run_starts_exits_3() {
         finished.stderr
     );
     scenario.assert_no_survivors();
+
+    // Nothing was left half-written: once there is room the same command
+    // runs the job, every chunk once.
+    std::fs::remove_file(&filler).unwrap();
+    scenario
+        .run(&["-w", "2", job.to_str().unwrap()])
+        .expect_code(0);
+    assert_exactly_once(&read_records(&scenario.path("disk/full.jsonl")), 10);
+    scenario.assert_no_survivors();
 }
