@@ -100,21 +100,44 @@ fn changed(dir: &Path, changes: &[(String, String, String)]) -> String {
 }
 
 /// A value in a message: long ones (params, argument lists) are cut, since
-/// the field name already says where to look.
+/// the field name already says where to look, and control characters (a
+/// path with a newline) escaped, so that the refusal stays one line.
 struct Shown<'a>(&'a str);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.char_indices().nth(SHOWN_VALUE) {
-            Some((cut, _)) => write!(f, "{}…", &self.0[..cut]),
-            None => f.write_str(self.0),
+        let (shown, cut) = match self.0.char_indices().nth(SHOWN_VALUE) {
+            Some((cut, _)) => (&self.0[..cut], true),
+            None => (self.0, false),
+        };
+        for c in shown.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
         }
+        if cut {
+            f.write_str("…")?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_value_with_a_newline_is_shown_on_one_line() {
+        let changed = JournalError::Changed {
+            dir: PathBuf::from("/jobs/.supervisor/squares"),
+            changes: vec![("source.path".into(), "in\nput".into(), "in\tput".into())],
+        };
+        let shown = changed.to_string();
+        assert!(shown.contains(r"source.path in\nput → in\tput"), "{shown}");
+        assert!(!shown.contains('\n') && !shown.contains('\t'), "{shown}");
+    }
 
     #[test]
     fn messages_say_what_to_do() {
