@@ -44,19 +44,14 @@ pub enum SetupError {
 }
 
 impl From<journal::JournalError> for SetupError {
-    /// The job's state forbidding the run (another supervisor holds it, the
-    /// job changed, the journal or output is not what was written) is a
-    /// refusal; a file operation failing (a full disk, a read-only file
-    /// system) is the state folder that cannot be written, like the output.
+    /// The machine running out of what the state needs fails the run (exit
+    /// 3, which a service manager may retry); anything else about the state
+    /// is a refusal (exit 2): run again as it is, it would change nothing.
     fn from(error: journal::JournalError) -> Self {
-        match error {
-            journal::JournalError::Io { .. } | journal::JournalError::CommitterGone => {
-                SetupError::Failed(error.into())
-            }
-            journal::JournalError::Locked { .. }
-            | journal::JournalError::Changed { .. }
-            | journal::JournalError::Corrupt { .. }
-            | journal::JournalError::OutputChanged { .. } => SetupError::Refused(error.into()),
+        if error.is_exhaustion() {
+            SetupError::Failed(error.into())
+        } else {
+            SetupError::Refused(error.into())
         }
     }
 }

@@ -69,6 +69,25 @@ impl JournalError {
         }
     }
 
+    /// Whether the machine ran out of what the state needs (a full disk, a
+    /// quota, an I/O error, memory), which may pass, rather than the job's
+    /// state forbidding the run (another supervisor holds it, the job
+    /// changed, the journal or output is not what was written) or a state
+    /// folder the job cannot use (read-only, not permitted, through a file).
+    pub fn is_exhaustion(&self) -> bool {
+        match self {
+            JournalError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EIO | libc::ENOMEM)
+            ),
+            JournalError::CommitterGone => true,
+            JournalError::Locked { .. }
+            | JournalError::Changed { .. }
+            | JournalError::Corrupt { .. }
+            | JournalError::OutputChanged { .. } => false,
+        }
+    }
+
     pub(super) fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
         JournalError::Corrupt {
             path: path.to_path_buf(),
@@ -127,6 +146,26 @@ impl fmt::Display for Shown<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_exhaustion_and_a_read_only_one_is_not() {
+        let io = |errno| {
+            JournalError::io("write the lock file", Path::new("/state/lock"))(
+                io::Error::from_raw_os_error(errno),
+            )
+        };
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EIO] {
+            assert!(io(errno).is_exhaustion(), "{errno}");
+        }
+        for errno in [libc::EROFS, libc::EACCES, libc::ENOTDIR, libc::EEXIST] {
+            assert!(!io(errno).is_exhaustion(), "{errno}");
+        }
+        let locked = JournalError::Locked {
+            dir: PathBuf::from("/state"),
+            pid: None,
+        };
+        assert!(!locked.is_exhaustion());
+    }
 
     #[test]
     fn a_changed_value_with_a_newline_is_shown_on_one_line() {
