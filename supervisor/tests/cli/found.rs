@@ -24,6 +24,35 @@ fn with_a_json_log_a_refused_job_file_is_told_in_json() {
     );
 }
 
+#[test]
+fn with_a_json_log_a_bad_command_line_is_told_in_json() {
+    let scenario = Scenario::new();
+    for (args, named) in [
+        (
+            &["--log-format", "json", "--workers", "0", "job.toml"][..],
+            "--workers",
+        ),
+        (
+            &["--log-format=json", "--no-such-flag", "job.toml"],
+            "--no-such-flag",
+        ),
+    ] {
+        let finished = scenario.run(args);
+        finished.expect_code(2);
+        let lines: Vec<&str> = finished.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", finished.stderr);
+        let event: serde_json::Value = serde_json::from_str(lines[0])
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", lines[0]));
+        assert_eq!(event["level"], "ERROR", "{event}");
+        let message = event["fields"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{message}");
+    }
+    // Without it, clap's own usage text as ever.
+    let plain = scenario.run(&["--workers", "0", "job.toml"]);
+    plain.expect_code(2);
+    assert!(plain.stderr.starts_with("error: "), "{}", plain.stderr);
+}
+
 /// Starts a slow run and waits until its output holds a few records.
 fn run_with_records_written(scenario: &Scenario, name: &str) -> crate::harness::Run {
     let job = scenario.job(
