@@ -56,6 +56,16 @@ unsafe impl GlobalAlloc for PeakAlloc {
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;
 
+/// `default` cases unless `PROPTEST_CASES` says otherwise: CI runs a few,
+/// scripts/fuzz a million.
+fn cases(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(cases)
+}
+
 /// Runs `f` and returns the largest single allocation it requested.
 fn peak_alloc<R>(f: impl FnOnce() -> R) -> (R, usize) {
     PEAK.with(|peak| peak.set(0));
@@ -398,7 +408,7 @@ fn apply(frame: &mut Vec<u8>, mutation: &Mutation) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(cases(256))]
 
     #[test]
     fn supervisor_messages_round_trip(message in supervisor_message()) {
@@ -439,7 +449,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(cases(64))]
 
     #[test]
     fn a_stream_of_frames_arrives_whole_whatever_the_read_sizes(

@@ -6,6 +6,7 @@ pub mod assess;
 pub mod chunks;
 pub mod cli;
 pub mod config;
+pub mod descriptors;
 pub mod dispatcher;
 pub mod durable;
 pub mod edges;

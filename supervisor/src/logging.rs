@@ -50,6 +50,9 @@ struct Waiting {
 
 static QUEUE: OnceLock<Queue> = OnceLock::new();
 
+/// The format chosen at [`init_with`], for the lines printed outside tracing.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
 impl Queue {
     fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -106,6 +109,7 @@ pub fn init(format: LogFormat, progress: &Progress) {
 /// [`init`], with `default` as the filter when `RUST_LOG` is not set:
 /// `supervisor tune` runs many short runs and says what it found itself.
 pub fn init_with(format: LogFormat, progress: &Progress, default: &str) {
+    let _ = FORMAT.set(format);
     let mut fresh = false;
     QUEUE.get_or_init(|| {
         fresh = true;
@@ -157,6 +161,36 @@ pub fn print(text: &str) {
     line.extend_from_slice(text.as_bytes());
     line.push(b'\n');
     deliver(line);
+}
+
+/// An error for the person who ran the command (a refused job file, a run
+/// that could not start): `error: TEXT` as text, or with `--log-format json`
+/// a JSON object like every other line, whatever `RUST_LOG` filters, so that
+/// a log collector reading stderr never meets a line it cannot parse.
+pub fn error(text: &str) {
+    tell("ERROR", "error: ", text);
+}
+
+/// A line for people that is no error (the end of a merge), shaped like
+/// [`error`]'s.
+pub fn notice(text: &str) {
+    tell("INFO", "", text);
+}
+
+fn tell(level: &str, prefix: &str, text: &str) {
+    match FORMAT.get() {
+        Some(LogFormat::Json) => {
+            let event = serde_json::json!({
+                "timestamp": humantime::format_rfc3339_micros(std::time::SystemTime::now())
+                    .to_string(),
+                "level": level,
+                "fields": { "message": text },
+                "target": "supervisor",
+            });
+            print(&event.to_string());
+        }
+        Some(LogFormat::Text) | None => print(&format!("{prefix}{text}")),
+    }
 }
 
 /// Bytes for stderr as they are (the progress bar's redraws), queued like

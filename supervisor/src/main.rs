@@ -47,13 +47,34 @@ fn exit_with(code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Whether the command line, even one clap refuses, asks for
+/// `--log-format json`.
+fn json_log_asked() -> bool {
+    let args: Vec<_> = std::env::args_os().collect();
+    args.iter().any(|arg| arg == "--log-format=json")
+        || args
+            .windows(2)
+            .any(|pair| pair[0] == "--log-format" && pair[1] == "json")
+}
+
 /// An error for the person who ran the command.
 fn error(text: impl std::fmt::Display) {
-    logging::print(&format!("error: {text}"));
+    logging::error(&text.to_string());
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // A bad command line asking for a JSON log is told in JSON too: a
+        // collector reading stderr must never meet a line it cannot parse.
+        Err(problem) if problem.use_stderr() && json_log_asked() => {
+            logging::init_with(LogFormat::Json, &Progress::new(ProgressMode::Never), "info");
+            let text = problem.render().to_string();
+            logging::error(text.trim().trim_start_matches("error: "));
+            return exit_with(exit::BAD_INPUT);
+        }
+        Err(problem) => problem.exit(),
+    };
     let progress = match cli.command {
         None => Progress::new(cli.run.progress),
         Some(_) => Progress::new(ProgressMode::Never),
@@ -357,7 +378,9 @@ fn merge_shards(job_path: &std::path::Path, options: MergeOptions) -> ExitCode {
     };
     match merge::merge(&job, options) {
         Ok(merged) => {
-            logging::print(merge_summary(&job.name, &merged).trim_end());
+            for line in merge_summary(&job.name, &merged).lines() {
+                logging::notice(line);
+            }
             exit_with(if merged.failed > 0 {
                 exit::SOME_FAILED
             } else {
@@ -368,7 +391,7 @@ fn merge_shards(job_path: &std::path::Path, options: MergeOptions) -> ExitCode {
             for line in lines {
                 error(line);
             }
-            logging::print("nothing was written");
+            logging::notice("nothing was written");
             exit_with(exit::BAD_INPUT)
         }
         Err(failure @ MergeError::Failed(_)) => {

@@ -20,6 +20,7 @@ use crate::chunks::{
     StdinChunks,
 };
 use crate::config::{Job, Source, defaults};
+use crate::descriptors;
 use crate::dispatcher::{Counts, Dispatcher, Event, Outcome, Settings};
 use crate::edges::Edges;
 use crate::journal;
@@ -41,6 +42,19 @@ pub enum SetupError {
     Refused(anyhow::Error),
     /// The output or the state folder cannot be written.
     Failed(anyhow::Error),
+}
+
+impl From<journal::JournalError> for SetupError {
+    /// The machine running out of what the state needs fails the run (exit
+    /// 3, which a service manager may retry); anything else about the state
+    /// is a refusal (exit 2): run again as it is, it would change nothing.
+    fn from(error: journal::JournalError) -> Self {
+        if error.is_exhaustion() {
+            SetupError::Failed(error.into())
+        } else {
+            SetupError::Refused(error.into())
+        }
+    }
 }
 
 /// What reports on the run besides the log, as the command line asked.
@@ -121,6 +135,13 @@ pub async fn run(
     mut signals: mpsc::UnboundedReceiver<i32>,
 ) -> Result<RunEnd, SetupError> {
     let started = Instant::now();
+    // Before anything is written: a run that would run out of descriptors
+    // is refused, rather than every worker's spawn failing like a crash.
+    let limit =
+        descriptors::ensure(job.supervisor.workers).map_err(|e| SetupError::Refused(e.into()))?;
+    if limit.now != limit.was {
+        tracing::debug!("open-file limit raised from {} to {}", limit.was, limit.now);
+    }
     let metrics = match reporting.metrics_addr {
         Some(addr) => Some(
             Metrics::install(addr, &job.name, job.shard.as_ref()).map_err(|e| {
@@ -136,7 +157,7 @@ pub async fn run(
         );
     }
     // Held for the whole run: a second supervisor on the same job is refused.
-    let lock = journal::lock_state(&job.state_dir).map_err(|e| SetupError::Refused(e.into()))?;
+    let lock = journal::lock_state(&job.state_dir).map_err(SetupError::from)?;
     if let Some(shard) = &job.shard {
         info!("running as shard {}", shard.describe(job.chunk_count()));
     }

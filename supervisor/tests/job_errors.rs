@@ -177,6 +177,33 @@ fn places_a_run_cannot_make_are_refused_at_load() {
 }
 
 #[test]
+fn an_input_that_is_not_a_regular_file_is_refused_at_load() {
+    // A pipe or a device has no byte offsets to cut, and a worker opening
+    // `/dev/stdin` would read its own stdin: every chunk would fail.
+    let root = tempfile::tempdir().unwrap();
+    let fifo = root.path().join("fifo");
+    let fifo_c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_c.as_ptr(), 0o600) }, 0);
+    for (kind, path) in [
+        ("lines", fifo.to_str().unwrap()),
+        ("file", fifo.to_str().unwrap()),
+        ("lines", "/dev/null"),
+    ] {
+        let job = root.path().join("job.toml");
+        std::fs::write(
+            &job,
+            format!("[source]\n{kind} = {{ path = \"{path}\" }}\n\n[worker]\ncommand = [\"sh\"]\n"),
+        )
+        .unwrap();
+        let err = load(&job, None).unwrap_err();
+        assert_eq!(err.key, format!("source.{kind}.path"), "{err}");
+        assert!(err.to_string().contains("is not a regular file"), "{err}");
+        assert_eq!(err.line, 2, "{err}");
+    }
+}
+
+#[test]
 fn params_too_large_to_hand_a_worker_are_refused() {
     let root = tempfile::tempdir().unwrap();
     let path = root.path().join("job.toml");

@@ -1,6 +1,9 @@
 //! Deterministic fault injection for testing supervisors: make a worker crash,
 //! exit, hang, fail or break the protocol on chosen chunks and attempts, or
-//! use a set amount of memory on every chunk.
+//! use a set amount of memory on every chunk. The lies about the wire itself
+//! (answers twice or out of order, frames cut or padded) need the exact order
+//! of bytes on the socket that the SDK's batched answers do not promise: a
+//! worker with one of them serves with [`crate::hostile`]'s loop instead.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -39,10 +42,35 @@ pub enum FaultKind {
     Stray,
     /// Say `Hello` again, then go on.
     Hello,
+    /// Answer `Done` for the chunk twice.
+    Twice,
+    /// Hold the chunk's answer back until the next chunk's is sent.
+    Reorder,
+    /// Answer with a `Done` frame whose payload has three bytes after the message.
+    Trailing,
+    /// Answer with a `Done` frame whose payload ends before the output's length.
+    Short,
+    /// Answer with a `Done` whose output length points past the payload's end.
+    Overlong,
+    /// Answer `Failed` with an error that is not UTF-8.
+    BadUtf8,
+    /// Answer with a frame of length 0.
+    Empty,
+    /// Answer `Failed` with the largest error a frame can carry (64 MiB less
+    /// the 20 bytes before it): a valid answer, and a heavy one.
+    BigError,
+    /// Shut the socket's sending side down, then live on, neither reading
+    /// nor exiting.
+    Close,
+    /// Answer `Done` with an `elapsed_ns` of 2^64 - 1.
+    Timeless,
+    /// Send the first half of the chunk's `Done` frame, then exit with status 0:
+    /// the stream ends inside a frame.
+    Torn,
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 9] = [
+    const ALL: [FaultKind; 20] = [
         FaultKind::Crash,
         FaultKind::Exit,
         FaultKind::Hang,
@@ -52,7 +80,37 @@ impl FaultKind {
         FaultKind::Cancel,
         FaultKind::Stray,
         FaultKind::Hello,
+        FaultKind::Twice,
+        FaultKind::Reorder,
+        FaultKind::Trailing,
+        FaultKind::Short,
+        FaultKind::Overlong,
+        FaultKind::BadUtf8,
+        FaultKind::Empty,
+        FaultKind::BigError,
+        FaultKind::Close,
+        FaultKind::Timeless,
+        FaultKind::Torn,
     ];
+
+    /// True for the lies that shape the chunk's own answer, which only
+    /// [`crate::hostile`]'s loop can tell.
+    pub fn needs_own_loop(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Twice
+                | FaultKind::Reorder
+                | FaultKind::Trailing
+                | FaultKind::Short
+                | FaultKind::Overlong
+                | FaultKind::BadUtf8
+                | FaultKind::Empty
+                | FaultKind::BigError
+                | FaultKind::Close
+                | FaultKind::Timeless
+                | FaultKind::Torn
+        )
+    }
 
     /// The name used in `KIND:INDEX[:BELOW]`.
     pub fn name(self) -> &'static str {
@@ -66,6 +124,17 @@ impl FaultKind {
             FaultKind::Cancel => "cancel",
             FaultKind::Stray => "stray",
             FaultKind::Hello => "hello",
+            FaultKind::Twice => "twice",
+            FaultKind::Reorder => "reorder",
+            FaultKind::Trailing => "trailing",
+            FaultKind::Short => "short",
+            FaultKind::Overlong => "overlong",
+            FaultKind::BadUtf8 => "badutf8",
+            FaultKind::Empty => "empty",
+            FaultKind::BigError => "bigerror",
+            FaultKind::Close => "close",
+            FaultKind::Timeless => "timeless",
+            FaultKind::Torn => "torn",
         }
     }
 }
@@ -92,7 +161,9 @@ pub enum FaultParseError {
     #[error("expected KIND:INDEX[:BELOW], got {0:?}")]
     Shape(String),
     #[error(
-        "unknown fault kind {0:?} (expected crash, exit, hang, fail, garbage, oversized, cancel, stray or hello)"
+        "unknown fault kind {0:?} (expected crash, exit, hang, fail, garbage, oversized, cancel, \
+         stray, hello, twice, reorder, trailing, short, overlong, badutf8, empty, bigerror, close, \
+         timeless or torn)"
     )]
     Kind(String),
     #[error("{what} must be a non-negative integer, got {value:?}")]
@@ -135,6 +206,8 @@ pub enum Injected {
     Failure { index: u64, attempt: u32 },
     #[error("cannot inject {kind}: {source}")]
     Write { kind: FaultKind, source: io::Error },
+    #[error("{0} shapes the chunk's answer: only a worker serving with its own loop can inject it")]
+    NeedsOwnLoop(FaultKind),
 }
 
 impl Fault {
@@ -163,11 +236,7 @@ impl Fault {
                 attempt: chunk.attempt,
             }),
             FaultKind::Garbage => raw(&garbage_frame()),
-            FaultKind::Oversized => {
-                let mut bytes = 0xFFFF_FFF0_u32.to_le_bytes().to_vec();
-                bytes.extend_from_slice(b"oversize");
-                raw(&bytes)
-            }
+            FaultKind::Oversized => raw(&oversized_frame_start()),
             FaultKind::Cancel => raw(&frame(&WorkerMessage::Cancelled(Cancelled {
                 index: chunk.index,
             }))),
@@ -180,12 +249,13 @@ impl Fault {
                 protocol_version: protocol::PROTOCOL_VERSION,
                 pid: std::process::id(),
             }))),
+            kind => Err(Injected::NeedsOwnLoop(kind)),
         }
     }
 }
 
 /// One whole frame of `message`, as the SDK would send it.
-fn frame(message: &WorkerMessage<'_>) -> Vec<u8> {
+pub(crate) fn frame(message: &WorkerMessage<'_>) -> Vec<u8> {
     let mut out = FrameWriter::new();
     out.push(message).expect("a small message fits a frame");
     out.pending().to_vec()
@@ -225,12 +295,13 @@ pub fn hang() -> ! {
     }
 }
 
-/// Sleeps for `duration` unless the chunk is cancelled first; true if it was.
-pub fn sleep_unless_cancelled(ctx: &Context, duration: Duration) -> bool {
+/// Sleeps for `duration` unless `cancelled` turns true first (it is asked
+/// every 10 ms); true if it did.
+pub fn sleep_unless_cancelled(cancelled: impl Fn() -> bool, duration: Duration) -> bool {
     const TICK: Duration = Duration::from_millis(10);
     let until = Instant::now() + duration;
     loop {
-        if ctx.is_cancelled() {
+        if cancelled() {
             return true;
         }
         let left = until.saturating_duration_since(Instant::now());
@@ -241,9 +312,16 @@ pub fn sleep_unless_cancelled(ctx: &Context, duration: Duration) -> bool {
     }
 }
 
+/// A frame header announcing 0xFFFF_FFF0 bytes, and the first few of them.
+pub(crate) fn oversized_frame_start() -> Vec<u8> {
+    let mut bytes = 0xFFFF_FFF0_u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"oversize");
+    bytes
+}
+
 /// A whole frame whose payload is no message: its variant tag is out of range
 /// and the rest is a fixed pseudo-random sequence, the same on every run.
-fn garbage_frame() -> [u8; 64] {
+pub(crate) fn garbage_frame() -> [u8; 64] {
     let mut frame = [0u8; 64];
     frame[..4].copy_from_slice(&60u32.to_le_bytes());
     frame[4..8].copy_from_slice(&u32::MAX.to_le_bytes());

@@ -27,12 +27,14 @@
 //! worker (a model, a lookup table) and hands its result to every chunk.
 //!
 //! The `squares-worker` binary in this package is the reference worker; its
-//! [`faults`] switches make it crash, hang or misbehave on chosen chunks.
+//! [`faults`] switches make it crash, hang or misbehave on chosen chunks, and
+//! [`hostile`] is the serve loop it lies on the wire with.
 
 mod answers;
 mod context;
 mod error;
 pub mod faults;
+pub mod hostile;
 mod inbox;
 mod reader;
 mod serve;

@@ -30,14 +30,36 @@ impl ConfigError {
 }
 
 impl fmt::Display for ConfigError {
+    /// One line whatever the file holds: a value quoted from it (a TOML
+    /// `"a\nb"`, a path with a tab) has its control characters escaped, so
+    /// a refusal never breaks a log line or a line-oriented reader in two.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let file = self.file.display();
+        let file = OneLine(&self.file.display().to_string());
+        let message = OneLine(&self.message);
         match self.location() {
             Some((line, column)) => {
-                write!(f, "{file}:{line}:{column}: {}: {}", self.key, self.message)
+                let key = OneLine(&self.key);
+                write!(f, "{file}:{line}:{column}: {key}: {message}")
             }
-            None => write!(f, "{file}: {}", self.message),
+            None => write!(f, "{file}: {message}"),
         }
+    }
+}
+
+/// Text shown with its control characters escaped as Rust writes them
+/// (`\n`, `\t`, `\u{1b}`), everything else as it is.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(char::is_control) {
+            f.write_str(&rest[..at])?;
+            let control = rest[at..].chars().next().unwrap_or_default();
+            write!(f, "{}", control.escape_default())?;
+            rest = &rest[at + control.len_utf8()..];
+        }
+        f.write_str(rest)
     }
 }
 

@@ -69,6 +69,25 @@ impl JournalError {
         }
     }
 
+    /// Whether the machine ran out of what the state needs (a full disk, a
+    /// quota, an I/O error, memory), which may pass, rather than the job's
+    /// state forbidding the run (another supervisor holds it, the job
+    /// changed, the journal or output is not what was written) or a state
+    /// folder the job cannot use (read-only, not permitted, through a file).
+    pub fn is_exhaustion(&self) -> bool {
+        match self {
+            JournalError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EIO | libc::ENOMEM)
+            ),
+            JournalError::CommitterGone => true,
+            JournalError::Locked { .. }
+            | JournalError::Changed { .. }
+            | JournalError::Corrupt { .. }
+            | JournalError::OutputChanged { .. } => false,
+        }
+    }
+
     pub(super) fn corrupt(path: &Path, reason: impl Into<String>) -> Self {
         JournalError::Corrupt {
             path: path.to_path_buf(),
@@ -100,21 +119,64 @@ fn changed(dir: &Path, changes: &[(String, String, String)]) -> String {
 }
 
 /// A value in a message: long ones (params, argument lists) are cut, since
-/// the field name already says where to look.
+/// the field name already says where to look, and control characters (a
+/// path with a newline) escaped, so that the refusal stays one line.
 struct Shown<'a>(&'a str);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.char_indices().nth(SHOWN_VALUE) {
-            Some((cut, _)) => write!(f, "{}…", &self.0[..cut]),
-            None => f.write_str(self.0),
+        let (shown, cut) = match self.0.char_indices().nth(SHOWN_VALUE) {
+            Some((cut, _)) => (&self.0[..cut], true),
+            None => (self.0, false),
+        };
+        for c in shown.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
         }
+        if cut {
+            f.write_str("…")?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_exhaustion_and_a_read_only_one_is_not() {
+        let io = |errno| {
+            JournalError::io("write the lock file", Path::new("/state/lock"))(
+                io::Error::from_raw_os_error(errno),
+            )
+        };
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EIO] {
+            assert!(io(errno).is_exhaustion(), "{errno}");
+        }
+        for errno in [libc::EROFS, libc::EACCES, libc::ENOTDIR, libc::EEXIST] {
+            assert!(!io(errno).is_exhaustion(), "{errno}");
+        }
+        let locked = JournalError::Locked {
+            dir: PathBuf::from("/state"),
+            pid: None,
+        };
+        assert!(!locked.is_exhaustion());
+    }
+
+    #[test]
+    fn a_changed_value_with_a_newline_is_shown_on_one_line() {
+        let changed = JournalError::Changed {
+            dir: PathBuf::from("/jobs/.supervisor/squares"),
+            changes: vec![("source.path".into(), "in\nput".into(), "in\tput".into())],
+        };
+        let shown = changed.to_string();
+        assert!(shown.contains(r"source.path in\nput → in\tput"), "{shown}");
+        assert!(!shown.contains('\n') && !shown.contains('\t'), "{shown}");
+    }
 
     #[test]
     fn messages_say_what_to_do() {

@@ -163,6 +163,21 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_job_whose_journal_settled_nothing_is_not_refused() {
+        // A run that settled no chunk (stopped while its first chunks ran)
+        // has nothing to keep: another job, or the same job with a worker
+        // found elsewhere, starts over rather than being refused.
+        let root = tempfile::tempdir().unwrap();
+        let (writer, _) = open(root.path(), &fp(), CHUNKS, true).unwrap();
+        writer.finish(None).unwrap();
+        let seen = inspect(root.path(), &fingerprint_with("20"), CHUNKS, None)
+            .unwrap()
+            .expect("a journal");
+        assert_eq!(seen.records, 0);
+        assert_eq!(seen.done.count_ones(..), 0);
+    }
+
+    #[test]
     fn a_damaged_journal_is_refused() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join(JOURNAL_FILE), b"not a journal at all").unwrap();

@@ -108,11 +108,16 @@ impl Store {
         if !journal.is_due(now) {
             return Ok(());
         }
-        let committed = match self.output.flush() {
+        let committed = match self
+            .output
+            .flush()
+            .map_err(|e| format!("cannot write the output: {e}"))
+            .and_then(|()| self.output.check_intact().map_err(|e| e.to_string()))
+        {
             Ok(()) => journal
                 .commit(self.output.file())
                 .map_err(|e| format!("cannot make the journal durable: {e}")),
-            Err(e) => Err(format!("cannot write the output: {e}")),
+            Err(e) => Err(e),
         };
         if let Err(error) = &committed {
             // Nothing more is journaled: the run aborts, and a later run
@@ -151,6 +156,7 @@ impl Store {
             output
                 .flush()
                 .map_err(|e| format!("cannot write the output: {e}"))?;
+            output.check_intact().map_err(|e| e.to_string())?;
             if let Some(journal) = journal {
                 journal
                     .finish(output.file())

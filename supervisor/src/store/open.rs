@@ -76,7 +76,7 @@ pub fn open(job: &Job, start: Start) -> Result<Opened, SetupError> {
             // a job refused for another's output leaves its state untouched.
             let output = create_output()?;
             let journal = journal::create(&job.state_dir, &journal::fingerprint(job))
-                .map_err(|e| SetupError::Refused(e.into()))?;
+                .map_err(SetupError::from)?;
             Ok(Opened {
                 store: Store::new(output, failed_writer(false)?, Some(journal)),
                 skip: None,
@@ -137,8 +137,7 @@ fn resumed(
         ),
         None => {}
     }
-    let journal =
-        journal::resume(&job.state_dir, &recovered).map_err(|e| SetupError::Refused(e.into()))?;
+    let journal = journal::resume(&job.state_dir, &recovered).map_err(SetupError::from)?;
     let output = ResultWriter::resume(path, recovered.output_len)
         .with_context(|| format!("cannot resume the output {}", path.display()))
         .map_err(SetupError::Refused)?

@@ -3,7 +3,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek as _, SeekFrom, Write};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde::de::IgnoredAny;
@@ -47,6 +48,29 @@ pub struct ResultWriter {
     /// Where the next record starts: the journal records each chunk's bytes
     /// by offset and length, and a resumed output starts past earlier runs'.
     position: u64,
+    /// The regular file written, to tell when something else empties,
+    /// removes or replaces it during the run; `None` for stdout, a device
+    /// or a pipe.
+    watched: Option<Watched>,
+}
+
+/// A regular output file as the run opened it: its name, and the device and
+/// inode behind it then.
+struct Watched {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl Watched {
+    fn of(file: &File, path: &Path) -> io::Result<Option<Self>> {
+        let meta = file.metadata()?;
+        Ok(meta.is_file().then(|| Self {
+            path: path.to_path_buf(),
+            device: meta.dev(),
+            inode: meta.ino(),
+        }))
+    }
 }
 
 impl ResultWriter {
@@ -57,8 +81,11 @@ impl ResultWriter {
             OutputPath::File(path) => {
                 // Locked before it is emptied: a second supervisor writing
                 // the same output must not destroy the first one's.
+                // Appending: should something else cut the file during the
+                // run, records land at its new end rather than past a hole
+                // of NUL bytes, and the size tells it (see `check_intact`).
                 let file = OpenOptions::new()
-                    .write(true)
+                    .append(true)
                     .create(true)
                     .truncate(false)
                     .open(path)?;
@@ -68,11 +95,16 @@ impl ResultWriter {
                 Sink::File(file)
             }
         };
+        let watched = match (&sink, path) {
+            (Sink::File(file), OutputPath::File(path)) => Watched::of(file, path)?,
+            _ => None,
+        };
         Ok(Self {
             buf: Vec::with_capacity(BUFFER),
             sink,
             format: OutputFormat::Jsonl,
             position: 0,
+            watched,
         })
     }
 
@@ -84,7 +116,7 @@ impl ResultWriter {
     pub fn resume(path: &Path, len: u64) -> io::Result<Self> {
         let mut file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .append(true)
             .create(len == 0)
             .truncate(false)
             .open(path)?;
@@ -105,11 +137,13 @@ impl ResultWriter {
             file.sync_all()?;
             file.seek(SeekFrom::Start(len))?;
         }
+        let watched = Watched::of(&file, path)?;
         Ok(Self {
             buf: Vec::with_capacity(BUFFER),
             sink: Sink::File(file),
             format: OutputFormat::Jsonl,
             position: len,
+            watched,
         })
     }
 
@@ -183,6 +217,34 @@ impl ResultWriter {
         written?;
         self.position += len;
         Ok((offset, len, checksum))
+    }
+
+    /// Whether the output is still the file this run writes, holding every
+    /// byte handed to it: an error naming the file when something else
+    /// emptied or cut it, or removed or replaced it, since the run began.
+    /// Called before each group commit and at the end, so that the journal
+    /// never records chunks whose records are not where it says; two
+    /// `stat`s, nothing read.
+    pub fn check_intact(&self) -> io::Result<()> {
+        let (Some(watched), Sink::File(file)) = (&self.watched, &self.sink) else {
+            return Ok(());
+        };
+        let path = watched.path.display();
+        let handed = self.position - self.buf.len() as u64;
+        let len = file.metadata()?.len();
+        if len != handed {
+            return Err(io::Error::other(format!(
+                "the output {path} was changed by something else during the run: it holds                  {len} bytes where this run wrote {handed}; its records cannot be trusted,                  run with --fresh"
+            )));
+        }
+        let same = std::fs::metadata(&watched.path)
+            .is_ok_and(|now| now.dev() == watched.device && now.ino() == watched.inode);
+        if !same {
+            return Err(io::Error::other(format!(
+                "the output {path} was removed or replaced by something else during the run:                  the records this run wrote are not under that name; run with --fresh"
+            )));
+        }
+        Ok(())
     }
 
     /// Flushes everything and makes it durable.

@@ -400,10 +400,11 @@ fn a_supervisor_killed_again_and_again_resumes_to_the_uninterrupted_output() {
     scenario.assert_no_survivors();
 }
 
-/// Drains a run part way, damages the end of its journal, and resumes.
-/// Returns the first run's chunk indices and the resumed run.
+/// Drains a run part way, damages its journal, and resumes, which must say
+/// `said`. Returns the first run's chunk indices and the resumed run.
 fn resume_after_damaging_the_journal(
     scenario: &Scenario,
+    said: &str,
     damage: impl FnOnce(&Path),
 ) -> (Vec<u64>, Finished) {
     let job = scenario.job(
@@ -433,7 +434,7 @@ fn resume_after_damaging_the_journal(
     damage(&journal);
     let rerun = scenario.run(&args);
     rerun.expect_code(0);
-    assert_stderr_contains(&rerun, "torn bytes");
+    assert_stderr_contains(&rerun, said);
     assert_exactly_once(&read_records(&scenario.path("torn.jsonl")), 30);
     assert_eq!(
         normalized(&scenario.path("torn.jsonl")),
@@ -446,7 +447,7 @@ fn resume_after_damaging_the_journal(
 #[test]
 fn a_journal_cut_in_the_middle_of_its_last_record_is_resumed() {
     let scenario = Scenario::new();
-    let (written, rerun) = resume_after_damaging_the_journal(&scenario, |journal| {
+    let (written, rerun) = resume_after_damaging_the_journal(&scenario, "torn bytes", |journal| {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(journal)
@@ -467,7 +468,7 @@ fn a_journal_cut_in_the_middle_of_its_last_record_is_resumed() {
 #[test]
 fn garbage_after_the_last_journal_record_is_resumed() {
     let scenario = Scenario::new();
-    let (written, rerun) = resume_after_damaging_the_journal(&scenario, |journal| {
+    let (written, rerun) = resume_after_damaging_the_journal(&scenario, "torn bytes", |journal| {
         use std::io::Write as _;
         let mut file = std::fs::OpenOptions::new()
             .append(true)
@@ -480,6 +481,33 @@ fn garbage_after_the_last_journal_record_is_resumed() {
         .filter(|i| written.contains(i))
         .collect();
     assert!(again.is_empty(), "journaled chunks ran again: {again:?}");
+    scenario.assert_no_survivors();
+}
+
+#[test]
+fn a_damaged_byte_in_the_middle_of_the_journal_is_told_as_damage_not_a_torn_end() {
+    let scenario = Scenario::new();
+    let (written, rerun) = resume_after_damaging_the_journal(
+        &scenario,
+        "the journal is damaged at record 1 ",
+        |journal| {
+            let mut bytes = std::fs::read(journal).unwrap();
+            let header = journal_header_len(&bytes) as usize;
+            // A byte of the second record's checksum: it fails with whole
+            // records after it, as no torn last write leaves them.
+            bytes[header + RECORD_LEN as usize + 1] ^= 0x40;
+            std::fs::write(journal, bytes).unwrap();
+        },
+    );
+    assert!(
+        !rerun.stderr.contains("torn bytes") && !rerun.stderr.contains("mid-write"),
+        "damage told as a torn end:\n{}",
+        rerun.stderr
+    );
+    // Every chunk from the damaged record on runs again; the first does not.
+    let again = announced_indices(&rerun.stderr);
+    assert!(!again.contains(&written[0]), "{again:?}");
+    assert!(written[1..].iter().all(|i| again.contains(i)), "{again:?}");
     scenario.assert_no_survivors();
 }
 

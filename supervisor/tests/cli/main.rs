@@ -6,13 +6,16 @@ mod auto;
 mod containment;
 mod drain;
 mod faults;
+mod found;
 mod harness;
+mod hostile;
 mod items;
 mod metrics;
 mod oneliner;
 mod progress;
 mod python;
 mod report;
+mod resources;
 mod shards;
 mod sources;
 mod stdin;
@@ -474,6 +477,25 @@ fn a_bad_command_line_exits_2() {
     scenario.run(&["--workers", "0", "job.toml"]).expect_code(2);
     scenario.run(&["--no-such-flag", "job.toml"]).expect_code(2);
     scenario.run(&[]).expect_code(2);
+}
+
+#[test]
+fn printing_to_a_reader_that_went_away_is_a_quiet_exit_0() {
+    // `supervisor man | head -1`: the reader is gone before the first write,
+    // which fails with EPIPE whatever the page's size.
+    for command in [&["man"][..], &["completions", "bash"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let ran = std::process::Command::new(harness::supervisor_bin())
+            .args(command)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&ran.stderr);
+        assert_eq!(ran.status.code(), Some(0), "{command:?}: {stderr}");
+        assert!(stderr.is_empty(), "{command:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use worker::Chunk;
 use worker::faults::{self, Fault, Injected};
-use worker::{Chunk, Context, WorkerError};
+use worker::hostile::Greeting;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,9 +20,15 @@ use worker::{Chunk, Context, WorkerError};
 struct Args {
     /// Misbehave on a chunk: KIND is crash, exit, hang, fail, garbage,
     /// oversized, or one of the lies cancel (an unasked Cancelled), stray (a
-    /// Done for a chunk never given) and hello (a second Hello); it fires on
-    /// chunk INDEX while the attempt is below BELOW (on every attempt
-    /// without it). Repeatable.
+    /// Done for a chunk never given), hello (a second Hello), twice (two
+    /// Dones), reorder (the answer held back behind the next one), trailing
+    /// (bytes after the message), short (a payload that ends early),
+    /// overlong (an output length past the payload), badutf8 (a Failed whose
+    /// error is not UTF-8), empty (a frame of length 0), bigerror (a Failed
+    /// with a 64 MiB error), close (the socket shut, the process alive),
+    /// timeless (an elapsed_ns of 2^64 - 1) and torn (half a frame, then exit
+    /// 0); it fires on chunk INDEX while the
+    /// attempt is below BELOW (on every attempt without it). Repeatable.
     /// Also read from SQUARES_WORKER_FAULTS (comma-separated) when no --fault
     /// is given: the environment is not part of a job's fingerprint, so a
     /// test can change the faults between a run and its resume.
@@ -38,6 +45,15 @@ struct Args {
     /// Sleep forever before saying hello.
     #[arg(long)]
     hang_at_start: bool,
+    /// Say hello in protocol version N instead of this one.
+    #[arg(long, value_name = "N")]
+    speak_version: Option<u32>,
+    /// Send a Done for chunk 0 before saying hello.
+    #[arg(long)]
+    answer_before_hello: bool,
+    /// Say hello, then never read or write again.
+    #[arg(long)]
+    deaf_after_hello: bool,
     /// Sleep this long before each chunk, giving up early when it is cancelled.
     #[arg(long, value_name = "MS")]
     slow_ms: Option<u64>,
@@ -59,6 +75,10 @@ struct Args {
     /// sum: large answers, for tests of what the supervisor holds.
     #[arg(long, value_name = "MB")]
     output_mb: Option<u32>,
+    /// Answer each chunk as one line, `INDEX SUM` and a newline, so that a
+    /// raw output can be read back chunk by chunk.
+    #[arg(long)]
+    tagged: bool,
     /// Sleep MS before chunk INDEX (every attempt), giving up early when it
     /// is cancelled: one slow chunk among quick ones. Repeatable.
     #[arg(long, value_name = "INDEX:MS")]
@@ -72,6 +92,26 @@ struct Args {
     /// limit (`memory_limit`) the allocation fails and the worker aborts.
     #[arg(long, value_name = "MB")]
     alloc_mb: Option<u32>,
+}
+
+impl Args {
+    /// How to open the conversation: honestly unless a switch says otherwise.
+    fn greeting(&self) -> Greeting {
+        if let Some(version) = self.speak_version {
+            Greeting::Version(version)
+        } else if self.answer_before_hello {
+            Greeting::AnswerFirst
+        } else if self.deaf_after_hello {
+            Greeting::Deaf
+        } else {
+            Greeting::Honest
+        }
+    }
+
+    /// A lie the SDK cannot tell needs the worker's own serve loop.
+    fn lies_on_the_wire(&self) -> bool {
+        self.greeting() != Greeting::Honest || self.faults.iter().any(|f| f.kind.needs_own_loop())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,8 +128,8 @@ fn default_modulus() -> u64 {
 
 #[derive(Debug, thiserror::Error)]
 enum SquaresError {
-    #[error(transparent)]
-    Params(WorkerError),
+    #[error("invalid job params: {0}")]
+    Params(serde_json::Error),
     #[error("params: modulus must be positive")]
     ZeroModulus,
     #[error(transparent)]
@@ -109,13 +149,26 @@ fn main() -> ExitCode {
         faults::hang();
     }
     let mut modulus = None;
-    let result = worker::serve(|ctx, chunk, out| {
-        let modulus = match modulus {
-            Some(m) => m,
-            None => *modulus.insert(read_modulus(ctx)?),
-        };
-        squares(&args, modulus, ctx, chunk, out)
-    });
+    let result = if args.lies_on_the_wire() {
+        worker::hostile::serve(&args.faults, args.greeting(), |params, chunk, out| {
+            let modulus = match modulus {
+                Some(m) => m,
+                None => *modulus.insert(read_modulus(params).map_err(|e| e.to_string())?),
+            };
+            announce(&args, chunk).map_err(|e| e.to_string())?;
+            squares(&args, modulus, &|| false, chunk, out).map_err(|e| e.to_string())
+        })
+    } else {
+        worker::serve(|ctx, chunk, out| {
+            let modulus = match modulus {
+                Some(m) => m,
+                None => *modulus.insert(read_modulus(ctx.params_json())?),
+            };
+            announce(&args, chunk)?;
+            faults::inject_all(&args.faults, ctx, chunk)?;
+            squares(&args, modulus, &|| ctx.is_cancelled(), chunk, out)
+        })
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -125,21 +178,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_modulus(ctx: &Context) -> Result<u64, SquaresError> {
-    let params: Params = ctx.params().map_err(SquaresError::Params)?;
+fn read_modulus(params: &str) -> Result<u64, SquaresError> {
+    let params = match params.trim() {
+        "" => "{}",
+        text => text,
+    };
+    let params: Params = serde_json::from_str(params).map_err(SquaresError::Params)?;
     match params.modulus {
         0 => Err(SquaresError::ZeroModulus),
         m => Ok(m),
     }
 }
 
-fn squares(
-    args: &Args,
-    modulus: u64,
-    ctx: &Context,
-    chunk: &Chunk,
-    out: &mut Vec<u8>,
-) -> Result<(), SquaresError> {
+/// The lines a chunk's start is announced with, as the switches ask.
+fn announce(args: &Args, chunk: &Chunk) -> Result<(), SquaresError> {
     if args.stderr_lines > 0 {
         let pid = std::process::id();
         // One write per line: stderr is unbuffered, and a line written in
@@ -165,12 +217,21 @@ fn squares(
         }
         stdout.flush()?;
     }
-    faults::inject_all(&args.faults, ctx, chunk)?;
+    Ok(())
+}
+
+fn squares(
+    args: &Args,
+    modulus: u64,
+    cancelled: &dyn Fn() -> bool,
+    chunk: &Chunk,
+    out: &mut Vec<u8>,
+) -> Result<(), SquaresError> {
     if let Some(mb) = args.alloc_mb {
         faults::allocate_and_touch(mb);
     }
     if let Some(ms) = args.slow_ms
-        && faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms))
+        && faults::sleep_unless_cancelled(cancelled, Duration::from_millis(ms))
     {
         return Ok(());
     }
@@ -181,7 +242,9 @@ fn squares(
         let Some((index, ms)) = held else {
             return Err(SquaresError::Hold(hold.clone()));
         };
-        if index == chunk.index && faults::sleep_unless_cancelled(ctx, Duration::from_millis(ms)) {
+        if index == chunk.index
+            && faults::sleep_unless_cancelled(cancelled, Duration::from_millis(ms))
+        {
             return Ok(());
         }
     }
@@ -193,23 +256,27 @@ fn squares(
     }
     if let Some(ns) = args.item_ns {
         let cost = item_cost(ns, args.dearer_from, args.dearer_by, chunk.start, chunk.end);
-        if spin_unless_cancelled(ctx, Duration::from_nanos(cost)) {
+        if spin_unless_cancelled(cancelled, Duration::from_nanos(cost)) {
             return Ok(());
         }
     }
-    if let Some(sum) = sum_of_squares(chunk.start, chunk.end, modulus, || ctx.is_cancelled()) {
-        out.extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
+    if let Some(sum) = sum_of_squares(chunk.start, chunk.end, modulus, cancelled) {
+        if args.tagged {
+            writeln!(out, "{} {sum}", chunk.index)?;
+        } else {
+            out.extend_from_slice(itoa::Buffer::new().format(sum).as_bytes());
+        }
     }
     Ok(())
 }
 
 /// Keeps the CPU busy for `duration`; true if the chunk was cancelled first.
-fn spin_unless_cancelled(ctx: &Context, duration: Duration) -> bool {
+fn spin_unless_cancelled(cancelled: &dyn Fn() -> bool, duration: Duration) -> bool {
     let started = std::time::Instant::now();
     let mut spins = 0u32;
     while started.elapsed() < duration {
         spins = spins.wrapping_add(1);
-        if spins.is_multiple_of(1024) && ctx.is_cancelled() {
+        if spins.is_multiple_of(1024) && cancelled() {
             return true;
         }
         std::hint::spin_loop();
@@ -236,7 +303,7 @@ fn sum_of_squares(
     start: u64,
     end: u64,
     modulus: u64,
-    cancelled: impl Fn() -> bool,
+    cancelled: &dyn Fn() -> bool,
 ) -> Option<u128> {
     let mut total = 0u128;
     let mut from = start;
@@ -289,7 +356,7 @@ mod tests {
     use super::*;
 
     fn sum(start: u64, end: u64, modulus: u64) -> u128 {
-        sum_of_squares(start, end, modulus, || false).unwrap()
+        sum_of_squares(start, end, modulus, &|| false).unwrap()
     }
 
     fn naive(start: u64, end: u64, modulus: u64) -> u128 {
@@ -334,6 +401,6 @@ mod tests {
 
     #[test]
     fn stops_when_cancelled() {
-        assert_eq!(sum_of_squares(0, 10 * POLL_EVERY, 7, || true), None);
+        assert_eq!(sum_of_squares(0, 10 * POLL_EVERY, 7, &|| true), None);
     }
 }

@@ -303,6 +303,11 @@ impl Worker {
         Duration::from_nanos(self.last_elapsed_ns.expect("a Done was received"))
     }
 
+    /// True while the worker has not exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the worker alone (not its group), as a crash would end it.
     pub fn kill(&mut self) {
         self.child.kill().expect("kill the worker");

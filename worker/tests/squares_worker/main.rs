@@ -2,6 +2,7 @@
 
 #[path = "../common/harness.rs"]
 mod harness;
+mod lies;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
