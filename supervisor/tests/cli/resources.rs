@@ -163,12 +163,15 @@ fn a_full_disk_aborts_with_exit_3_and_the_run_resumes_exactly_once_space_is_free
     let filler = scenario.path("disk/filler");
     std::fs::write(&filler, vec![7u8; (4 << 20) - (256 << 10)]).unwrap();
     // The worker by its path, so that the test can load the job itself.
+    // Chunk 1000 is held for a second: the records before it (about 150 KiB
+    // of output and journal) are committed while it waits, and the disk fills
+    // after it, however fast the rest runs.
     let worker = supervisor_bin().with_file_name("squares-worker");
     let job = scenario.job(
         "full.toml",
         &format!(
             "[source]\nrange = {{ start = 0, end = 200_000 }}\nchunk = 10\n\n\
-             [worker]\ncommand = [{worker:?}]\n\n\
+             [worker]\ncommand = [{worker:?}, \"--hold\", \"1000:1000\"]\n\n\
              [output]\npath = \"disk/full.jsonl\"\n\n[state]\ndir = \"disk/state\"\n"
         ),
     );
