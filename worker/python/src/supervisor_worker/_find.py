@@ -10,12 +10,17 @@ puts it in ``~/.cargo/bin``). ``SUPERVISOR_BIN`` names a binary to use instead
 of all of them (a development build, say).
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import sys
 import sysconfig
 from fnmatch import fnmatch
-from typing import List, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional
 
 __all__ = ["SupervisorNotFound", "find_supervisor_bin", "BIN_ENV"]
 

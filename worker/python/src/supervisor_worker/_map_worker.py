@@ -8,23 +8,27 @@ Started by the supervisor as::
     python3 -m supervisor_worker._map_worker --source range|lines|blocks \\
         [--encoding ENC] --call call.pickle --sha256 HEX
 
-with ``SUPERVISOR_WORKER_MAP`` holding (as JSON) the launcher's working
+with ``SUPERVISOR_WORKER_MAP`` holding (a pickle, in hex) the launcher's working
 directory, its ``sys.path`` and how to import its main script. The digest of
 the pickle is in the arguments so that the job's fingerprint changes with the
 function, the initializer or its arguments (a named run then refuses to
 resume rather than mix two functions' outputs).
 """
 
-import argparse
-import hashlib
 import importlib
 import importlib.util
 import io
-import json
 import os
 import pickle
 import sys
-import traceback
+
+# Not json, argparse, hashlib or traceback: with what they load (re, OpenSSL,
+# tokenize) they made up a third of a worker's start, which a short map pays
+# before its first chunk; json and traceback are loaded when first needed.
+try:
+    from _json import encode_basestring_ascii as _encode_str
+except ImportError:  # an interpreter without the C accelerator
+    from json.encoder import encode_basestring_ascii as _encode_str
 
 from . import _context, signals
 from ._context import CONTEXT_ENV
@@ -36,7 +40,6 @@ NAME = "supervisor_worker.map"
 #: spawn: its ``if __name__ == "__main__":`` block does not run again.
 MAIN_ALIAS = "__mp_main__"
 
-_encode_str = json.encoder.encode_basestring_ascii
 _float_repr = float.__repr__
 
 
@@ -52,6 +55,8 @@ def _encode(index: int, result) -> bytes:
         return f"{index}\t{_encode_str(result)}\n".encode()
     if kind is float and result - result == 0.0:  # finite
         return f"{index}\t{_float_repr(result)}\n".encode()
+    import json
+
     try:
         text = json.dumps(result)
     except (TypeError, ValueError) as e:
@@ -138,7 +143,7 @@ def _import_main(main):
 def _load_call(path: str, digest: str, main):
     with open(path, "rb") as f:
         data = f.read()
-    actual = hashlib.sha256(data).hexdigest()
+    actual = _context.sha256_hex(data)
     if actual != digest:
         raise WorkerError(
             f"{path} changed since the job was written (sha256 {actual}, expected {digest})"
@@ -153,20 +158,47 @@ def _enter_launcher_context() -> dict:
     raw = os.environ.pop(CONTEXT_ENV, None)
     if raw is None:
         raise WorkerError(f"{CONTEXT_ENV} is not set: this worker is started by map()")
-    context = json.loads(raw)
+    context = pickle.loads(bytes.fromhex(raw))
     os.chdir(context["cwd"])
     missing = [p for p in context["sys_path"] if p not in sys.path]
     sys.path[0:0] = missing
     return context
 
 
+_USAGE = (
+    "usage: python3 -m supervisor_worker._map_worker --source range|lines|blocks [--encoding ENC] "
+    "--call PATH --sha256 HEX"
+)
+
+
+def _arguments(argv) -> dict:
+    """The launcher's flags, each ``--name value``; None when they are not."""
+    if len(argv) % 2:
+        return None
+    args = {"encoding": None}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        name = flag[2:]
+        if not flag.startswith("--") or name not in ("source", "encoding", "call", "sha256"):
+            return None
+        args[name] = value
+    if args.get("source") not in ("range", "lines", "blocks"):
+        return None
+    if "call" not in args or "sha256" not in args:
+        return None
+    return args
+
+
+def _traceback(e: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python3 -m {__name__}")
-    parser.add_argument("--source", required=True, choices=("range", "lines", "blocks"))
-    parser.add_argument("--encoding")
-    parser.add_argument("--call", required=True)
-    parser.add_argument("--sha256", required=True)
-    args = parser.parse_args(argv)
+    args = _arguments(sys.argv[1:] if argv is None else argv)
+    if args is None:
+        print(_USAGE, file=sys.stderr)
+        return 2
     try:
         sock = take_socket()
     except WorkerError as e:
@@ -183,9 +215,9 @@ def main(argv=None) -> int:
     # start, which the supervisor tells apart from a chunk's failure.
     try:
         # Named relative to the job's folder, where the supervisor starts workers.
-        call_path = os.path.abspath(args.call)
+        call_path = os.path.abspath(args["call"])
         context = _enter_launcher_context()
-        fn, initializer, initargs = _load_call(call_path, args.sha256, context["main"])
+        fn, initializer, initargs = _load_call(call_path, args["sha256"], context["main"])
     except WorkerError as e:
         print(f"{NAME}: {e}", file=sys.stderr)
         return 1
@@ -193,7 +225,7 @@ def main(argv=None) -> int:
         if isinstance(e, SystemExit):
             print(f"{NAME}: loading the function called exit({e.code!r})", file=sys.stderr)
             return 1
-        detail = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+        detail = _traceback(e)
         print(f"{NAME}: cannot load the function:\n{detail}", file=sys.stderr)
         return 1
     if initializer is not None:
@@ -202,10 +234,10 @@ def main(argv=None) -> int:
         except BaseException as e:
             if isinstance(e, KeyboardInterrupt):
                 raise
-            detail = "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
+            detail = _traceback(e)
             print(f"{NAME}: the initializer failed:\n{detail}", file=sys.stderr)
             return 1
-    serve_socket(sock, _handler(fn, args.source, args.encoding), name=NAME)
+    serve_socket(sock, _handler(fn, args["source"], args["encoding"]), name=NAME)
     return 0
 
 

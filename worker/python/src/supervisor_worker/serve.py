@@ -9,17 +9,16 @@ away (status 0) or sends something unreadable (status 1).
 from __future__ import annotations
 
 import errno
-import json
 import os
-import socket
 import stat
 import sys
 import threading
 import time
-import traceback
 from collections import deque
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from typing import Callable, Iterator, Optional
 
 from . import protocol, signals
@@ -79,6 +78,8 @@ class _Context:
     def params(self) -> dict:
         if self._params is None:
             text = self.params_json.strip() or "{}"
+            import json  # here: json (and the re it loads) would slow every worker's start
+
             try:
                 self._params = json.loads(text)
             except ValueError as e:
@@ -420,6 +421,8 @@ def _output_bytes(value) -> bytes:
         return bytes(value)
     if isinstance(value, str):
         return value.encode("utf-8")
+    import json
+
     return json.dumps(value).encode("utf-8")
 
 
@@ -436,6 +439,8 @@ def _describe(error: BaseException) -> str:
     tb = error.__traceback__
     if tb is not None and tb.tb_next is not None:
         tb = tb.tb_next  # the SDK's call of the handler
+    import traceback  # only when a chunk fails: it loads tokenize, re and more
+
     return head + "\n" + "".join(traceback.format_exception(kind, error, tb)).rstrip("\n")
 
 
@@ -461,6 +466,10 @@ def take_socket() -> socket.socket:
         raise WorkerError(f"{WORKER_FD_ENV}={fd}: {e.strerror}") from None
     if not stat.S_ISSOCK(mode):
         raise WorkerError(f"{WORKER_FD_ENV}={fd}: not a socket")
+    # Here, not at the top: a program that only calls map (which imports this
+    # package) never serves, and socket with selectors costs it milliseconds.
+    import socket
+
     return socket.socket(fileno=fd)
 
 
@@ -606,6 +615,8 @@ def serve_socket(sock: socket.socket, handler, *, name: str, init=None) -> None:
             # Shutting the socket down wakes the reader, which sees `closed` and
             # ends quietly instead of exiting the process.
             inbox.closed = True
+            import socket  # loaded already: the socket is one
+
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
