@@ -96,7 +96,7 @@ mod tests;
 pub use compose::JournalComposer;
 pub use error::JournalError;
 pub use fingerprint::{Fingerprint, fingerprint};
-pub use format::{Entry, EntryKind};
+pub use format::{Entry, EntryKind, crc32};
 pub use inspect::inspect;
 pub use lock::{LOCK_FILE, StateLock, lock_holder, lock_state};
 pub use open::{FAILED_FILE, JOURNAL_FILE, Recovered, create, open, resume};

@@ -31,9 +31,10 @@ pub struct Fingerprint {
 /// as the job file wrote it (`command`, or `exec` and `stdin`), the params,
 /// the output's format, order and path. Not the program the command
 /// resolves to: activating a virtualenv or a version manager's shim changes
-/// that path, not what the worker computes; it is kept as a note instead. The path is in because the journal records byte offsets
-/// into that one file: pointed elsewhere, a resumed run would miss every
-/// chunk the journal counts as done. A shard's also has `shard` (`I/N`): a
+/// that path, not what the worker computes; it is kept as a note instead.
+/// The output's path is in because the journal records byte offsets into
+/// that one file: pointed elsewhere, a resumed run would miss every chunk
+/// the journal counts as done. A shard's also has `shard` (`I/N`): a
 /// shard's journal proves to `merge` which block of the job it ran, and a
 /// shard is never resumed as another one. A job run whole has no `shard`
 /// field, so journals written before shards existed still match.

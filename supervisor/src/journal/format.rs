@@ -8,6 +8,8 @@
 //!          u32 LE crc32(the chunk's bytes in the output)  4 zero bytes
 //! ```
 
+use std::sync::OnceLock;
+
 use super::Fingerprint;
 
 /// The file's first bytes; the last one is the format's version.
@@ -81,13 +83,24 @@ pub fn encode_record(entry: &Entry, out: &mut [u8; RECORD_LEN]) {
     }
     out[48..52].copy_from_slice(&checksum.to_le_bytes());
     out[52..].fill(0);
-    let crc = crc32fast::hash(&out[4..]);
+    let crc = crc32(&out[4..]);
     out[..4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The CRC-32 of `bytes`, as `crc32fast::hash` gives it, from a hasher set
+/// up once: `crc32fast::hash` asks the CPU for its features at every call,
+/// which is a sixth of a short record's checksum, and every chunk takes two
+/// (its output record's and its journal record's).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    static FRESH: OnceLock<crc32fast::Hasher> = OnceLock::new();
+    let mut hasher = FRESH.get_or_init(crc32fast::Hasher::new).clone();
+    hasher.update(bytes);
+    hasher.finalize()
 }
 
 pub fn decode_record(bytes: &[u8; RECORD_LEN]) -> Result<Entry, BadRecord> {
     let crc = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-    if crc32fast::hash(&bytes[4..]) != crc {
+    if crc32(&bytes[4..]) != crc {
         return Err(BadRecord::Checksum);
     }
     let kind = match bytes[4] {

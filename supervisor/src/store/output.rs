@@ -213,7 +213,7 @@ impl ResultWriter {
             OutputFormat::Raw => output,
             OutputFormat::Jsonl => &self.buf[before..],
         };
-        let (len, checksum) = (record.len() as u64, crc32fast::hash(record));
+        let (len, checksum) = (record.len() as u64, crate::journal::crc32(record));
         written?;
         self.position += len;
         Ok((offset, len, checksum))
@@ -234,14 +234,17 @@ impl ResultWriter {
         let len = file.metadata()?.len();
         if len != handed {
             return Err(io::Error::other(format!(
-                "the output {path} was changed by something else during the run: it holds                  {len} bytes where this run wrote {handed}; its records cannot be trusted,                  run with --fresh"
+                "the output {path} was changed by something else during the run: it holds \
+                 {len} bytes where this run wrote {handed}; its records cannot be trusted, \
+                 run with --fresh"
             )));
         }
         let same = std::fs::metadata(&watched.path)
             .is_ok_and(|now| now.dev() == watched.device && now.ino() == watched.inode);
         if !same {
             return Err(io::Error::other(format!(
-                "the output {path} was removed or replaced by something else during the run:                  the records this run wrote are not under that name; run with --fresh"
+                "the output {path} was removed or replaced by something else during the run: \
+                 the records this run wrote are not under that name; run with --fresh"
             )));
         }
         Ok(())
