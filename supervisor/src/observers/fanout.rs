@@ -42,6 +42,19 @@ impl Observers {
     }
 
     pub fn observe(&mut self, event: &RunEvent<'_>) {
+        // Two of every chunk's three events matter to the metrics alone (a
+        // counter), not to the report, the bar, the log or systemd: they
+        // stop here, which spares each chunk a round of the observers.
+        match event {
+            RunEvent::WorkerBusy { .. } => return,
+            RunEvent::ChunkDispatched { .. } => {
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.observe(event);
+                }
+                return;
+            }
+            _ => {}
+        }
         self.report.observe(event);
         self.progress.observe(event);
         if let Some(metrics) = &mut self.metrics {
