@@ -14,8 +14,20 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 /// A process's resident high-water mark (VmHWM), from /proc; `None` once it
 /// is gone.
 pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_vm_hwm(&status)
+    parse_vm_hwm(&read_proc_file(&format!("/proc/{pid}/status"))?)
+}
+
+/// A file of /proc, read whole in one read where it fits: its size shows as
+/// 0, so `read_to_string` would start with a 32-byte read and grow from
+/// there, eight reads for a process's `status` once a second per worker.
+fn read_proc_file(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut text = String::with_capacity(4096);
+    std::fs::File::open(path)
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
 fn parse_vm_hwm(status: &str) -> Option<u64> {
