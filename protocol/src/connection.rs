@@ -336,6 +336,11 @@ impl FrameWriter {
         if self.is_empty() {
             std::mem::swap(self, other);
         } else {
+            // What was written goes first: a writer that never quite drains
+            // between two appends (a worker reading slower than it is fed)
+            // would otherwise keep every byte it ever sent.
+            self.buf.drain(..self.written);
+            self.written = 0;
             self.buf.extend_from_slice(other.pending());
         }
         other.clear();
@@ -405,6 +410,60 @@ mod tests {
     use super::*;
     use crate::codec::decode_supervisor_message;
     use crate::message::SupervisorMessage;
+
+    /// A stream that takes at most `budget` bytes, then would block.
+    struct Trickle {
+        taken: Vec<u8>,
+        budget: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.budget);
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.budget -= n;
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_never_drains_holds_only_what_it_has_not_written() {
+        const FRAME: usize = 1 << 20;
+        let mut writing = FrameWriter::new();
+        let mut stream = Trickle {
+            taken: Vec::new(),
+            budget: 0,
+        };
+        let mut sent = Vec::new();
+        for round in 0..64u8 {
+            let mut posted = FrameWriter::new();
+            posted.buf.extend(std::iter::repeat_n(round, FRAME));
+            sent.extend_from_slice(posted.pending());
+            writing.take_from(&mut posted);
+            assert!(posted.is_empty());
+            // The stream takes a little less than arrives: never empty.
+            stream.budget = FRAME - 1000;
+            let blocked = writing.write_to(&mut stream).unwrap_err();
+            assert_eq!(blocked.kind(), io::ErrorKind::WouldBlock);
+            assert!(
+                writing.buf.len() <= 2 * FRAME,
+                "round {round}: {} bytes held for {} unwritten",
+                writing.buf.len(),
+                writing.pending().len()
+            );
+        }
+        stream.budget = usize::MAX;
+        writing.write_to(&mut stream).unwrap();
+        assert!(writing.is_empty());
+        assert!(stream.taken == sent, "every byte once, in order");
+    }
 
     fn stops(n: usize) -> Vec<u8> {
         let mut writer = FrameWriter::new();
