@@ -1,6 +1,8 @@
 //! What the OS tells of processes and their files: resident memory now and
-//! at its peak and the path of an open file from `/proc`, CPU time and peak
-//! memory from `getrusage`.
+//! at its peak, this process's children, a process's name and the path of an
+//! open file from `/proc`, CPU time and peak memory from `getrusage`.
+
+use std::collections::BTreeSet;
 
 /// Resident memory of a process now, from /proc; `None` once it is gone.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
@@ -38,6 +40,32 @@ fn parse_vm_hwm(status: &str) -> Option<u64> {
         Some("kB") | None => Some(kib * 1024),
         Some(_) => None,
     }
+}
+
+/// This process's children, from every thread's `children` list: a child
+/// is listed under the thread that started it, and an orphan handed to a
+/// subreaper under one of its threads.
+pub fn children() -> BTreeSet<u32> {
+    let mut found = BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            found.extend(
+                list.split_whitespace()
+                    .filter_map(|pid| pid.parse::<u32>().ok()),
+            );
+        }
+    }
+    found
+}
+
+/// A process's name (its `comm`), empty once it is gone.
+pub fn process_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|name| name.trim_end().to_owned())
+        .unwrap_or_default()
 }
 
 /// The path of an open file, for messages and for syncing its folder; Linux

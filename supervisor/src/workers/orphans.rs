@@ -11,6 +11,8 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::resources::{children, process_name};
+
 /// Every worker this process has started and not yet reaped: its own
 /// children, which a sweep leaves to the tasks that wait for them. (One
 /// process may hold several runs, as a test does.)
@@ -42,24 +44,6 @@ pub fn become_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-/// The children of this process, from every thread's `children` list in
-/// /proc: an orphan is handed to one of the subreaper's threads.
-fn children() -> BTreeSet<u32> {
-    let mut found = BTreeSet::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return found;
-    };
-    for task in tasks.flatten() {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            found.extend(
-                list.split_whitespace()
-                    .filter_map(|pid| pid.parse::<u32>().ok()),
-            );
-        }
-    }
-    found
-}
-
 /// Kills every child that is not a worker, with the process group it leads,
 /// and reaps those already dead. Returns the pid and name of each it killed.
 /// Workers are left alone: their tasks reap them.
@@ -77,9 +61,7 @@ pub fn sweep() -> Vec<(u32, String)> {
         // Reaped if it has died already (a zombie waits for us); otherwise
         // killed now and reaped at a later sweep.
         if let Ok(WaitStatus::StillAlive) = waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|name| name.trim_end().to_owned())
-                .unwrap_or_default();
+            let name = process_name(pid);
             let _ = killpg(child, Signal::SIGKILL);
             let _ = kill(child, Signal::SIGKILL);
             killed.push((pid, name));

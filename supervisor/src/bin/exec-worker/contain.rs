@@ -6,8 +6,9 @@
 //! gone, even killed with SIGKILL, the host ends every descendant before it
 //! ends itself.
 
-use std::collections::BTreeSet;
 use std::io::{self, Write as _};
+
+use supervisor::resources::{children, process_name};
 
 /// A tree of leftovers is ended one generation per pass (see
 /// [`end_descendants`]); past this many passes something forks faster than
@@ -69,14 +70,15 @@ pub fn end_leftovers() -> Option<String> {
 fn end_descendants() -> Vec<(i32, String)> {
     let mut ended = Vec::new();
     for _ in 0..MAX_PASSES {
-        let children = children();
+        let children: Vec<i32> = children()
+            .into_iter()
+            .filter_map(|pid| i32::try_from(pid).ok())
+            .collect();
         if children.is_empty() {
             return ended;
         }
         for &pid in &children {
-            let name = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|name| name.trim_end().to_owned())
-                .unwrap_or_default();
+            let name = process_name(pid.unsigned_abs());
             // SAFETY: `pid` is an unreaped child of this process: it names
             // that process and no other until the wait below.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -104,25 +106,6 @@ fn wait_for(pid: i32) {
             return;
         }
     }
-}
-
-/// This process's children, from every thread's `children` list in /proc:
-/// an orphan is handed to one of the subreaper's threads, and a command to
-/// the thread that started it.
-fn children() -> BTreeSet<i32> {
-    let mut found = BTreeSet::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return found;
-    };
-    for task in tasks.flatten() {
-        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-            found.extend(
-                list.split_whitespace()
-                    .filter_map(|pid| pid.parse::<i32>().ok()),
-            );
-        }
-    }
-    found
 }
 
 /// "2 processes (pid 41 sleep, pid 42 sh)", the first few named.
