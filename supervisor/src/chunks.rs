@@ -28,6 +28,19 @@ pub struct ChunkSpec {
     pub first_item: u64,
 }
 
+impl ChunkSpec {
+    /// A chunk of a source whose items are its offsets (a range, or a file's
+    /// or a stream's bytes): its first item is where it starts.
+    pub fn at_offsets(index: u64, start: u64, end: u64) -> Self {
+        Self {
+            index,
+            start,
+            end,
+            first_item: start,
+        }
+    }
+}
+
 /// The bytes a chunk takes to its worker, for a source that cannot be read
 /// again (standard input): held from the moment the chunk is cut until it
 /// settles, since a retry sends them again.
@@ -158,12 +171,11 @@ impl ChunkSource for RangeChunks {
         let index = self.next_index;
         self.next_index += 1;
         let start = self.start + index * self.chunk;
-        Next::Chunk(ChunkSpec {
+        Next::Chunk(ChunkSpec::at_offsets(
             index,
             start,
-            end: start.saturating_add(self.chunk).min(self.end),
-            first_item: start,
-        })
+            start.saturating_add(self.chunk).min(self.end),
+        ))
     }
 
     fn total(&self) -> Option<u64> {

@@ -241,12 +241,7 @@ impl FileChunks {
             self.next_start = end;
             let index = self.next_index;
             self.next_index += 1;
-            return Some(ChunkSpec {
-                index,
-                start,
-                end,
-                first_item: start,
-            });
+            return Some(ChunkSpec::at_offsets(index, start, end));
         }
         None
     }
@@ -287,13 +282,7 @@ impl SizedCutter for FileCursor {
         }
         .max(start);
         self.at = end;
-        let chunk = ChunkSpec {
-            index,
-            start,
-            end,
-            first_item: start,
-        };
-        Ok((chunk, end - start))
+        Ok((ChunkSpec::at_offsets(index, start, end), end - start))
     }
 
     fn units_to(&mut self, to: u64) -> io::Result<u64> {

@@ -162,13 +162,7 @@ impl SizedCutter for RangeCursor {
             .min(self.end)
             .max(start);
         self.at = end;
-        let chunk = ChunkSpec {
-            index,
-            start,
-            end,
-            first_item: start,
-        };
-        Ok((chunk, end - start))
+        Ok((ChunkSpec::at_offsets(index, start, end), end - start))
     }
 
     fn units_to(&mut self, to: u64) -> io::Result<u64> {

@@ -83,6 +83,14 @@ pub struct LinesChunks {
     error: Option<String>,
 }
 
+/// The buffer a file of lines is read through: a small file needs no
+/// megabyte of it.
+fn block_size(count: &LineCount) -> usize {
+    usize::try_from(count.size)
+        .unwrap_or(BLOCK_SIZE)
+        .clamp(1, BLOCK_SIZE)
+}
+
 impl LinesChunks {
     /// Opens `path` to cut it as `count` (from [`count_lines`]) describes.
     ///
@@ -90,10 +98,7 @@ impl LinesChunks {
     pub fn open(path: &Path, count: LineCount, chunk: u64) -> io::Result<Self> {
         assert!(chunk > 0, "chunk size must be positive");
         let file = File::open(path)?;
-        // A small file needs no megabyte of buffer.
-        let block = usize::try_from(count.size)
-            .unwrap_or(BLOCK_SIZE)
-            .clamp(1, BLOCK_SIZE);
+        let block = block_size(&count);
         Ok(Self {
             file,
             path: path.to_path_buf(),
@@ -258,9 +263,7 @@ impl LinesCursor {
     /// Opens `path` to cut it as `count` (from [`count_lines`]) describes.
     pub fn open(path: &Path, count: LineCount) -> io::Result<Self> {
         let file = File::open(path)?;
-        let block = usize::try_from(count.size)
-            .unwrap_or(BLOCK_SIZE)
-            .clamp(1, BLOCK_SIZE);
+        let block = block_size(&count);
         Ok(Self {
             file,
             path: path.to_path_buf(),

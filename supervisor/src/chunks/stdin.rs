@@ -495,12 +495,7 @@ impl Blocks {
         self.next_index += 1;
         let start = self.start;
         self.start += len;
-        ChunkSpec {
-            index,
-            start,
-            end: start + len,
-            first_item: start,
-        }
+        ChunkSpec::at_offsets(index, start, start + len)
     }
 }
 
