@@ -57,8 +57,11 @@ impl Effects for Edges {
     }
 
     fn observe(&mut self, event: &RunEvent<'_>) {
+        // Which chunk a worker is on is for the worker pool (it names the
+        // chunk its stderr lines belong to); no observer reports it.
         if let RunEvent::WorkerBusy { slot, chunk } = *event {
             self.workers.set_busy(slot, chunk);
+            return;
         }
         self.observers.observe(event);
     }

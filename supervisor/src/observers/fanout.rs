@@ -42,18 +42,14 @@ impl Observers {
     }
 
     pub fn observe(&mut self, event: &RunEvent<'_>) {
-        // Two of every chunk's three events matter to the metrics alone (a
-        // counter), not to the report, the bar, the log or systemd: they
-        // stop here, which spares each chunk a round of the observers.
-        match event {
-            RunEvent::WorkerBusy { .. } => return,
-            RunEvent::ChunkDispatched { .. } => {
-                if let Some(metrics) = &mut self.metrics {
-                    metrics.observe(event);
-                }
-                return;
+        // Every chunk is dispatched, and only the metrics count it (the
+        // report, the bar, the log and systemd wait for how it ends): it
+        // stops here, which spares each chunk a round of the observers.
+        if let RunEvent::ChunkDispatched { .. } = event {
+            if let Some(metrics) = &mut self.metrics {
+                metrics.observe(event);
             }
-            _ => {}
+            return;
         }
         self.report.observe(event);
         self.progress.observe(event);
