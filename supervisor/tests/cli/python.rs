@@ -67,9 +67,14 @@ def hold_5(chunk):
     killed. A marker file in the job's folder (the workers' working
     directory) tells a rerun, whose attempt may still be 1: a worker that
     dies with several chunks outstanding costs none of them an attempt."""
-    announce(chunk)
-    if chunk.index == 5 and not os.path.exists("held-5"):
+    first = chunk.index == 5 and not os.path.exists("held-5")
+    if first:
+        # Before the announcement, which the test kills this worker on:
+        # made after it, a kill in between left no marker, and the retry
+        # held on for the whole minute too.
         open("held-5", "w").close()
+    announce(chunk)
+    if first:
         time.sleep(60)
     return squares(chunk)
 
