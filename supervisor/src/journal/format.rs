@@ -63,7 +63,7 @@ pub fn encode_header(fingerprint: &Fingerprint) -> Vec<u8> {
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&len.to_le_bytes());
     header.extend_from_slice(&json);
-    header.extend_from_slice(&crc32fast::hash(&json).to_le_bytes());
+    header.extend_from_slice(&crc32(&json).to_le_bytes());
     header
 }
 
@@ -90,12 +90,19 @@ pub fn encode_record(entry: &Entry, out: &mut [u8; RECORD_LEN]) {
 /// The CRC-32 of `bytes`, as `crc32fast::hash` gives it, from a hasher set
 /// up once: `crc32fast::hash` asks the CPU for its features at every call,
 /// which is a sixth of a short record's checksum, and every chunk takes two
-/// (its output record's and its journal record's).
+/// (its output record's and its journal record's). Every checksum of the
+/// journal and the output is this one.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    static FRESH: OnceLock<crc32fast::Hasher> = OnceLock::new();
-    let mut hasher = FRESH.get_or_init(crc32fast::Hasher::new).clone();
+    let mut hasher = crc32_hasher();
     hasher.update(bytes);
     hasher.finalize()
+}
+
+/// A fresh CRC-32 hasher for bytes that come in pieces, set up as
+/// [`crc32`]'s is.
+pub fn crc32_hasher() -> crc32fast::Hasher {
+    static FRESH: OnceLock<crc32fast::Hasher> = OnceLock::new();
+    FRESH.get_or_init(crc32fast::Hasher::new).clone()
 }
 
 pub fn decode_record(bytes: &[u8; RECORD_LEN]) -> Result<Entry, BadRecord> {

@@ -346,7 +346,7 @@ impl OutputCheck {
                 .seek(SeekFrom::Start(entry.offset))
                 .map_err(JournalError::io("read the output", &self.path))?;
         }
-        let mut hasher = crc32fast::Hasher::new();
+        let mut hasher = super::format::crc32_hasher();
         let mut left = entry.len;
         while left > 0 {
             let want = usize::try_from(left).map_or(self.buf.len(), |l| l.min(self.buf.len()));
@@ -410,7 +410,7 @@ pub(super) fn read_header(
     reader.read_exact(&mut json).map_err(eof_is_corrupt)?;
     let mut crc = [0; 4];
     reader.read_exact(&mut crc).map_err(eof_is_corrupt)?;
-    if crc32fast::hash(&json) != u32::from_le_bytes(crc) {
+    if super::format::crc32(&json) != u32::from_le_bytes(crc) {
         return Err(corrupt("the header's checksum does not match"));
     }
     let stored: Fingerprint = serde_json::from_slice(&json)

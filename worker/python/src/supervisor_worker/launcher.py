@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 from . import _context
+from .protocol import _Message
 from ._find import find_supervisor_bin
 
 __all__ = [
@@ -122,9 +123,10 @@ class SupervisorError(Exception):
         self.folder = folder
 
 
-class _Record:
-    """Fields set once, equality and repr over ``__slots__``, as a frozen
-    dataclass would give them."""
+class _Record(_Message):
+    """A message-like record (equality and repr over ``__slots__``) whose
+    fields are set once and that hashes by value, as a frozen dataclass
+    would."""
 
     __slots__ = ()
 
@@ -135,17 +137,8 @@ class _Record:
     def __setattr__(self, name, value):
         raise AttributeError(f"{type(self).__name__} is read-only")
 
-    def __eq__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
-
     def __hash__(self):
         return hash(tuple(getattr(self, f) for f in self.__slots__))
-
-    def __repr__(self):
-        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
-        return f"{type(self).__name__}({fields})"
 
     def __reduce__(self):
         # Pickled and copied through the constructor: the default would set
